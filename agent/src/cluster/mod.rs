@@ -1,0 +1,211 @@
+//! What the agent needs from ECS, in the agent's own words, bound to its own container instance.
+//!
+//! The store writes only to the instance it was built for: a host can only ever change its own
+//! claim, marker and status, which is what the lease's safety argument needs. Reads of the claims
+//! cover the whole cluster. Implementations: [`ecs::EcsStore`] (aws-sdk-ecs) and the in-memory
+//! fake of the test kit, which keeps ECS's semantics (blind last-writer-wins writes, at most ten
+//! custom attributes per instance, the value character rules) and adds staleness and faults.
+
+pub mod ecs;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// An attribute of some container instance of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attribute {
+    /// The container instance ARN that carries it.
+    pub target: String,
+    /// Its name.
+    pub name: String,
+    /// Its value (ECS allows none).
+    pub value: Option<String>,
+}
+
+/// The status of a container instance, as ECS reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstanceStatus {
+    /// Takes tasks.
+    Active,
+    /// Being emptied of service tasks.
+    Draining,
+    /// REGISTERING, DEREGISTERING, INACTIVE, ...: nothing the agent may change.
+    Other(String),
+}
+
+/// The status the agent may set on its instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetStatus {
+    /// Back in service.
+    Active,
+    /// Drain.
+    Draining,
+}
+
+/// This host's container instance, as `DescribeContainerInstances` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Its ARN.
+    pub arn: String,
+    /// ACTIVE, DRAINING, ...
+    pub status: InstanceStatus,
+    /// Whether the ECS agent on the host is connected.
+    pub agent_connected: bool,
+    /// Tasks with desired status RUNNING.
+    pub running_tasks: u32,
+    /// Its attributes that have a value, by name (built-in `ecs.*` ones included).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A task on this instance whose desired status is RUNNING.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// Its ARN.
+    pub arn: String,
+    /// `startedBy`: `ecs-svc/...` for service (and daemon) tasks, anything else or nothing for
+    /// standalone ones.
+    pub started_by: Option<String>,
+    /// `group`: `service:<name>` or `family:<name>`.
+    pub group: Option<String>,
+}
+
+impl TaskInfo {
+    /// Whether ECS moves this task off a draining instance by itself.
+    pub fn is_service_task(&self) -> bool {
+        self.started_by.as_deref().is_some_and(|s| s.starts_with("ecs-svc/"))
+            || self.group.as_deref().is_some_and(|g| g.starts_with("service:"))
+    }
+}
+
+/// A failed ECS call, typed by what the caller can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// `ThrottlingException` or another rate limit: retry later, with back-off.
+    #[error("{op}: throttled: {message}")]
+    Throttled {
+        /// The ECS operation.
+        op: &'static str,
+        /// What ECS said.
+        message: String,
+    },
+    /// A 5xx, a timeout or a connection failure: retry later.
+    #[error("{op}: ECS unavailable: {message}")]
+    Unavailable {
+        /// The ECS operation.
+        op: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// ECS refused the request (invalid parameter, limit, not found, access denied, ...).
+    #[error("{op}: {code}: {message}")]
+    Rejected {
+        /// The ECS operation.
+        op: &'static str,
+        /// The error code, e.g. `AttributeLimitExceededException`.
+        code: String,
+        /// What ECS said.
+        message: String,
+    },
+}
+
+impl ClusterError {
+    /// Whether the same call may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClusterError::Throttled { .. } | ClusterError::Unavailable { .. })
+    }
+}
+
+/// ECS as one host's agent sees it: whole-cluster reads, writes to its own instance only.
+pub trait ClusterStore {
+    /// This host's container instance ARN.
+    fn instance_arn(&self) -> &str;
+    /// Every instance's attribute called `name`: ListAttributes filtered by that name, every page.
+    fn list_attribute(&self, name: &str) -> impl Future<Output = Result<Vec<Attribute>, ClusterError>>;
+    /// Create or replace attributes on this instance (blind write; at most 10 per call).
+    fn put_attributes(&self, attrs: &[(String, String)]) -> impl Future<Output = Result<(), ClusterError>>;
+    /// Remove attributes from this instance by name; removing a missing one is not an error.
+    fn delete_attributes(&self, names: &[String]) -> impl Future<Output = Result<(), ClusterError>>;
+    /// DescribeContainerInstances for this instance.
+    fn describe_self(&self) -> impl Future<Output = Result<InstanceInfo, ClusterError>>;
+    /// UpdateContainerInstancesState for this instance.
+    fn set_status(&self, status: SetStatus) -> impl Future<Output = Result<(), ClusterError>>;
+    /// The tasks on this instance whose desired status is RUNNING (ListTasks every page, then
+    /// DescribeTasks for `startedBy` and `group`).
+    fn running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>>;
+    /// The cluster's tags (fleet-wide settings every host reads alike).
+    fn cluster_tags(&self) -> impl Future<Output = Result<BTreeMap<String, String>, ClusterError>>;
+}
+
+impl<T: ClusterStore> ClusterStore for &T {
+    fn instance_arn(&self) -> &str {
+        (**self).instance_arn()
+    }
+    fn list_attribute(&self, name: &str) -> impl Future<Output = Result<Vec<Attribute>, ClusterError>> {
+        (**self).list_attribute(name)
+    }
+    fn put_attributes(&self, attrs: &[(String, String)]) -> impl Future<Output = Result<(), ClusterError>> {
+        (**self).put_attributes(attrs)
+    }
+    fn delete_attributes(&self, names: &[String]) -> impl Future<Output = Result<(), ClusterError>> {
+        (**self).delete_attributes(names)
+    }
+    fn describe_self(&self) -> impl Future<Output = Result<InstanceInfo, ClusterError>> {
+        (**self).describe_self()
+    }
+    fn set_status(&self, status: SetStatus) -> impl Future<Output = Result<(), ClusterError>> {
+        (**self).set_status(status)
+    }
+    fn running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>> {
+        (**self).running_tasks()
+    }
+    fn cluster_tags(&self) -> impl Future<Output = Result<BTreeMap<String, String>, ClusterError>> {
+        (**self).cluster_tags()
+    }
+}
+
+/// ECS's rule for attribute names: 1-128 of letters, digits, `-`, `_`, `/`, `\`, `.`.
+pub fn valid_attribute_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_/\\.".contains(c))
+}
+
+/// ECS's rule for attribute values: 1-128 of letters, digits, `-_.@/\:` and inner spaces.
+pub fn valid_attribute_value(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@/\\: ".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_rules_follow_the_ecs_reference() {
+        assert!(valid_attribute_name("br-update.lease"));
+        assert!(!valid_attribute_name(""));
+        assert!(!valid_attribute_name(&"a".repeat(129)));
+        assert!(!valid_attribute_name("a=b"));
+        assert!(valid_attribute_value("v1:h:1700000000:1700000600:ab12:1.26.1"));
+        assert!(valid_attribute_value("a b"));
+        assert!(!valid_attribute_value(" a"));
+        assert!(!valid_attribute_value("a "));
+        assert!(!valid_attribute_value("{\"json\":1}"));
+        assert!(!valid_attribute_value("a=b,c"));
+        assert!(!valid_attribute_value(""));
+    }
+
+    #[test]
+    fn service_tasks_are_told_from_standalone_ones() {
+        let t = |sb: Option<&str>, g: Option<&str>| TaskInfo {
+            arn: "t".into(),
+            started_by: sb.map(Into::into),
+            group: g.map(Into::into),
+        };
+        assert!(t(Some("ecs-svc/123"), None).is_service_task());
+        assert!(t(None, Some("service:web")).is_service_task());
+        assert!(!t(Some("events-rule/nightly"), Some("family:batch")).is_service_task());
+        assert!(!t(None, None).is_service_task());
+    }
+}

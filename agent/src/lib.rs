@@ -1,0 +1,27 @@
+//! The Bottlerocket ECS update agent: one per container instance, no central service.
+//!
+//! # Layout
+//! - [`config`]: the agent's TOML config (the host container's user-data), validated at start.
+//! - [`clock`], [`backoff`]: time and randomness, injected so the protocol runs on virtual time.
+//! - [`os_api`]: the local Bottlerocket API (trait, HTTP client over the Unix socket, and the
+//!   multi-request semantics of update commands).
+//! - [`cluster`]: ECS as the agent needs it (trait and the aws-sdk-ecs implementation).
+//! - [`discovery`]: cluster and container-instance ARN from the ECS agent's introspection endpoint.
+//! - [`lease`]: the at-most-N claim protocol on container-instance attributes.
+//! - [`slot`]: when this host checks for updates (wave seed, jitter).
+//! - [`journal`]: the in-flight record that survives reboots.
+//! - [`cycle`]: the update state machine that ties the above together.
+//! - [`shutdown`], [`logging`]: signals and structured logs.
+
+pub mod backoff;
+pub mod clock;
+pub mod cluster;
+pub mod config;
+pub mod cycle;
+pub mod discovery;
+pub mod journal;
+pub mod lease;
+pub mod logging;
+pub mod os_api;
+pub mod shutdown;
+pub mod slot;
