@@ -9,7 +9,8 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Milliseconds since the Unix epoch, as this host's clock reads it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct WallTime(pub i64);
 
 impl WallTime {

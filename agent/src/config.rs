@@ -1,1 +1,583 @@
-//! TODO
+//! The agent's configuration: TOML with kebab-case keys, from the host container's user-data.
+//!
+//! Two levels, so that every problem is reported before the agent touches anything: [`RawConfig`]
+//! is what serde reads (unknown keys and wrong types fail here, with the line of the key), and
+//! [`Config::from_raw`] checks values (zero limits, negative or malformed durations, settle time
+//! shorter than zero, ...) and names the key at fault.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::Backoff;
+use crate::os_api::commands::{CommandBudget, CommandBudgets};
+
+/// Where a host container finds its user-data.
+pub const DEFAULT_CONFIG_PATH: &str = "/.bottlerocket/host-containers/current/user-data";
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, which shows the key's line.
+        message: String,
+    },
+    /// A value that parses but cannot be used.
+    #[error("invalid config: `{key}`: {reason}")]
+    Value {
+        /// The full key, e.g. `cluster.max-concurrent`.
+        key: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Value { key: key.to_string(), reason: reason.into() }
+}
+
+/// What to do when the instance runs tasks that ECS will not move (RunTask, scheduled tasks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StandalonePolicy {
+    /// Drain anyway and wait for them to end, up to `standalone-task-timeout`.
+    Wait,
+    /// Do not drain this round: release the lease and come back later.
+    Skip,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (CloudWatch).
+    Json,
+}
+
+/// The file as written: every key optional, durations as text ("90s", "15m", "2h", "1d").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    dry_run: Option<bool>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    api_socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    check_interval: Option<String>,
+    check_jitter: Option<String>,
+    seed: Option<u32>,
+    quarantine: Option<String>,
+    request_timeout: Option<String>,
+    reboot_wait: Option<String>,
+    #[serde(default)]
+    commands: RawCommands,
+    #[serde(default)]
+    cluster: RawCluster,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCommands {
+    poll_interval: Option<String>,
+    busy_backoff_min: Option<String>,
+    busy_backoff_max: Option<String>,
+    refresh_timeout: Option<String>,
+    prepare_timeout: Option<String>,
+    activate_timeout: Option<String>,
+    deactivate_timeout: Option<String>,
+    reboot_timeout: Option<String>,
+    status_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCluster {
+    enabled: Option<bool>,
+    cluster: Option<String>,
+    instance_arn: Option<String>,
+    region: Option<String>,
+    introspection_url: Option<String>,
+    discovery_timeout: Option<String>,
+    attribute_prefix: Option<String>,
+    max_concurrent: Option<i64>,
+    lease_ttl: Option<String>,
+    settle_time: Option<String>,
+    clock_skew: Option<String>,
+    lease_backoff_min: Option<String>,
+    lease_backoff_max: Option<String>,
+    wait_poll_max: Option<String>,
+    drain_timeout: Option<String>,
+    drain_poll_interval: Option<String>,
+    standalone_tasks: Option<StandalonePolicy>,
+    standalone_task_timeout: Option<String>,
+    reboot_allowance: Option<String>,
+    agent_connect_timeout: Option<String>,
+    ecs_retry_budget: Option<String>,
+    ecs_backoff_min: Option<String>,
+    ecs_backoff_max: Option<String>,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Decide and log every step, change nothing.
+    pub dry_run: bool,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// tracing filter directive, e.g. `info` or `agent=debug`.
+    pub log_level: String,
+    /// The Bottlerocket API socket.
+    pub api_socket: PathBuf,
+    /// Where the in-flight record lives (persistent across reboots).
+    pub state_dir: PathBuf,
+    /// How often each host looks for updates.
+    pub check_interval: Duration,
+    /// Random extra delay on top of the seed's slot.
+    pub check_jitter: Duration,
+    /// The wave seed; read from `settings.updates.seed` unless set here.
+    pub seed: Option<u32>,
+    /// How long a version that failed to boot is not tried again.
+    pub quarantine: Duration,
+    /// Per-request timeout on the API socket.
+    pub request_timeout: Duration,
+    /// How long to wait for the host to go down after the reboot was accepted.
+    pub reboot_wait: Duration,
+    /// Time allowances of the update commands.
+    pub commands: CommandBudgets,
+    /// Cluster coordination.
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster coordination settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    /// Coordinate through ECS; false runs the host on its own (no lease, no drain).
+    pub enabled: bool,
+    /// The cluster, when not discovered.
+    pub cluster: Option<String>,
+    /// This host's container instance ARN, when not discovered.
+    pub instance_arn: Option<String>,
+    /// The AWS region, when not taken from the ARN.
+    pub region: Option<String>,
+    /// The ECS agent's introspection metadata URL.
+    pub introspection_url: String,
+    /// How long to wait for the ECS agent to answer (`None`: forever).
+    pub discovery_timeout: Option<Duration>,
+    /// Prefix of the attribute names the agent owns (`<prefix>.lease`, ...).
+    pub attribute_prefix: String,
+    /// At most this many hosts update at once (a cluster tag may override it).
+    pub max_concurrent: u32,
+    /// How long a claim lives without renewal.
+    pub lease_ttl: Duration,
+    /// Wait between writing a claim and counting the others (at least the store's staleness).
+    pub settle_time: Duration,
+    /// How far apart hosts' clocks may be.
+    pub clock_skew: Duration,
+    /// Back-off after losing a contended slot.
+    pub lease_backoff: Backoff,
+    /// The longest a waiting host sleeps between looks at the claims.
+    pub wait_poll_max: Duration,
+    /// How long a drain may take before the host gives up and re-activates.
+    pub drain_timeout: Duration,
+    /// How often the drain is checked.
+    pub drain_poll_interval: Duration,
+    /// What to do about standalone tasks.
+    pub standalone_tasks: StandalonePolicy,
+    /// How long to wait for standalone tasks under the `wait` policy.
+    pub standalone_task_timeout: Duration,
+    /// Claim lifetime written just before the reboot: covers shutdown, boot and the agent's start.
+    pub reboot_allowance: Duration,
+    /// How long to wait for the ECS agent to reconnect after boot.
+    pub agent_connect_timeout: Duration,
+    /// How long one ECS call is retried when throttled or unavailable.
+    pub ecs_retry_budget: Duration,
+    /// Back-off between ECS retries.
+    pub ecs_backoff: Backoff,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::from_raw(RawConfig::default()).unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file means every default.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        }
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        Config::from_raw(raw)
+    }
+
+    /// Checks every value and fills in defaults.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let c = &raw.commands;
+        let busy = Backoff::new(
+            dur("commands.busy-backoff-min", &c.busy_backoff_min, "2s")?,
+            dur("commands.busy-backoff-max", &c.busy_backoff_max, "30s")?,
+        );
+        check_backoff("commands.busy-backoff", busy)?;
+        let poll = positive("commands.poll-interval", &c.poll_interval, "2s")?;
+        let budget = |key: &str, v: &Option<String>, d: &str| -> Result<CommandBudget, ConfigError> {
+            Ok(CommandBudget { total: positive(key, v, d)?, poll_interval: poll, busy_backoff: busy })
+        };
+        let commands = CommandBudgets {
+            refresh: budget("commands.refresh-timeout", &c.refresh_timeout, "2m")?,
+            prepare: budget("commands.prepare-timeout", &c.prepare_timeout, "30m")?,
+            activate: budget("commands.activate-timeout", &c.activate_timeout, "2m")?,
+            deactivate: budget("commands.deactivate-timeout", &c.deactivate_timeout, "2m")?,
+            reboot: budget("commands.reboot-timeout", &c.reboot_timeout, "2m")?,
+            status: budget("commands.status-timeout", &c.status_timeout, "2m")?,
+        };
+        let log_level = raw.log_level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(bad("log-level", format!("`{log_level}` is not a log filter (try `info` or `debug`)")));
+        }
+        Ok(Config {
+            dry_run: raw.dry_run.unwrap_or(false),
+            log_format: raw.log_format.unwrap_or(LogFormat::Text),
+            log_level,
+            api_socket: raw.api_socket.unwrap_or_else(|| "/run/api.sock".into()),
+            state_dir: raw.state_dir.unwrap_or_else(|| "/.bottlerocket/host-containers/current".into()),
+            check_interval: positive("check-interval", &raw.check_interval, "6h")?,
+            check_jitter: dur("check-jitter", &raw.check_jitter, "5m")?,
+            seed: raw.seed,
+            quarantine: dur("quarantine", &raw.quarantine, "7d")?,
+            request_timeout: positive("request-timeout", &raw.request_timeout, "30s")?,
+            reboot_wait: positive("reboot-wait", &raw.reboot_wait, "10m")?,
+            commands,
+            cluster: ClusterConfig::from_raw(raw.cluster)?,
+        })
+    }
+
+    /// The effective config as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&Printable::from(self)).unwrap_or_else(|e| format!("# cannot print: {e}"))
+    }
+
+    /// The in-flight record's path.
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir.join("update-agent-state.json")
+    }
+}
+
+impl ClusterConfig {
+    fn from_raw(r: RawCluster) -> Result<ClusterConfig, ConfigError> {
+        let max = r.max_concurrent.unwrap_or(1);
+        if !(1..=1000).contains(&max) {
+            return Err(bad("cluster.max-concurrent", format!("{max} is not between 1 and 1000")));
+        }
+        let prefix = r.attribute_prefix.unwrap_or_else(|| "br-update".into());
+        if prefix.is_empty() || prefix.len() > 100 || !crate::cluster::valid_attribute_name(&prefix) {
+            return Err(bad("cluster.attribute-prefix", "1-100 of letters, digits, `-`, `_`, `/`, `.`"));
+        }
+        let lease_backoff = Backoff::new(
+            positive("cluster.lease-backoff-min", &r.lease_backoff_min, "30s")?,
+            positive("cluster.lease-backoff-max", &r.lease_backoff_max, "10m")?,
+        );
+        check_backoff("cluster.lease-backoff", lease_backoff)?;
+        let ecs_backoff = Backoff::new(
+            positive("cluster.ecs-backoff-min", &r.ecs_backoff_min, "1s")?,
+            positive("cluster.ecs-backoff-max", &r.ecs_backoff_max, "30s")?,
+        );
+        check_backoff("cluster.ecs-backoff", ecs_backoff)?;
+        let lease_ttl = positive("cluster.lease-ttl", &r.lease_ttl, "10m")?;
+        let drain_poll_interval = positive("cluster.drain-poll-interval", &r.drain_poll_interval, "15s")?;
+        // A holder renews while it drains; a TTL shorter than two polls could lapse between renewals.
+        if lease_ttl < drain_poll_interval * 2 {
+            return Err(bad("cluster.lease-ttl", "must be at least twice cluster.drain-poll-interval"));
+        }
+        let settle_time = dur("cluster.settle-time", &r.settle_time, "10s")?;
+        if settle_time >= lease_ttl {
+            return Err(bad("cluster.settle-time", "must be shorter than cluster.lease-ttl"));
+        }
+        if let Some(url) = &r.introspection_url {
+            if !url.starts_with("http://") {
+                return Err(bad("cluster.introspection-url", "must be an http:// URL"));
+            }
+        }
+        let discovery_timeout = match &r.discovery_timeout {
+            None => None,
+            Some(_) => Some(positive("cluster.discovery-timeout", &r.discovery_timeout, "0s")?),
+        };
+        Ok(ClusterConfig {
+            enabled: r.enabled.unwrap_or(true),
+            cluster: r.cluster,
+            instance_arn: r.instance_arn,
+            region: r.region,
+            introspection_url: r
+                .introspection_url
+                .unwrap_or_else(|| "http://127.0.0.1:51678/v1/metadata".into()),
+            discovery_timeout,
+            attribute_prefix: prefix,
+            max_concurrent: max as u32,
+            lease_ttl,
+            settle_time,
+            clock_skew: dur("cluster.clock-skew", &r.clock_skew, "30s")?,
+            lease_backoff,
+            wait_poll_max: positive("cluster.wait-poll-max", &r.wait_poll_max, "5m")?,
+            drain_timeout: positive("cluster.drain-timeout", &r.drain_timeout, "30m")?,
+            drain_poll_interval,
+            standalone_tasks: r.standalone_tasks.unwrap_or(StandalonePolicy::Skip),
+            standalone_task_timeout: positive("cluster.standalone-task-timeout", &r.standalone_task_timeout, "1h")?,
+            reboot_allowance: positive("cluster.reboot-allowance", &r.reboot_allowance, "20m")?,
+            agent_connect_timeout: positive("cluster.agent-connect-timeout", &r.agent_connect_timeout, "10m")?,
+            ecs_retry_budget: positive("cluster.ecs-retry-budget", &r.ecs_retry_budget, "2m")?,
+            ecs_backoff,
+        })
+    }
+}
+
+fn check_backoff(key: &str, b: Backoff) -> Result<(), ConfigError> {
+    if b.base > b.max {
+        return Err(bad(&format!("{key}-min"), format!("must not exceed {key}-max")));
+    }
+    Ok(())
+}
+
+fn dur(key: &str, value: &Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value.as_deref().unwrap_or(default)).map_err(|reason| bad(key, reason))
+}
+
+fn positive(key: &str, value: &Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let d = dur(key, value, default)?;
+    if d.is_zero() {
+        return Err(bad(key, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+/// Parses "500ms", "90s", "15m", "2h", "7d" and sums like "1h30m".
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.starts_with('-') {
+        return Err(format!("`{text}` is negative"));
+    }
+    if t.is_empty() {
+        return Err("empty duration (write e.g. `90s`, `15m`, `2h`)".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}` is not a duration (write e.g. `90s`, `15m`, `2h`)"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("`{text}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            "" => return Err(format!("`{text}` lacks a unit (ms, s, m, h, d)")),
+            u => return Err(format!("`{text}`: unknown unit `{u}` (ms, s, m, h, d)")),
+        };
+        total = unit
+            .checked_mul(u32::try_from(n).map_err(|_| format!("`{text}`: number too large"))?)
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(|| format!("`{text}`: too long"))?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way the config writes them.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// The effective config in the file's own shape, so `check-config` output can be pasted back.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Printable {
+    dry_run: bool,
+    log_format: LogFormat,
+    log_level: String,
+    api_socket: String,
+    state_dir: String,
+    check_interval: String,
+    check_jitter: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u32>,
+    quarantine: String,
+    request_timeout: String,
+    reboot_wait: String,
+    commands: toml::Table,
+    cluster: toml::Table,
+}
+
+impl From<&Config> for Printable {
+    fn from(c: &Config) -> Printable {
+        let f = format_duration;
+        let mut commands = toml::Table::new();
+        let cm = &c.commands;
+        for (k, v) in [
+            ("poll-interval", cm.refresh.poll_interval),
+            ("busy-backoff-min", cm.refresh.busy_backoff.base),
+            ("busy-backoff-max", cm.refresh.busy_backoff.max),
+            ("refresh-timeout", cm.refresh.total),
+            ("prepare-timeout", cm.prepare.total),
+            ("activate-timeout", cm.activate.total),
+            ("deactivate-timeout", cm.deactivate.total),
+            ("reboot-timeout", cm.reboot.total),
+            ("status-timeout", cm.status.total),
+        ] {
+            commands.insert(k.into(), f(v).into());
+        }
+        let k = &c.cluster;
+        let mut cluster = toml::Table::new();
+        cluster.insert("enabled".into(), k.enabled.into());
+        for (key, v) in [("cluster", &k.cluster), ("instance-arn", &k.instance_arn), ("region", &k.region)] {
+            if let Some(v) = v {
+                cluster.insert(key.into(), v.clone().into());
+            }
+        }
+        cluster.insert("introspection-url".into(), k.introspection_url.clone().into());
+        if let Some(d) = k.discovery_timeout {
+            cluster.insert("discovery-timeout".into(), f(d).into());
+        }
+        cluster.insert("attribute-prefix".into(), k.attribute_prefix.clone().into());
+        cluster.insert("max-concurrent".into(), i64::from(k.max_concurrent).into());
+        for (key, v) in [
+            ("lease-ttl", k.lease_ttl),
+            ("settle-time", k.settle_time),
+            ("clock-skew", k.clock_skew),
+            ("lease-backoff-min", k.lease_backoff.base),
+            ("lease-backoff-max", k.lease_backoff.max),
+            ("wait-poll-max", k.wait_poll_max),
+            ("drain-timeout", k.drain_timeout),
+            ("drain-poll-interval", k.drain_poll_interval),
+            ("standalone-task-timeout", k.standalone_task_timeout),
+            ("reboot-allowance", k.reboot_allowance),
+            ("agent-connect-timeout", k.agent_connect_timeout),
+            ("ecs-retry-budget", k.ecs_retry_budget),
+            ("ecs-backoff-min", k.ecs_backoff.base),
+            ("ecs-backoff-max", k.ecs_backoff.max),
+        ] {
+            cluster.insert(key.into(), f(v).into());
+        }
+        let policy = match k.standalone_tasks {
+            StandalonePolicy::Wait => "wait",
+            StandalonePolicy::Skip => "skip",
+        };
+        cluster.insert("standalone-tasks".into(), policy.into());
+        Printable {
+            dry_run: c.dry_run,
+            log_format: c.log_format,
+            log_level: c.log_level.clone(),
+            api_socket: c.api_socket.display().to_string(),
+            state_dir: c.state_dir.display().to_string(),
+            check_interval: f(c.check_interval),
+            check_jitter: f(c.check_jitter),
+            seed: c.seed,
+            quarantine: f(c.quarantine),
+            request_timeout: f(c.request_timeout),
+            reboot_wait: f(c.reboot_wait),
+            commands,
+            cluster,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test.toml").expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::parse("", "t").expect("valid");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.cluster.max_concurrent, 1);
+        assert_eq!(c.api_socket, PathBuf::from("/run/api.sock"));
+        assert!(!c.dry_run);
+    }
+
+    #[test]
+    fn missing_file_is_all_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(Config::load(&dir.path().join("nope")).expect("defaults"), Config::default());
+    }
+
+    #[test]
+    fn durations_parse_and_print_round_trip() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
+        assert!(parse_duration("5").unwrap_err().contains("unit"));
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("").is_err());
+        for d in ["7d", "2h", "15m", "90s", "250ms"] {
+            assert_eq!(format_duration(parse_duration(d).expect("parses")), d);
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(err("[cluster]\nmax-concurrent = 0").contains("`cluster.max-concurrent`"));
+        assert!(err("check-interval = \"-5m\"").contains("`check-interval`"));
+        assert!(err("check-interval = \"0s\"").contains("longer than zero"));
+        assert!(err("[commands]\nprepare-timeout = \"soon\"").contains("`commands.prepare-timeout`"));
+        assert!(err("[cluster]\nsettle-time = \"20m\"\nlease-ttl = \"10m\"").contains("`cluster.settle-time`"));
+        assert!(err("[cluster]\nattribute-prefix = \"a=b\"").contains("`cluster.attribute-prefix`"));
+        assert!(err("log-level = \"[[[\"").contains("`log-level`"));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused_naming_the_key() {
+        let e = err("check-intervall = \"5m\"");
+        assert!(e.contains("check-intervall"), "{e}");
+        let e = err("[cluster]\nmax-concurrent = \"three\"");
+        assert!(e.contains("max-concurrent"), "{e}");
+        let e = err("dry-run = 1");
+        assert!(e.contains("dry-run"), "{e}");
+        let e = err("[cluster]\nstandalone-tasks = \"ignore\"");
+        assert!(e.contains("standalone-tasks"), "{e}");
+    }
+
+    #[test]
+    fn effective_config_prints_as_a_file_that_parses_back_to_itself() {
+        let text = "dry-run = true\ncheck-interval = \"30m\"\n[cluster]\nmax-concurrent = 3\nstandalone-tasks = \"wait\"\n";
+        let c = Config::parse(text, "t").expect("valid");
+        let printed = c.to_toml();
+        assert_eq!(Config::parse(&printed, "printed").expect("printed config parses"), c);
+        assert!(printed.contains("max-concurrent = 3"), "{printed}");
+    }
+}

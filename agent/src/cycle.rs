@@ -1,1 +1,810 @@
-//! TODO
+//! The update state machine of one host: check, prepare, take a slot, drain, activate, reboot,
+//! verify, return to service.
+//!
+//! ```text
+//!   start ─► recover ─► wait for slot ─► refresh ─► prepare ─► lease ─► drain ─► activate ─► reboot
+//!              ▲  (in-flight record: finish or undo)                                          │
+//!              └──────────── after boot: verify version, ECS agent, ACTIVE, release ◄─────────┘
+//! ```
+//!
+//! Every step that changes the world is announced in the journal first, so a restart at any
+//! instant either finishes the update (after the reboot) or undoes it (before the reboot):
+//! re-activate what this agent drained, deactivate what it activated, withdraw its claim. The
+//! ECS side keeps its own trace (the claim and the drained marker live on the instance), so even
+//! a lost journal leaves no instance DRAINING and no claim behind.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::backoff::{Backoff, Jitter};
+use crate::clock::{Clock, WallTime};
+use crate::cluster::retry::{with_retry, RetryPolicy};
+use crate::cluster::{ClusterError, ClusterStore, InstanceStatus, SetStatus, TaskInfo};
+use crate::config::{Config, StandalonePolicy};
+use crate::journal::{InFlight, Journal, Record, Step};
+use crate::lease::{ClaimPhase, Held, LeaseClient, LeaseError, LeaseParams, Names};
+use crate::os_api::commands::{self, CommandError, RebootRequest};
+use crate::os_api::{Action, OsApi, OsInfo, UpdateState, UpdateStatus};
+use crate::shutdown::Shutdown;
+use crate::slot::Schedule;
+
+/// How one round ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to install.
+    UpToDate {
+        /// The running version.
+        version: String,
+    },
+    /// An operator keeps this host out of updates.
+    OptedOut,
+    /// The only update is a version that failed to boot here recently.
+    Quarantined {
+        /// That version.
+        version: String,
+    },
+    /// Dry run: what would have happened.
+    DryRun {
+        /// The version that would be installed.
+        target: String,
+    },
+    /// Not this round; the reason says why.
+    Skipped {
+        /// Why (standalone tasks, drain timeout, instance state, ...).
+        reason: String,
+    },
+    /// The reboot into `target` was asked for; the host is going down.
+    Rebooting {
+        /// The version booting next.
+        target: String,
+    },
+    /// Back from a reboot: the update is done, or rolled back.
+    Finished {
+        /// `updated`, `rolled-back`, ...
+        result: String,
+        /// The running version.
+        version: String,
+    },
+    /// Stopped by a signal at a safe point.
+    Interrupted,
+    /// Something failed; the round is abandoned after undoing what it did.
+    Failed {
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// A short kebab-case token for the status attribute.
+    pub fn token(&self) -> &str {
+        match self {
+            Outcome::UpToDate { .. } => "up-to-date",
+            Outcome::OptedOut => "opted-out",
+            Outcome::Quarantined { .. } => "quarantined",
+            Outcome::DryRun { .. } => "dry-run",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Rebooting { .. } => "rebooting",
+            Outcome::Finished { result, .. } => result,
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// Why a round stopped early.
+enum Halt {
+    /// A signal: undo and exit.
+    Shutdown,
+    /// The round is over with this outcome (after any undo it needed).
+    Done(Outcome),
+}
+
+type Step_<T> = Result<T, Halt>;
+
+fn failed(reason: impl Into<String>) -> Halt {
+    Halt::Done(Outcome::Failed { reason: reason.into() })
+}
+
+/// One host's agent: the OS API, the cluster (absent when running standalone), a clock, a
+/// journal, randomness, the config and the shutdown signal.
+pub struct Agent<O, S, K, J> {
+    /// The Bottlerocket API.
+    pub os: O,
+    /// ECS, bound to this host's instance; `None` runs without coordination.
+    pub cluster: Option<S>,
+    /// Time.
+    pub clock: K,
+    /// The in-flight record.
+    pub journal: J,
+    /// Randomness.
+    pub jitter: Jitter,
+    /// Settings.
+    pub cfg: Config,
+    /// Attribute names.
+    pub names: Names,
+    /// The signal to stop.
+    pub shutdown: Shutdown,
+}
+
+impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
+    /// Runs until shutdown (or after one round with `once`). Returns the last round's outcome.
+    pub async fn run(&self, once: bool) -> Outcome {
+        let mut last = self.recover_until_done().await;
+        if matches!(last, Some(Outcome::Interrupted | Outcome::Rebooting { .. })) {
+            return self.after_reboot_request(last.unwrap_or(Outcome::Interrupted), once).await;
+        }
+        let mut failures = 0u32;
+        loop {
+            if !once {
+                let wait = self.next_wait(&last, failures).await;
+                tracing::info!(wait_s = wait.as_secs(), at = %self.clock.now().plus(wait), "next check");
+                if self.interruptible(self.clock.sleep(wait)).await.is_err() {
+                    return Outcome::Interrupted;
+                }
+            }
+            let outcome = self.round().await;
+            tracing::info!(outcome = outcome.token(), detail = ?outcome, "round finished");
+            failures = if matches!(outcome, Outcome::Failed { .. }) { failures + 1 } else { 0 };
+            if matches!(outcome, Outcome::Rebooting { .. } | Outcome::Interrupted) {
+                return self.after_reboot_request(outcome, once).await;
+            }
+            last = Some(outcome);
+            if once {
+                return last.unwrap_or(Outcome::Interrupted);
+            }
+        }
+    }
+
+    /// After asking for the reboot the host goes down and systemd stops us with SIGTERM: wait for
+    /// that (bounded), and if the host never goes down, undo rather than sit drained forever.
+    async fn after_reboot_request(&self, outcome: Outcome, once: bool) -> Outcome {
+        if !matches!(outcome, Outcome::Rebooting { .. }) || once {
+            return outcome;
+        }
+        let waited = self.interruptible(self.clock.sleep(self.cfg.reboot_wait)).await;
+        if waited.is_err() {
+            tracing::info!("stopped while the host reboots, as expected");
+            return outcome;
+        }
+        tracing::error!(wait_s = self.cfg.reboot_wait.as_secs(), "host did not go down after the reboot was accepted; undoing");
+        self.undo("reboot did not happen").await;
+        Outcome::Failed { reason: "reboot did not happen".into() }
+    }
+
+    async fn next_wait(&self, last: &Option<Outcome>, failures: u32) -> Duration {
+        if failures > 0 {
+            let backoff = Backoff::new(Duration::from_secs(60), self.cfg.check_interval.min(Duration::from_secs(3600)));
+            return backoff.delay(failures - 1, &self.jitter);
+        }
+        let seed = match self.cfg.seed {
+            Some(s) => s,
+            None => match self.os.update_settings().await {
+                Ok(s) => s.seed.unwrap_or(0),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read settings.updates.seed; using a random slot");
+                    (self.jitter.next_u64() % u64::from(crate::slot::SEED_SPACE)) as u32
+                }
+            },
+        };
+        let now = self.clock.now();
+        let schedule = Schedule { seed, interval: self.cfg.check_interval };
+        let slot = schedule.next_after(now);
+        let jitter = self.jitter.up_to(self.cfg.check_jitter);
+        let _ = last;
+        slot.since(now) + jitter
+    }
+
+    /// Runs `fut` unless shutdown comes first.
+    async fn interruptible<T>(&self, fut: impl Future<Output = T>) -> Step_<T> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.wait() => Err(Halt::Shutdown),
+            v = fut => Ok(v),
+        }
+    }
+
+    fn lease(&self) -> Option<LeaseClient<'_, S, K>> {
+        let store = self.cluster.as_ref()?;
+        Some(LeaseClient { store, clock: &self.clock, jitter: &self.jitter, names: &self.names, retry: self.retry() })
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy { budget: self.cfg.cluster.ecs_retry_budget, backoff: self.cfg.cluster.ecs_backoff }
+    }
+
+    async fn ecs<T, F, Fut>(&self, what: &str, op: F) -> Result<T, ClusterError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClusterError>>,
+    {
+        with_retry(&self.clock, &self.jitter, &self.retry(), what, op).await
+    }
+
+    // ---------------------------------------------------------------- one round
+
+    /// One round: decide, and if there is an update, carry it up to the reboot request.
+    pub async fn round(&self) -> Outcome {
+        match self.try_round().await {
+            Ok(o) | Err(Halt::Done(o)) => {
+                if !matches!(o, Outcome::Rebooting { .. }) {
+                    self.publish_status("idle", None, &o).await;
+                }
+                o
+            }
+            Err(Halt::Shutdown) => {
+                self.undo("stopped by signal").await;
+                Outcome::Interrupted
+            }
+        }
+    }
+
+    async fn try_round(&self) -> Step_<Outcome> {
+        let os = self.os_info().await?;
+        if self.opted_out().await? {
+            tracing::info!(attribute = %self.names.opt_out, "opted out by operator; not updating this host");
+            return Ok(Outcome::OptedOut);
+        }
+        let status = self.refresh().await?;
+        let Some(target) = self.choose(&os, &status)? else {
+            return Ok(Outcome::UpToDate { version: os.version_id });
+        };
+        self.prepare(&status, &target).await?;
+        if self.cfg.dry_run {
+            tracing::info!(target = %target, "dry run: would take a slot, drain, activate and reboot");
+            return Ok(Outcome::DryRun { target });
+        }
+        let mut flight = InFlight {
+            step: Step::Leased,
+            from_version: os.version_id.clone(),
+            target_version: target.clone(),
+            lease_token: None,
+            drained_by_us: false,
+            started_at: self.clock.now(),
+        };
+        let held = self.take_slot(&mut flight).await?;
+        let held = self.drain(&mut flight, held).await?;
+        self.activate(&mut flight).await?;
+        self.reboot(&mut flight, held).await
+    }
+
+    async fn os_info(&self) -> Step_<OsInfo> {
+        self.os.os_info().await.map_err(|e| failed(format!("cannot read /os: {e}")))
+    }
+
+    async fn opted_out(&self) -> Step_<bool> {
+        let Some(store) = &self.cluster else { return Ok(false) };
+        let me = self
+            .ecs("DescribeContainerInstances", || store.describe_self())
+            .await
+            .map_err(|e| failed(format!("cannot read own instance: {e}")))?;
+        Ok(me.attributes.get(&self.names.opt_out).is_some_and(|v| v.eq_ignore_ascii_case("true")))
+    }
+
+    /// Refreshes the update list (in a dry run, only reads it) and returns the status.
+    async fn refresh(&self) -> Step_<UpdateStatus> {
+        let b = &self.cfg.commands;
+        let result = if self.cfg.dry_run {
+            tracing::info!("dry run: reading the update status without refreshing");
+            commands::read_status(&self.os, &self.clock, &self.jitter, &b.status).await.map(|s| {
+                s.unwrap_or(UpdateStatus {
+                    update_state: UpdateState::Idle,
+                    available_updates: vec![],
+                    chosen_update: None,
+                    active_partition: None,
+                    staging_partition: None,
+                    most_recent_command: None,
+                })
+            })
+        } else {
+            self.interruptible(commands::run_command(&self.os, &self.clock, &self.jitter, Action::Refresh, &b.refresh))
+                .await?
+        };
+        result.map_err(|e| failed(format!("refresh: {e}")))
+    }
+
+    /// The version to install, if any, with the reason logged either way.
+    fn choose(&self, os: &OsInfo, status: &UpdateStatus) -> Step_<Option<String>> {
+        let candidate = match status.update_state {
+            UpdateState::Idle => None,
+            UpdateState::Available => status.chosen_version(),
+            UpdateState::Staged | UpdateState::Ready => status.staged_version().or(status.chosen_version()),
+        };
+        let Some(target) = candidate.filter(|v| *v != os.version_id) else {
+            tracing::info!(running = %os.version_id, state = ?status.update_state, available = ?status.available_updates,
+                "no update chosen (none published, version-lock, or this host's wave has not started)");
+            return Ok(None);
+        };
+        let record = self.load_record();
+        if record.is_quarantined(target, self.clock.now()) {
+            tracing::warn!(target, "update failed to boot here recently; quarantined");
+            return Err(Halt::Done(Outcome::Quarantined { version: target.to_string() }));
+        }
+        tracing::info!(running = %os.version_id, target, "update chosen");
+        Ok(Some(target.to_string()))
+    }
+
+    /// Downloads the update to the inactive partition before any cluster step, so the host
+    /// spends no drained time downloading.
+    async fn prepare(&self, status: &UpdateStatus, target: &str) -> Step_<()> {
+        if status.staged_version() == Some(target) {
+            tracing::info!(target, state = ?status.update_state, "update already staged");
+            return Ok(());
+        }
+        if self.cfg.dry_run {
+            tracing::info!(target, "dry run: would prepare (download) the update");
+            return Ok(());
+        }
+        let b = &self.cfg.commands.prepare;
+        tracing::info!(target, budget_s = b.total.as_secs(), "preparing update (download to inactive partition)");
+        let st = self
+            .interruptible(commands::run_command(&self.os, &self.clock, &self.jitter, Action::Prepare, b))
+            .await?
+            .map_err(|e| failed(format!("prepare: {e}")))?;
+        match st.staged_version() {
+            Some(v) if v == target => Ok(()),
+            other => Err(failed(format!("prepare staged {other:?}, expected {target}"))),
+        }
+    }
+
+    fn load_record(&self) -> Record {
+        match self.journal.load() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "in-flight record unreadable; setting it aside");
+                let _ = self.journal.set_aside();
+                Record::default()
+            }
+        }
+    }
+
+    /// Writes the record before the step it announces; a failure here stops the round.
+    fn announce(&self, flight: &InFlight) -> Step_<()> {
+        let mut r = self.load_record();
+        r.in_flight = Some(flight.clone());
+        self.journal.store(&r).map_err(|e| failed(format!("cannot write in-flight record: {e}")))?;
+        tracing::info!(step = ?flight.step, target = %flight.target_version, "in-flight record written");
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- cluster steps
+
+    fn lease_params(&self, max_concurrent: u32) -> LeaseParams {
+        let c = &self.cfg.cluster;
+        LeaseParams {
+            max_concurrent,
+            ttl: c.lease_ttl,
+            settle: c.settle_time,
+            skew: c.clock_skew,
+            backoff: c.lease_backoff,
+            wait_poll_max: c.wait_poll_max,
+        }
+    }
+
+    /// Reads the fleet-wide tags: `None` when paused, else the N to use.
+    async fn fleet_limit(&self) -> Result<Option<u32>, LeaseError> {
+        let Some(store) = &self.cluster else { return Ok(Some(self.cfg.cluster.max_concurrent)) };
+        let tags = self.ecs("ListTagsForResource", || store.cluster_tags()).await?;
+        if tags.get(&self.names.paused_tag).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        let n = match tags.get(&self.names.max_concurrent_tag) {
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    tracing::warn!(tag = %self.names.max_concurrent_tag, value = %v, "ignoring invalid cluster tag");
+                    self.cfg.cluster.max_concurrent
+                }
+            },
+            None => self.cfg.cluster.max_concurrent,
+        };
+        Ok(Some(n))
+    }
+
+    async fn take_slot(&self, flight: &mut InFlight) -> Step_<Option<Held>> {
+        let Some(lease) = self.lease() else { return Ok(None) };
+        // Recorded before the claim is written, so a crash in between still withdraws it.
+        self.announce(flight)?;
+        let params = self.lease_params(self.cfg.cluster.max_concurrent);
+        let held = self
+            .interruptible(lease.acquire(&params, &flight.target_version, || self.fleet_limit()))
+            .await?;
+        let held = match held {
+            Ok(h) => h,
+            Err(e) => {
+                self.undo("could not take a slot").await;
+                return Err(failed(format!("lease: {e}")));
+            }
+        };
+        flight.lease_token = Some(held.claim.token.clone());
+        self.announce(flight)?;
+        Ok(Some(held))
+    }
+
+    async fn drain(&self, flight: &mut InFlight, held: Option<Held>) -> Step_<Option<Held>> {
+        let (Some(store), Some(mut held)) = (&self.cluster, held) else { return Ok(None) };
+        let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
+        let tasks = self.ecs_or_undo("ListTasks", || store.running_tasks()).await?;
+        let standalone: Vec<&TaskInfo> = tasks.iter().filter(|t| !t.is_service_task()).collect();
+        if !standalone.is_empty() && self.cfg.cluster.standalone_tasks == StandalonePolicy::Skip {
+            let reason = format!("{} standalone task(s) would not be moved by ECS, e.g. {}", standalone.len(), standalone[0].arn);
+            self.undo(&reason).await;
+            return Err(Halt::Done(Outcome::Skipped { reason }));
+        }
+        match me.status {
+            InstanceStatus::Active => {
+                flight.step = Step::Draining;
+                flight.drained_by_us = true;
+                self.announce(flight)?;
+                let marker = [
+                    (self.names.drained.clone(), format!("by-agent:{}", held.claim.token)),
+                    (self.names.status.clone(), self.status_value("draining", Some(&flight.target_version), "in-progress")),
+                ];
+                self.ecs_or_undo("PutAttributes", || store.put_attributes(&marker)).await?;
+                self.ecs_or_undo("UpdateContainerInstancesState", || store.set_status(SetStatus::Draining)).await?;
+                tracing::info!(instance = store.instance_arn(), "instance set to DRAINING");
+            }
+            InstanceStatus::Draining => {
+                tracing::info!("instance already DRAINING by someone else; will not re-activate it");
+                flight.step = Step::Draining;
+                self.announce(flight)?;
+            }
+            InstanceStatus::Other(s) => {
+                let reason = format!("instance is {s}, not ACTIVE");
+                self.undo(&reason).await;
+                return Err(Halt::Done(Outcome::Skipped { reason }));
+            }
+        }
+        held = self.wait_drained(store, held).await?;
+        Ok(Some(held))
+    }
+
+    /// An ECS call that, when it fails for good, undoes the round.
+    async fn ecs_or_undo<T, F, Fut>(&self, what: &str, op: F) -> Step_<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ClusterError>>,
+    {
+        match self.interruptible(self.ecs(what, op)).await? {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let reason = format!("{what}: {e}");
+                self.undo(&reason).await;
+                Err(failed(reason))
+            }
+        }
+    }
+
+    async fn wait_drained(&self, store: &S, mut held: Held) -> Step_<Held> {
+        let c = &self.cfg.cluster;
+        let start = self.clock.now();
+        loop {
+            let tasks = self.ecs_or_undo("ListTasks", || store.running_tasks()).await?;
+            let services = tasks.iter().filter(|t| t.is_service_task()).count();
+            let standalone = tasks.len() - services;
+            let waited = self.clock.now().since(start);
+            if tasks.is_empty() {
+                tracing::info!(waited_s = waited.as_secs(), "drained: no running tasks");
+                return Ok(held);
+            }
+            let limit = if services == 0 { c.standalone_task_timeout } else { c.drain_timeout };
+            if waited >= limit {
+                let reason = format!("drain timed out after {}s with {services} service and {standalone} standalone task(s) left", waited.as_secs());
+                self.undo(&reason).await;
+                return Err(Halt::Done(Outcome::Skipped { reason }));
+            }
+            tracing::info!(services, standalone, waited_s = waited.as_secs(), "waiting for tasks to leave");
+            held = self.keep_claim(held, ClaimPhase::Draining, c.lease_ttl).await?;
+            self.interruptible(self.clock.sleep(c.drain_poll_interval)).await?;
+        }
+    }
+
+    /// Renews the claim when less than half its life is left (and always on a phase change).
+    async fn keep_claim(&self, held: Held, phase: ClaimPhase, ttl: Duration) -> Step_<Held> {
+        let Some(lease) = self.lease() else { return Ok(held) };
+        let left = WallTime::from_secs(held.claim.expires_at).since(self.clock.now());
+        if held.claim.phase == phase && left > ttl / 2 {
+            return Ok(held);
+        }
+        match self.interruptible(lease.renew(&held, phase, ttl)).await? {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                let reason = format!("cannot keep the slot: {e}");
+                tracing::error!(reason = %reason, "stopping before any further side effect");
+                self.undo(&reason).await;
+                Err(failed(reason))
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- host steps
+
+    async fn activate(&self, flight: &mut InFlight) -> Step_<()> {
+        flight.step = Step::Activating;
+        self.announce(flight)?;
+        let b = &self.cfg.commands.activate;
+        match self.interruptible(commands::run_command(&self.os, &self.clock, &self.jitter, Action::Activate, b)).await? {
+            Ok(_) => Ok(()),
+            Err(CommandError::NotAllowed { status: Some(s), .. })
+                if s.update_state == UpdateState::Ready && s.staged_version() == Some(flight.target_version.as_str()) =>
+            {
+                tracing::info!("update was already active");
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("activate: {e}");
+                self.undo(&reason).await;
+                Err(failed(reason))
+            }
+        }
+    }
+
+    async fn reboot(&self, flight: &mut InFlight, held: Option<Held>) -> Step_<Outcome> {
+        if let Some(h) = held {
+            // The claim must outlive shutdown, boot and our restart: nobody may take our slot
+            // while this host is down.
+            self.keep_claim(h, ClaimPhase::Rebooting, self.cfg.cluster.reboot_allowance).await?;
+        }
+        flight.step = Step::Rebooting;
+        self.announce(flight)?;
+        self.publish_status("rebooting", Some(&flight.target_version), &Outcome::Rebooting { target: flight.target_version.clone() }).await;
+        let b = &self.cfg.commands.reboot;
+        // Not interruptible: once asked, SIGTERM is the expected end, and the request is quick.
+        match commands::request_reboot(&self.os, &self.clock, &self.jitter, b).await {
+            Ok(RebootRequest::Accepted) => tracing::info!(target = %flight.target_version, "reboot accepted"),
+            Ok(RebootRequest::ConnectionLost) => tracing::info!("connection lost while asking for the reboot: host going down"),
+            Err(e) => {
+                let reason = format!("reboot refused: {e}");
+                self.undo(&reason).await;
+                return Err(failed(reason));
+            }
+        }
+        Ok(Outcome::Rebooting { target: flight.target_version.clone() })
+    }
+
+    // ---------------------------------------------------------------- recovery
+
+    /// Finishes or undoes what a previous run left, retrying until it is done (or shutdown).
+    async fn recover_until_done(&self) -> Option<Outcome> {
+        let mut attempt = 0;
+        loop {
+            match self.recover().await {
+                Ok(o) => return o,
+                Err(reason) => {
+                    let delay = self.cfg.cluster.ecs_backoff.delay(attempt, &self.jitter).max(Duration::from_secs(5));
+                    tracing::error!(reason = %reason, retry_s = delay.as_secs(), "recovery incomplete; will retry");
+                    attempt += 1;
+                    if self.interruptible(self.clock.sleep(delay)).await.is_err() {
+                        return Some(Outcome::Interrupted);
+                    }
+                }
+            }
+        }
+    }
+
+    /// On start: after a reboot, verify and return to service; before one, undo.
+    pub async fn recover(&self) -> Result<Option<Outcome>, String> {
+        let record = self.load_record();
+        match record.in_flight {
+            Some(f) if f.step == Step::Rebooting => self.finish_after_reboot(f).await.map(Some),
+            Some(f) => {
+                tracing::warn!(step = ?f.step, target = %f.target_version, "previous run stopped before the reboot; undoing");
+                if self.undo_inner(&format!("interrupted at {:?}", f.step)).await {
+                    Ok(None)
+                } else {
+                    Err("undo incomplete".into())
+                }
+            }
+            None => self.release_strays().await.map(|_| None),
+        }
+    }
+
+    /// With no record, anything of ours still on the instance is a leftover: release if held,
+    /// re-activate if our marker says we drained it.
+    async fn release_strays(&self) -> Result<(), String> {
+        let Some(store) = &self.cluster else { return Ok(()) };
+        let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
+        let has_claim = me.attributes.contains_key(&self.names.lease);
+        let has_marker = me.attributes.contains_key(&self.names.drained);
+        if !has_claim && !has_marker {
+            return Ok(());
+        }
+        tracing::warn!(has_claim, has_marker, "found our claim or drain marker with no in-flight record; cleaning up");
+        if self.undo_inner("leftover from an earlier run").await {
+            Ok(())
+        } else {
+            Err("cleanup incomplete".into())
+        }
+    }
+
+    async fn finish_after_reboot(&self, f: InFlight) -> Result<Outcome, String> {
+        let os = self.os.os_info().await.map_err(|e| format!("cannot read /os after boot: {e}"))?;
+        let status = commands::read_status(&self.os, &self.clock, &self.jitter, &self.cfg.commands.status)
+            .await
+            .map_err(|e| format!("cannot read update status after boot: {e}"))?;
+        let held = self.renew_after_boot(&f).await?;
+        let result = if os.version_id == f.target_version {
+            tracing::info!(from = %f.from_version, to = %os.version_id, "booted into the new version");
+            "updated"
+        } else if os.version_id == f.from_version {
+            let staged_ready = status.as_ref().is_some_and(|s| {
+                s.update_state == UpdateState::Ready && s.staged_version() == Some(f.target_version.as_str())
+            });
+            if staged_ready {
+                return self.reboot_again(f, held).await;
+            }
+            let mut r = self.load_record();
+            let until = self.clock.now().plus(self.cfg.quarantine);
+            r.quarantine(&f.target_version, until, "did not boot; the host rolled back", self.clock.now());
+            self.journal.store(&r).map_err(|e| e.to_string())?;
+            tracing::error!(target = %f.target_version, running = %os.version_id, until = %until, "new version did not boot (rolled back); quarantined");
+            "rolled-back"
+        } else {
+            tracing::warn!(expected = %f.target_version, running = %os.version_id, "running an unexpected version");
+            "unexpected-version"
+        };
+        self.return_to_service(&f).await?;
+        self.clear_in_flight(result).map_err(|e| e.to_string())?;
+        let outcome = Outcome::Finished { result: result.to_string(), version: os.version_id };
+        self.publish_status("idle", None, &outcome).await;
+        Ok(outcome)
+    }
+
+    /// First thing after boot: renew the claim so nobody takes our slot while we verify.
+    async fn renew_after_boot(&self, f: &InFlight) -> Result<Option<Held>, String> {
+        let (Some(lease), Some(token)) = (self.lease(), &f.lease_token) else { return Ok(None) };
+        let me = self.ecs("DescribeContainerInstances", || lease.store.describe_self()).await.map_err(|e| e.to_string())?;
+        let Some(Ok(claim)) = me.attributes.get(&self.names.lease).map(|v| crate::lease::Claim::parse(v)) else {
+            tracing::warn!("our claim is gone after the reboot; finishing the return to service without it");
+            return Ok(None);
+        };
+        if &claim.token != token {
+            tracing::warn!("our claim was replaced during the reboot; finishing the return to service without it");
+            return Ok(None);
+        }
+        match lease.renew(&Held { claim }, ClaimPhase::Verifying, self.cfg.cluster.lease_ttl).await {
+            Ok(h) => Ok(Some(h)),
+            Err(LeaseError::Lost(why)) => {
+                tracing::warn!(reason = %why, "claim lapsed during the reboot; finishing the return to service without it");
+                Ok(None)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The host came back on the old version with the update still Ready: the reboot never
+    /// happened (we were stopped before it took). Ask again, but only while holding the slot.
+    async fn reboot_again(&self, f: InFlight, held: Option<Held>) -> Result<Outcome, String> {
+        if self.cluster.is_some() && held.is_none() {
+            tracing::warn!("reboot never happened and the slot is gone; undoing");
+            return if self.undo_inner("reboot never happened").await { Ok(Outcome::Failed { reason: "reboot never happened".into() }) } else { Err("undo incomplete".into()) };
+        }
+        tracing::warn!(target = %f.target_version, "reboot never happened; asking again");
+        if let Some(h) = held {
+            let lease = self.lease().ok_or("no cluster")?;
+            lease.renew(&h, ClaimPhase::Rebooting, self.cfg.cluster.reboot_allowance).await.map_err(|e| e.to_string())?;
+        }
+        match commands::request_reboot(&self.os, &self.clock, &self.jitter, &self.cfg.commands.reboot).await {
+            Ok(_) => Ok(Outcome::Rebooting { target: f.target_version }),
+            Err(e) => {
+                let reason = format!("reboot refused: {e}");
+                if self.undo_inner(&reason).await { Ok(Outcome::Failed { reason }) } else { Err(reason) }
+            }
+        }
+    }
+
+    /// After boot: wait for the ECS agent, set ACTIVE if we drained, clear marker and claim.
+    async fn return_to_service(&self, f: &InFlight) -> Result<(), String> {
+        let Some(store) = &self.cluster else { return Ok(()) };
+        let c = &self.cfg.cluster;
+        let start = self.clock.now();
+        let me = loop {
+            let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
+            if me.agent_connected {
+                break me;
+            }
+            if self.clock.now().since(start) >= c.agent_connect_timeout {
+                tracing::warn!("ECS agent still not connected; returning the instance to service anyway");
+                break me;
+            }
+            tracing::info!("waiting for the ECS agent to connect");
+            self.clock.sleep(c.drain_poll_interval).await;
+        };
+        let ours = f.drained_by_us || me.attributes.contains_key(&self.names.drained);
+        self.restore_instance(store, ours, &me.status).await
+    }
+
+    async fn restore_instance(&self, store: &S, ours: bool, status: &InstanceStatus) -> Result<(), String> {
+        if ours && *status == InstanceStatus::Draining {
+            self.ecs("UpdateContainerInstancesState", || store.set_status(SetStatus::Active)).await.map_err(|e| e.to_string())?;
+            tracing::info!("instance set back to ACTIVE");
+        } else if !ours && *status == InstanceStatus::Draining {
+            tracing::info!("instance was drained by someone else; leaving it DRAINING");
+        }
+        let names = [self.names.drained.clone(), self.names.lease.clone()];
+        self.ecs("DeleteAttributes", || store.delete_attributes(&names)).await.map_err(|e| e.to_string())?;
+        tracing::info!("drain marker and claim removed");
+        Ok(())
+    }
+
+    fn clear_in_flight(&self, result: &str) -> Result<(), crate::journal::JournalError> {
+        let mut r = self.load_record();
+        r.in_flight = None;
+        r.last_result = Some(result.to_string());
+        self.journal.store(&r)
+    }
+
+    /// Undoes a round that stopped before the reboot; logs but does not return failures (a
+    /// failed undo keeps the record, so the next start tries again).
+    async fn undo(&self, why: &str) {
+        if !self.undo_inner(why).await {
+            tracing::error!(reason = why, "undo incomplete; the in-flight record is kept and the next start retries");
+        }
+    }
+
+    /// Deactivates what we activated, re-activates what we drained, withdraws our claim, and
+    /// clears the record; true when everything is done.
+    async fn undo_inner(&self, why: &str) -> bool {
+        tracing::warn!(reason = why, "undoing the update round");
+        let record = self.load_record();
+        let flight = record.in_flight.clone();
+        if flight.as_ref().is_some_and(|f| matches!(f.step, Step::Activating | Step::Rebooting)) {
+            let b = &self.cfg.commands.deactivate;
+            match commands::run_command(&self.os, &self.clock, &self.jitter, Action::Deactivate, b).await {
+                Ok(_) => tracing::info!("update deactivated: the next boot keeps the running version"),
+                Err(CommandError::NotAllowed { .. }) => tracing::info!("nothing active to deactivate"),
+                Err(CommandError::NotFound { .. }) => tracing::info!("nothing staged to deactivate"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot deactivate the update");
+                    return false;
+                }
+            }
+        }
+        if let Some(store) = &self.cluster {
+            let me = match self.ecs("DescribeContainerInstances", || store.describe_self()).await {
+                Ok(me) => me,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read own instance to undo");
+                    return false;
+                }
+            };
+            let ours = flight.as_ref().is_some_and(|f| f.drained_by_us) || me.attributes.contains_key(&self.names.drained);
+            if let Err(e) = self.restore_instance(store, ours, &me.status).await {
+                tracing::error!(error = %e, "cannot return the instance to service");
+                return false;
+            }
+        }
+        match self.clear_in_flight(&format!("undone: {why}")) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot clear the in-flight record");
+                false
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- status
+
+    fn status_value(&self, phase: &str, target: Option<&str>, result: &str) -> String {
+        let running = self.load_record().in_flight.map(|f| f.from_version).unwrap_or_default();
+        let v = format!("v1:{phase}:{}:{}:{result}", if running.is_empty() { "-" } else { &running }, target.unwrap_or("-"));
+        v.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.@/:".contains(*c)).take(128).collect()
+    }
+
+    /// Keeps `<prefix>.status` on the instance current, so the fleet can be read from ECS alone.
+    async fn publish_status(&self, phase: &str, target: Option<&str>, outcome: &Outcome) {
+        let Some(store) = &self.cluster else { return };
+        if self.cfg.dry_run {
+            return;
+        }
+        let running = match self.os.os_info().await {
+            Ok(os) => os.version_id,
+            Err(_) => "-".into(),
+        };
+        let v = format!("v1:{phase}:{running}:{}:{}", target.unwrap_or("-"), outcome.token());
+        let v: String = v.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.@/:".contains(*c)).take(128).collect();
+        let attrs = [(self.names.status.clone(), v)];
+        if let Err(e) = self.ecs("PutAttributes", || store.put_attributes(&attrs)).await {
+            tracing::warn!(error = %e, "cannot publish status attribute");
+        }
+    }
+}

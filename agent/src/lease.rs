@@ -1,1 +1,450 @@
-//! TODO
+//! The at-most-N lease on ECS container-instance attributes.
+//!
+//! ECS has no conditional write, so the limit comes from the protocol, not the store: each host
+//! writes a claim only on its own instance, waits a settle time at least as long as the store's
+//! staleness, then counts the live claims of the others and proceeds only if fewer than N remain.
+//! If N+1 hosts ever held a slot, the last of them to count would have seen the other N (each was
+//! written at least the settle time before that count), so it cannot hold one. A tie-break that
+//! lets a host proceed while it sees N others (say, the oldest claim wins) is unsafe: two hosts
+//! can see each other's claims differently.
+//!
+//! What the argument needs from the holder, and this module provides: the claim never expires
+//! while the holder acts (it renews, and writes an expiry covering the reboot before rebooting);
+//! a holder that finds its claim expired or replaced stops before any further side effect; and a
+//! claim that cannot be parsed counts as live.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::backoff::{Backoff, Jitter};
+use crate::clock::{Clock, WallTime};
+use crate::cluster::retry::{with_retry, RetryPolicy};
+use crate::cluster::{valid_attribute_value, Attribute, ClusterError, ClusterStore};
+
+/// The claim format version written first in every value.
+const FORMAT: &str = "v1";
+
+/// The names of the attributes the agent reads and writes, all under one prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The claim (`<prefix>.lease`).
+    pub lease: String,
+    /// The drained-by-this-agent marker (`<prefix>.drained`).
+    pub drained: String,
+    /// The status for operators (`<prefix>.status`).
+    pub status: String,
+    /// Set by an operator to keep this host out of updates (`<prefix>.opt-out`).
+    pub opt_out: String,
+    /// Set by an operator to make this host skip its wait once (`<prefix>.update-now`).
+    pub update_now: String,
+    /// Cluster tag that stops new lease attempts fleet-wide (`<prefix>.paused`).
+    pub paused_tag: String,
+    /// Cluster tag that overrides N fleet-wide (`<prefix>.max-concurrent`).
+    pub max_concurrent_tag: String,
+}
+
+impl Names {
+    /// The names under `prefix`.
+    pub fn new(prefix: &str) -> Names {
+        let n = |s: &str| format!("{prefix}.{s}");
+        Names {
+            lease: n("lease"),
+            drained: n("drained"),
+            status: n("status"),
+            opt_out: n("opt-out"),
+            update_now: n("update-now"),
+            paused_tag: n("paused"),
+            max_concurrent_tag: n("max-concurrent"),
+        }
+    }
+}
+
+/// What the claim's holder is doing; lets operators and waiters read the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimPhase {
+    /// Written, not yet confirmed by the count.
+    Claiming,
+    /// Confirmed; nothing changed yet.
+    Held,
+    /// Draining the instance.
+    Draining,
+    /// Rebooting into the new version.
+    Rebooting,
+    /// Back from the reboot, returning to service.
+    Verifying,
+}
+
+impl ClaimPhase {
+    fn code(self) -> &'static str {
+        match self {
+            ClaimPhase::Claiming => "c",
+            ClaimPhase::Held => "h",
+            ClaimPhase::Draining => "d",
+            ClaimPhase::Rebooting => "r",
+            ClaimPhase::Verifying => "v",
+        }
+    }
+    fn from_code(s: &str) -> Option<ClaimPhase> {
+        Some(match s {
+            "c" => ClaimPhase::Claiming,
+            "h" => ClaimPhase::Held,
+            "d" => ClaimPhase::Draining,
+            "r" => ClaimPhase::Rebooting,
+            "v" => ClaimPhase::Verifying,
+            _ => return None,
+        })
+    }
+}
+
+/// One host's claim, as stored: `v1:<phase>:<claimed-at>:<expires-at>:<token>:<target>`
+/// (times in whole seconds since the epoch; fits ECS's value rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// What the holder is doing.
+    pub phase: ClaimPhase,
+    /// When the slot was first claimed.
+    pub claimed_at: i64,
+    /// When the claim lapses unless renewed.
+    pub expires_at: i64,
+    /// Random per attempt, so a holder recognises its own claim.
+    pub token: String,
+    /// The version the holder moves to.
+    pub target: String,
+}
+
+impl Claim {
+    /// The attribute value.
+    pub fn encode(&self) -> String {
+        format!(
+            "{FORMAT}:{}:{}:{}:{}:{}",
+            self.phase.code(),
+            self.claimed_at,
+            self.expires_at,
+            self.token,
+            self.target
+        )
+    }
+
+    /// Parses a value strictly: anything else is an error (and counts as a live claim).
+    pub fn parse(value: &str) -> Result<Claim, String> {
+        let parts: Vec<&str> = value.split(':').collect();
+        let [format, phase, claimed, expires, token, target] = parts.as_slice() else {
+            return Err(format!("expected 6 fields, found {}", parts.len()));
+        };
+        if *format != FORMAT {
+            return Err(format!("unknown format `{format}`"));
+        }
+        let phase = ClaimPhase::from_code(phase).ok_or_else(|| format!("unknown phase `{phase}`"))?;
+        let num = |s: &str, what: &str| s.parse::<i64>().map_err(|_| format!("{what} `{s}` is not a number"));
+        let (claimed_at, expires_at) = (num(claimed, "claimed-at")?, num(expires, "expires-at")?);
+        if !(4..=32).contains(&token.len()) || !token.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("bad token `{token}`"));
+        }
+        if target.is_empty() {
+            return Err("empty target".into());
+        }
+        Ok(Claim { phase, claimed_at, expires_at, token: token.to_string(), target: target.to_string() })
+    }
+
+    /// Whether other hosts must still count it at `now`, allowing for clock skew.
+    pub fn is_live(&self, now: WallTime, skew: Duration) -> bool {
+        WallTime::from_secs(self.expires_at).plus(skew) > now
+    }
+}
+
+/// Another host's claim as this host reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The instance that wrote it.
+    pub instance: String,
+    /// The claim, or the raw value that did not parse.
+    pub claim: Result<Claim, String>,
+}
+
+impl Seen {
+    /// Whether it takes a slot at `now`: live claims and unreadable ones do.
+    pub fn occupies(&self, now: WallTime, skew: Duration) -> bool {
+        match &self.claim {
+            Ok(c) => c.is_live(now, skew),
+            Err(_) => true,
+        }
+    }
+}
+
+/// The protocol's settings for one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseParams {
+    /// How many hosts may hold a slot at once.
+    pub max_concurrent: u32,
+    /// Claim lifetime without renewal.
+    pub ttl: Duration,
+    /// Wait between writing the claim and counting.
+    pub settle: Duration,
+    /// Allowed clock skew between hosts.
+    pub skew: Duration,
+    /// Back-off after a lost race.
+    pub backoff: Backoff,
+    /// The longest sleep between looks while the cluster is full.
+    pub wait_poll_max: Duration,
+}
+
+/// A slot this host holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The claim as last written.
+    pub claim: Claim,
+}
+
+/// Why the lease could not be taken or kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// ECS failed beyond the retry budget.
+    #[error("cluster store: {0}")]
+    Store(#[from] ClusterError),
+    /// Our claim expired or was replaced: stop, and take a slot again before acting.
+    #[error("claim lost: {0}")]
+    Lost(String),
+    /// The target version cannot be written into an attribute value.
+    #[error("target `{0}` cannot be encoded in an ECS attribute value")]
+    Unencodable(String),
+}
+
+/// What one look at the claims found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Census {
+    /// Other instances' claims that take a slot.
+    pub occupied: Vec<Seen>,
+    /// Other instances' claims that lapsed.
+    pub lapsed: usize,
+    /// This host's own claim, if the store shows one.
+    pub own: Option<Result<Claim, String>>,
+}
+
+impl fmt::Display for Census {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} occupied, {} lapsed", self.occupied.len(), self.lapsed)
+    }
+}
+
+/// The lease operations of one host: whole-cluster reads, writes on its own instance only.
+pub struct LeaseClient<'a, S, K> {
+    /// The store bound to this host's instance.
+    pub store: &'a S,
+    /// This host's clock.
+    pub clock: &'a K,
+    /// This host's randomness.
+    pub jitter: &'a Jitter,
+    /// Attribute names.
+    pub names: &'a Names,
+    /// How ECS calls are retried.
+    pub retry: RetryPolicy,
+}
+
+impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
+    /// Reads every claim in the cluster and sorts them out.
+    pub async fn census(&self, skew: Duration) -> Result<Census, LeaseError> {
+        let attrs = with_retry(self.clock, self.jitter, &self.retry, "ListAttributes", || {
+            self.store.list_attribute(&self.names.lease)
+        })
+        .await?;
+        Ok(self.sort(attrs, skew))
+    }
+
+    fn sort(&self, attrs: Vec<Attribute>, skew: Duration) -> Census {
+        let now = self.clock.now();
+        let me = self.store.instance_arn();
+        let mut census = Census { occupied: vec![], lapsed: 0, own: None };
+        for a in attrs.into_iter().filter(|a| a.name == self.names.lease) {
+            let value = a.value.unwrap_or_default();
+            let claim = Claim::parse(&value).map_err(|why| format!("{why} in `{value}`"));
+            if a.target == me {
+                census.own = Some(claim);
+                continue;
+            }
+            if let Err(why) = &claim {
+                tracing::warn!(instance = %a.target, reason = %why, "unreadable claim counts as live");
+            }
+            let seen = Seen { instance: a.target, claim };
+            if seen.occupies(now, skew) {
+                census.occupied.push(seen);
+            } else {
+                census.lapsed += 1;
+            }
+        }
+        census
+    }
+
+    /// Takes one of `params.max_concurrent` slots; returns once held. Loops (sleeping) while the
+    /// cluster is full or a race is lost; `paused` is asked before each attempt and, while it says
+    /// so, no claim is written.
+    pub async fn acquire<P, PF>(&self, params: &LeaseParams, target: &str, mut paused: P) -> Result<Held, LeaseError>
+    where
+        P: FnMut() -> PF,
+        PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
+    {
+        let mut lost_races = 0u32;
+        let mut full_looks = 0u32;
+        loop {
+            // The cluster tags may pause the fleet or change N; None means paused.
+            let Some(n) = paused().await? else {
+                let wait = self.jitter.between(params.wait_poll_max / 2, params.wait_poll_max);
+                tracing::info!(wait_s = wait.as_secs(), "fleet is paused by cluster tag; not claiming");
+                self.clock.sleep(wait).await;
+                continue;
+            };
+            let n = n.max(1);
+            let before = self.census(params.skew).await?;
+            if before.occupied.len() as u32 >= n {
+                let wait = self.full_wait(params, &before, full_looks);
+                full_looks += 1;
+                tracing::info!(occupied = before.occupied.len(), max = n, wait_s = wait.as_secs(), "cluster full; waiting for a slot");
+                self.clock.sleep(wait).await;
+                continue;
+            }
+            let claim = self.new_claim(ClaimPhase::Claiming, target, params.ttl)?;
+            self.write(&claim).await?;
+            self.clock.sleep(params.settle).await;
+            let after = match self.census(params.skew).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.release_quietly().await;
+                    return Err(e);
+                }
+            };
+            if (after.occupied.len() as u32) < n {
+                tracing::info!(occupied = after.occupied.len(), max = n, token = %claim.token, "slot taken");
+                return Ok(Held { claim });
+            }
+            self.release().await?;
+            let wait = params.backoff.delay(lost_races, self.jitter);
+            lost_races += 1;
+            tracing::info!(occupied = after.occupied.len(), max = n, wait_s = wait.as_secs(), "lost the race for a slot; withdrew and backing off");
+            self.clock.sleep(wait).await;
+        }
+    }
+
+    /// How long to sleep while the cluster is full: until the earliest claim may lapse, capped
+    /// and growing with each look, with jitter so waiters do not look in step.
+    fn full_wait(&self, params: &LeaseParams, census: &Census, looks: u32) -> Duration {
+        let now = self.clock.now();
+        let earliest = census
+            .occupied
+            .iter()
+            .filter_map(|s| s.claim.as_ref().ok())
+            .map(|c| WallTime::from_secs(c.expires_at).plus(params.skew).since(now))
+            .min()
+            .unwrap_or(params.wait_poll_max);
+        let cap = params.backoff.ceiling(looks).max(params.backoff.base).min(params.wait_poll_max);
+        let ceiling = earliest.clamp(params.backoff.base.min(cap), cap);
+        self.jitter.between(ceiling / 2, ceiling)
+    }
+
+    fn new_claim(&self, phase: ClaimPhase, target: &str, ttl: Duration) -> Result<Claim, LeaseError> {
+        let now = self.clock.now();
+        let claim = Claim {
+            phase,
+            claimed_at: now.as_secs(),
+            expires_at: now.plus(ttl).as_secs(),
+            token: format!("{:08x}", self.jitter.next_u64() as u32),
+            target: target.to_string(),
+        };
+        if !valid_attribute_value(&claim.encode()) {
+            return Err(LeaseError::Unencodable(target.to_string()));
+        }
+        Ok(claim)
+    }
+
+    async fn write(&self, claim: &Claim) -> Result<(), LeaseError> {
+        let attrs = [(self.names.lease.clone(), claim.encode())];
+        with_retry(self.clock, self.jitter, &self.retry, "PutAttributes", || self.store.put_attributes(&attrs)).await?;
+        Ok(())
+    }
+
+    /// Checks that the store still shows our claim unexpired, then rewrites it with a new phase
+    /// and an expiry `ttl` from now. Fails with [`LeaseError::Lost`] otherwise.
+    pub async fn renew(&self, held: &Held, phase: ClaimPhase, ttl: Duration) -> Result<Held, LeaseError> {
+        let now = self.clock.now();
+        let me = with_retry(self.clock, self.jitter, &self.retry, "DescribeContainerInstances", || {
+            self.store.describe_self()
+        })
+        .await?;
+        let current = me.attributes.get(&self.names.lease).map(|v| Claim::parse(v));
+        match current {
+            Some(Ok(c)) if c.token == held.claim.token => {
+                if WallTime::from_secs(c.expires_at) <= now {
+                    return Err(LeaseError::Lost(format!("our claim expired at {}", WallTime::from_secs(c.expires_at))));
+                }
+            }
+            Some(Ok(c)) => return Err(LeaseError::Lost(format!("claim replaced by token {}", c.token))),
+            Some(Err(why)) => return Err(LeaseError::Lost(format!("claim unreadable: {why}"))),
+            None => return Err(LeaseError::Lost("claim is gone".into())),
+        }
+        let claim = Claim { phase, expires_at: now.plus(ttl).as_secs(), ..held.claim.clone() };
+        self.write(&claim).await?;
+        Ok(Held { claim })
+    }
+
+    /// Removes our claim (idempotent: "release if held").
+    pub async fn release(&self) -> Result<(), LeaseError> {
+        let names = [self.names.lease.clone()];
+        with_retry(self.clock, self.jitter, &self.retry, "DeleteAttributes", || self.store.delete_attributes(&names))
+            .await?;
+        Ok(())
+    }
+
+    async fn release_quietly(&self) {
+        if let Err(e) = self.release().await {
+            tracing::warn!(error = %e, "could not withdraw our claim; it lapses at its expiry");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim() -> Claim {
+        Claim {
+            phase: ClaimPhase::Draining,
+            claimed_at: 1_700_000_000,
+            expires_at: 1_700_000_600,
+            token: "0badf00d".into(),
+            target: "1.26.1".into(),
+        }
+    }
+
+    #[test]
+    fn claim_round_trips_and_fits_ecs_rules() {
+        let c = claim();
+        let v = c.encode();
+        assert_eq!(v, "v1:d:1700000000:1700000600:0badf00d:1.26.1");
+        assert!(valid_attribute_value(&v));
+        assert_eq!(Claim::parse(&v), Ok(c));
+    }
+
+    #[test]
+    fn parsing_is_strict() {
+        for bad in [
+            "",
+            "garbage",
+            "v2:d:1:2:0badf00d:1.0.0",
+            "v1:x:1:2:0badf00d:1.0.0",
+            "v1:d:one:2:0badf00d:1.0.0",
+            "v1:d:1:2:zz:1.0.0",
+            "v1:d:1:2:0badf00d:",
+            "v1:d:1:2:0badf00d:1.0.0:extra",
+        ] {
+            assert!(Claim::parse(bad).is_err(), "{bad:?} must not parse");
+        }
+    }
+
+    #[test]
+    fn liveness_allows_for_skew_and_garbage_occupies() {
+        let c = claim();
+        let skew = Duration::from_secs(30);
+        assert!(c.is_live(WallTime::from_secs(1_700_000_620), skew));
+        assert!(!c.is_live(WallTime::from_secs(1_700_000_630), skew));
+        let garbage = Seen { instance: "i".into(), claim: Err("bad".into()) };
+        assert!(garbage.occupies(WallTime::from_secs(i64::MAX / 2000), skew));
+    }
+}

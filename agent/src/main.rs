@@ -1,1 +1,148 @@
-fn main() {}
+//! `br-update-agent`: parses the command line, loads the config, wires the real clients into the
+//! agent and maps the result to an exit code. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agent::backoff::{Backoff, Jitter};
+use agent::clock::SystemClock;
+use agent::cluster::ecs::EcsStore;
+use agent::config::{Config, DEFAULT_CONFIG_PATH};
+use agent::cycle::{Agent, Outcome};
+use agent::journal::FileJournal;
+use agent::lease::Names;
+use agent::os_api::http::HttpOsApi;
+use agent::shutdown::{self, Shutdown};
+
+const USAGE: &str = "\
+usage:
+  br-update-agent [run] [--config PATH] [--once]   run the agent (default)
+  br-update-agent check-config [--config PATH]     validate a config and print the effective one
+
+The config defaults to the host container's user-data (/.bottlerocket/host-containers/current/user-data);
+a missing file means every default.";
+
+/// Exit code for a refused command line or config (sysexits' EX_USAGE / EX_CONFIG).
+const EX_USAGE: u8 = 64;
+const EX_CONFIG: u8 = 78;
+
+struct Args {
+    command: String,
+    config: PathBuf,
+    once: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { command: "run".into(), config: DEFAULT_CONFIG_PATH.into(), once: false };
+    let mut it = std::env::args().skip(1);
+    let mut first = true;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "run" | "check-config" if first => args.command = a,
+            "--config" => args.config = it.next().ok_or("--config needs a path")?.into(),
+            "--once" => args.once = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+        first = false;
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n{USAGE}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("the agent changed nothing; fix the config and restart it");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if args.command == "check-config" {
+        println!("# effective config from {}\n{}", args.config.display(), cfg.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    agent::logging::init(cfg.log_format, &cfg.log_level);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cfg, args.once))
+}
+
+async fn run(cfg: Config, once: bool) -> ExitCode {
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        if let Err(e) = shutdown::on_signals(trigger).await {
+            tracing::error!(error = %e, "cannot install signal handlers");
+        }
+    });
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), dry_run = cfg.dry_run, cluster = cfg.cluster.enabled, "agent starting");
+    let os = HttpOsApi::new(cfg.api_socket.clone(), cfg.request_timeout);
+    let jitter = Jitter::from_os();
+    let cluster = if cfg.cluster.enabled {
+        match connect_cluster(&cfg, &jitter, &shutdown).await {
+            Some(c) => Some(c),
+            None => return ExitCode::FAILURE,
+        }
+    } else {
+        tracing::info!("cluster coordination disabled: updating this host on its own schedule");
+        None
+    };
+    let agent = Agent {
+        os,
+        cluster,
+        clock: SystemClock,
+        journal: FileJournal::new(cfg.journal_path()),
+        jitter,
+        names: Names::new(&cfg.cluster.attribute_prefix),
+        cfg,
+        shutdown,
+    };
+    let outcome = agent.run(once).await;
+    tracing::info!(outcome = outcome.token(), "agent stopping");
+    match outcome {
+        Outcome::Failed { .. } if once => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Finds the cluster and instance (config first, then the ECS agent), and builds the store.
+async fn connect_cluster(cfg: &Config, jitter: &Jitter, shutdown: &Shutdown) -> Option<EcsStore> {
+    let c = &cfg.cluster;
+    let (cluster, arn, region) = match (&c.cluster, &c.instance_arn) {
+        (Some(cluster), Some(arn)) => (cluster.clone(), arn.clone(), c.region.clone().or_else(|| agent::discovery::region_from_arn(arn))),
+        _ => {
+            let backoff = Backoff::new(std::time::Duration::from_secs(2), std::time::Duration::from_secs(60));
+            let found = tokio::select! {
+                biased;
+                _ = shutdown.wait() => return None,
+                r = agent::discovery::discover(&SystemClock, jitter, &c.introspection_url, backoff, c.discovery_timeout) => r,
+            };
+            match found {
+                Ok(d) => (d.cluster, d.instance_arn, c.region.clone().or(d.region)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot learn the cluster and container instance");
+                    return None;
+                }
+            }
+        }
+    };
+    tracing::info!(cluster = %cluster, instance = %arn, region = ?region, "coordinating through ECS");
+    let client = agent::cluster::ecs::client_from_env(region).await;
+    Some(EcsStore::new(client, agent::discovery::cluster_name(&cluster), arn))
+}

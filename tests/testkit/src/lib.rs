@@ -1,1 +1,4 @@
+//! Test doubles and harnesses shared by the integration tests, the demo and the fleet simulation.
+
+pub mod fake_ecs;
 
