@@ -130,8 +130,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// Runs until shutdown (or after one round with `once`). Returns the last round's outcome.
     pub async fn run(&self, once: bool) -> Outcome {
         let mut last = self.recover_until_done().await;
-        if matches!(last, Some(Outcome::Interrupted | Outcome::Rebooting { .. })) {
-            return self.after_reboot_request(last.unwrap_or(Outcome::Interrupted), once).await;
+        if let Some(o) = &last {
+            // Finishing what a previous run started is this run's round when running once.
+            if once || matches!(o, Outcome::Interrupted | Outcome::Rebooting { .. }) {
+                return self.after_reboot_request(o.clone(), once).await;
+            }
         }
         let mut failures = 0u32;
         loop {

@@ -267,7 +267,7 @@ impl ClusterStore for FakeEcsHost {
 
     async fn list_attribute(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
         self.ecs.enter("ListAttributes").await?;
-        let mut s = self.ecs.0.borrow_mut();
+        let s = self.ecs.0.borrow_mut();
         let staleness = s.faults.staleness;
         let lag = s.jitter.up_to(staleness);
         let now = Instant::now();

@@ -1,0 +1,340 @@
+//! The real agent state machine against the in-memory host and cluster, on paused time: every
+//! path that could leave an instance DRAINING, a claim held, or an update half-applied.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use agent::clock::{VirtualClock, WallTime};
+use agent::cluster::InstanceStatus;
+use agent::config::Config;
+use agent::cycle::Outcome;
+use agent::journal::Journal;
+use agent::shutdown::Shutdown;
+use fake_bottlerocket::{CommandDurations, FakeHost, Faults, HostConfig};
+use testkit::fake_ecs::FakeEcs;
+use testkit::node::Node;
+
+const REBOOT: Duration = Duration::from_secs(120);
+
+/// The test config; `extra` holds top-level keys, then optionally `[cluster]` keys after a line
+/// `[cluster]` (merged into the cluster table).
+fn config(extra: &str) -> Config {
+    let (top, cluster) = match extra.split_once("[cluster]") {
+        Some((t, c)) => (t, c),
+        None => (extra, ""),
+    };
+    let text = format!(
+        r#"
+check-interval = "1h"
+check-jitter = "0s"
+{top}
+[commands]
+poll-interval = "1s"
+[cluster]
+{cluster}
+settle-time = "5s"
+lease-ttl = "10m"
+drain-poll-interval = "5s"
+drain-timeout = "10m"
+lease-backoff-min = "5s"
+lease-backoff-max = "1m"
+wait-poll-max = "1m"
+agent-connect-timeout = "2m"
+"#
+    );
+    Config::parse(&text, "test").expect("test config is valid")
+}
+
+fn host(faults: Faults) -> FakeHost {
+    FakeHost::new(HostConfig {
+        version: "1.0.0".into(),
+        published: vec!["1.0.0".into(), "1.1.0".into()],
+        durations: CommandDurations::all(Duration::from_secs(2)),
+        faults,
+        ..HostConfig::default()
+    })
+}
+
+fn clock() -> VirtualClock {
+    VirtualClock::new(WallTime::from_secs(1_800_000_000), 0)
+}
+
+fn node(name: &str, ecs: Option<&FakeEcs>, cfg: Config) -> Node {
+    Node::new(name, host(Faults::default()), ecs, clock(), cfg, 7)
+}
+
+fn lease(n: &Node) -> String {
+    format!("{}.lease", n.cfg.cluster.attribute_prefix)
+}
+
+fn drained(n: &Node) -> String {
+    format!("{}.drained", n.cfg.cluster.attribute_prefix)
+}
+
+/// Nothing of ours is left on the instance and nothing is in flight.
+fn assert_clean(ecs: &FakeEcs, n: &Node) {
+    assert_eq!(ecs.status(&n.arn), Some(InstanceStatus::Active), "{}: instance must be ACTIVE", n.name);
+    assert_eq!(ecs.attribute(&n.arn, &lease(n)), None, "{}: claim left behind", n.name);
+    assert_eq!(ecs.attribute(&n.arn, &drained(n)), None, "{}: drain marker left behind", n.name);
+    assert_eq!(n.record().in_flight, None, "{}: in-flight record left behind", n.name);
+}
+
+#[tokio::test(start_paused = true)]
+async fn standalone_host_updates_through_a_reboot() {
+    let n = node("solo", None, config("[cluster]\nenabled = false"));
+    let outcomes = n.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes[0], Outcome::Rebooting { target: "1.1.0".into() });
+    assert_eq!(outcomes[1], Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+    assert_eq!(n.host.running_version(), "1.1.0");
+    assert_eq!(n.record().in_flight, None);
+    assert_eq!(n.record().last_result.as_deref(), Some("updated"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn clustered_host_drains_updates_and_returns_to_service() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/123"), 3);
+    ecs.set_drain_time(Duration::from_secs(20), Duration::from_secs(40));
+    let outcomes = n.run_once_through_reboots(REBOOT, 2).await;
+    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
+    assert_eq!(outcomes[1], Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+    assert_clean(&ecs, &n);
+    let status = ecs.attribute(&n.arn, "br-update.status").expect("status published");
+    assert!(status.contains("1.1.0") && status.contains("updated"), "{status}");
+    assert!(ecs.total_calls() < 60, "ECS calls for one update: {}", ecs.total_calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rolled_back_boot_quarantines_the_version() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = Node::new("a", host(Faults { rollback_on_boot: true, ..Faults::default() }), Some(&ecs), clock(), config(""), 3);
+    let outcomes = n.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes[1], Outcome::Finished { result: "rolled-back".into(), version: "1.0.0".into() });
+    assert_clean(&ecs, &n);
+    assert!(n.record().is_quarantined("1.1.0", n.now()));
+    let again = n.run_once_through_reboots(REBOOT, 1).await;
+    assert_eq!(again, vec![Outcome::Quarantined { version: "1.1.0".into() }]);
+    assert_eq!(n.host.reboot_requests(), 1, "a quarantined version is not tried again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn opted_out_host_is_left_alone() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.operator_put(&n.arn, "br-update.opt-out", "true");
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert_eq!(outcomes, vec![Outcome::OptedOut]);
+    assert_eq!(n.host.reboot_requests(), 0);
+    assert_eq!(ecs.attribute(&n.arn, &lease(&n)), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn standalone_tasks_skip_the_round_under_the_skip_policy() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("events-rule/nightly"), 1);
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(&outcomes[0], Outcome::Skipped { reason } if reason.contains("standalone")), "{outcomes:?}");
+    assert_clean(&ecs, &n);
+    assert_eq!(n.host.reboot_requests(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn standalone_tasks_are_waited_for_under_the_wait_policy() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config("[cluster]\nstandalone-tasks = \"wait\"\nstandalone-task-timeout = \"30m\""));
+    ecs.add_tasks(&n.arn, Some("events-rule/nightly"), 1);
+    let arn = n.arn.clone();
+    let ecs2 = ecs.clone();
+    let finisher = async move {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        ecs2.stop_all_tasks(&arn);
+    };
+    let (outcomes, ()) = tokio::join!(n.run_once_through_reboots(REBOOT, 2), finisher);
+    assert_eq!(outcomes[1], Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+    assert_clean(&ecs, &n);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_timeout_reactivates_and_releases() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/stuck"), 2);
+    ecs.set_drain_time(Duration::from_secs(86_400), Duration::from_secs(86_400));
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(&outcomes[0], Outcome::Skipped { reason } if reason.contains("drain timed out")), "{outcomes:?}");
+    assert_clean(&ecs, &n);
+    assert_eq!(n.host.reboot_requests(), 0);
+    assert_eq!(n.host.running_version(), "1.0.0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sigterm_during_the_drain_undoes_everything() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/slow"), 1);
+    ecs.set_drain_time(Duration::from_secs(3600), Duration::from_secs(3600));
+    let (trigger, shutdown) = Shutdown::new();
+    let agent = n.agent(shutdown);
+    let arn = n.arn.clone();
+    let ecs2 = ecs.clone();
+    let killer = async move {
+        while ecs2.status(&arn) != Some(InstanceStatus::Draining) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        trigger.fire();
+    };
+    let (outcome, ()) = tokio::join!(agent.run(true), killer);
+    assert_eq!(outcome, Outcome::Interrupted);
+    assert_clean(&ecs, &n);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_while_draining_is_recovered_on_restart() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/slow"), 1);
+    ecs.set_drain_time(Duration::from_secs(3600), Duration::from_secs(3600));
+    {
+        // kill -9: the agent's future is dropped mid-drain; only the journal and ECS remain.
+        let agent = n.agent(Shutdown::never());
+        let run = agent.run(true);
+        let _ = tokio::time::timeout(Duration::from_secs(120), run).await;
+    }
+    assert_eq!(ecs.status(&n.arn), Some(InstanceStatus::Draining));
+    assert!(ecs.attribute(&n.arn, &lease(&n)).is_some());
+    ecs.set_drain_time(Duration::from_secs(10), Duration::from_secs(10));
+    let outcomes = n.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes.last(), Some(&Outcome::Finished { result: "updated".into(), version: "1.1.0".into() }));
+    assert_clean(&ecs, &n);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_journal_still_leaves_nothing_behind() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/slow"), 1);
+    ecs.set_drain_time(Duration::from_secs(3600), Duration::from_secs(3600));
+    {
+        let agent = n.agent(Shutdown::never());
+        let _ = tokio::time::timeout(Duration::from_secs(120), agent.run(true)).await;
+    }
+    n.journal.set_aside().expect("lose the record");
+    ecs.set_drain_time(Duration::from_secs(10), Duration::from_secs(10));
+    let _ = n.run_once_through_reboots(REBOOT, 2).await;
+    assert_clean(&ecs, &n);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_drained_by_an_operator_is_not_reactivated() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.operator_set_status(&n.arn, InstanceStatus::Draining);
+    let outcomes = n.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes[1], Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+    assert_eq!(ecs.status(&n.arn), Some(InstanceStatus::Draining), "operator's drain is kept");
+    assert_eq!(ecs.attribute(&n.arn, &lease(&n)), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_reboot_deactivates_and_returns_to_service() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = Node::new("a", host(Faults { reboot_refused: true, ..Faults::default() }), Some(&ecs), clock(), config(""), 5);
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(&outcomes[0], Outcome::Failed { reason } if reason.contains("reboot")), "{outcomes:?}");
+    assert_clean(&ecs, &n);
+    assert_ne!(n.host.update_state(), Some(fake_bottlerocket::UpdateState::Ready), "update must not stay active");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_whose_claim_disappears_stops_before_rebooting() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/slow"), 1);
+    ecs.set_drain_time(Duration::from_secs(900), Duration::from_secs(900));
+    let (arn, ecs2, name) = (n.arn.clone(), ecs.clone(), lease(&n));
+    let thief = async move {
+        while ecs2.status(&arn) != Some(InstanceStatus::Draining) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // An operator clears the claim (or it lapsed while the host hung).
+        ecs2.operator_put(&arn, &name, "v1:h:1:2:deadbeef:9.9.9");
+    };
+    let (outcomes, ()) = tokio::join!(n.run_once_through_reboots(REBOOT, 1), thief);
+    assert!(matches!(&outcomes[0], Outcome::Failed { reason } if reason.contains("slot")), "{outcomes:?}");
+    assert_eq!(n.host.reboot_requests(), 0);
+    assert_eq!(ecs.status(&n.arn), Some(InstanceStatus::Active));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_changes_nothing() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config("dry-run = true"));
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(outcomes[0], Outcome::DryRun { .. }) || matches!(outcomes[0], Outcome::UpToDate { .. }), "{outcomes:?}");
+    assert_eq!(n.host.reboot_requests(), 0);
+    assert!(!n.host.requests().iter().any(|r| r.starts_with("POST")), "dry run posted: {:?}", n.host.requests());
+    assert_eq!(ecs.calls().get("PutAttributes"), None);
+    assert_eq!(ecs.calls().get("UpdateContainerInstancesState"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_fleet_takes_no_slot_until_unpaused() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.set_tag("br-update.paused", Some("true"));
+    let (arn, ecs2, name) = (n.arn.clone(), ecs.clone(), lease(&n));
+    let watcher = async move {
+        for _ in 0..600 {
+            assert_eq!(ecs2.attribute(&arn, &name), None, "claimed while paused");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        ecs2.set_tag("br-update.paused", None);
+    };
+    let (outcomes, ()) = tokio::join!(n.run_once_through_reboots(REBOOT, 2), watcher);
+    assert_eq!(outcomes[1], Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+}
+
+/// Several hosts at once, with stale reads: never more than N drained, all end updated.
+async fn contend(hosts: usize, n_max: u32, staleness: Duration, seed: u64) -> (usize, FakeEcs, Vec<Node>) {
+    let ecs = FakeEcs::new("c", seed);
+    ecs.set_faults(testkit::fake_ecs::EcsFaults { staleness, ..Default::default() });
+    ecs.set_drain_time(Duration::from_secs(30), Duration::from_secs(90));
+    let cfg = config(&format!("[cluster]\nmax-concurrent = {n_max}"));
+    let nodes: Vec<Node> = (0..hosts)
+        .map(|i| Node::new(&format!("h{i}"), host(Faults::default()), Some(&ecs), clock(), cfg.clone(), seed * 100 + i as u64))
+        .collect();
+    for n in &nodes {
+        ecs.add_tasks(&n.arn, Some("ecs-svc/web"), 2);
+    }
+    let peak = Cell::new(0usize);
+    let done = Cell::new(false);
+    let monitor = async {
+        while !done.get() {
+            let busy = nodes.iter().filter(|n| ecs.status(&n.arn) == Some(InstanceStatus::Draining) || n.host.is_down()).count();
+            peak.set(peak.get().max(busy));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let all = async {
+        futures_util::future::join_all(nodes.iter().map(|n| n.run_once_through_reboots(REBOOT, 3))).await;
+        done.set(true);
+    };
+    tokio::join!(all, monitor);
+    (peak.get(), ecs, nodes)
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_n_hosts_drain_at_once_and_all_finish() {
+    for (hosts, n_max) in [(5, 1), (6, 2), (7, 3)] {
+        let (peak, ecs, nodes) = contend(hosts, n_max, Duration::from_secs(2), 11).await;
+        assert!(peak <= n_max as usize, "{hosts} hosts, N={n_max}: {peak} drained at once");
+        assert!(peak >= 1);
+        for n in &nodes {
+            assert_eq!(n.host.running_version(), "1.1.0", "{} not updated", n.name);
+            assert_clean(&ecs, n);
+        }
+    }
+}
