@@ -433,16 +433,25 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.undo(&reason).await;
             return Err(Halt::Done(Outcome::Skipped { reason }));
         }
+        let lease = self.lease().ok_or_else(|| failed("no cluster"))?;
+        if let Err(e) = lease.check_own(&me.attributes, &held) {
+            let reason = format!("cannot keep the slot: {e}");
+            self.undo(&reason).await;
+            return Err(failed(reason));
+        }
+        held.claim = lease.renewed(&held, ClaimPhase::Draining, self.cfg.cluster.lease_ttl);
+        // One write: the claim's new phase, the marker that says we drained, and the status.
+        let mut attrs = vec![
+            (self.names.lease.clone(), held.claim.encode()),
+            (self.names.status.clone(), self.status_value("draining", &flight.from_version, &flight.target_version, "in-progress")),
+        ];
         match me.status {
             InstanceStatus::Active => {
                 flight.step = Step::Draining;
                 flight.drained_by_us = true;
                 self.announce(flight)?;
-                let marker = [
-                    (self.names.drained.clone(), format!("by-agent:{}", held.claim.token)),
-                    (self.names.status.clone(), self.status_value("draining", Some(&flight.target_version), "in-progress")),
-                ];
-                self.ecs_or_undo("PutAttributes", || store.put_attributes(&marker)).await?;
+                attrs.push((self.names.drained.clone(), format!("by-agent:{}", held.claim.token)));
+                self.ecs_or_undo("PutAttributes", || store.put_attributes(&attrs)).await?;
                 self.ecs_or_undo("UpdateContainerInstancesState", || store.set_status(SetStatus::Draining)).await?;
                 tracing::info!(instance = store.instance_arn(), "instance set to DRAINING");
             }
@@ -450,6 +459,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 tracing::info!("instance already DRAINING by someone else; will not re-activate it");
                 flight.step = Step::Draining;
                 self.announce(flight)?;
+                self.ecs_or_undo("PutAttributes", || store.put_attributes(&attrs)).await?;
             }
             InstanceStatus::Other(s) => {
                 let reason = format!("instance is {s}, not ACTIVE");
@@ -787,9 +797,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     // ---------------------------------------------------------------- status
 
-    fn status_value(&self, phase: &str, target: Option<&str>, result: &str) -> String {
-        let running = self.load_record().in_flight.map(|f| f.from_version).unwrap_or_default();
-        let v = format!("v1:{phase}:{}:{}:{result}", if running.is_empty() { "-" } else { &running }, target.unwrap_or("-"));
+    /// `v1:<phase>:<running>:<target>:<result>`, cut to ECS's value rules.
+    fn status_value(&self, phase: &str, running: &str, target: &str, result: &str) -> String {
+        let v = format!("v1:{phase}:{running}:{target}:{result}");
         v.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.@/:".contains(*c)).take(128).collect()
     }
 
@@ -803,9 +813,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Ok(os) => os.version_id,
             Err(_) => "-".into(),
         };
-        let v = format!("v1:{phase}:{running}:{}:{}", target.unwrap_or("-"), outcome.token());
-        let v: String = v.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.@/:".contains(*c)).take(128).collect();
-        let attrs = [(self.names.status.clone(), v)];
+        let attrs = [(self.names.status.clone(), self.status_value(phase, &running, target.unwrap_or("-"), outcome.token()))];
         if let Err(e) = self.ecs("PutAttributes", || store.put_attributes(&attrs)).await {
             tracing::warn!(error = %e, "cannot publish status attribute");
         }

@@ -363,25 +363,35 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// Checks that the store still shows our claim unexpired, then rewrites it with a new phase
     /// and an expiry `ttl` from now. Fails with [`LeaseError::Lost`] otherwise.
     pub async fn renew(&self, held: &Held, phase: ClaimPhase, ttl: Duration) -> Result<Held, LeaseError> {
-        let now = self.clock.now();
         let me = with_retry(self.clock, self.jitter, &self.retry, "DescribeContainerInstances", || {
             self.store.describe_self()
         })
         .await?;
-        let current = me.attributes.get(&self.names.lease).map(|v| Claim::parse(v));
-        match current {
+        self.check_own(&me.attributes, held)?;
+        let claim = self.renewed(held, phase, ttl);
+        self.write(&claim).await?;
+        Ok(Held { claim })
+    }
+
+    /// Whether `attrs` (our instance's, freshly read) still carry our unexpired claim.
+    pub fn check_own(&self, attrs: &std::collections::BTreeMap<String, String>, held: &Held) -> Result<(), LeaseError> {
+        let now = self.clock.now();
+        match attrs.get(&self.names.lease).map(|v| Claim::parse(v)) {
             Some(Ok(c)) if c.token == held.claim.token => {
                 if WallTime::from_secs(c.expires_at) <= now {
                     return Err(LeaseError::Lost(format!("our claim expired at {}", WallTime::from_secs(c.expires_at))));
                 }
+                Ok(())
             }
-            Some(Ok(c)) => return Err(LeaseError::Lost(format!("claim replaced by token {}", c.token))),
-            Some(Err(why)) => return Err(LeaseError::Lost(format!("claim unreadable: {why}"))),
-            None => return Err(LeaseError::Lost("claim is gone".into())),
+            Some(Ok(c)) => Err(LeaseError::Lost(format!("claim replaced by token {}", c.token))),
+            Some(Err(why)) => Err(LeaseError::Lost(format!("claim unreadable: {why}"))),
+            None => Err(LeaseError::Lost("claim is gone".into())),
         }
-        let claim = Claim { phase, expires_at: now.plus(ttl).as_secs(), ..held.claim.clone() };
-        self.write(&claim).await?;
-        Ok(Held { claim })
+    }
+
+    /// Our claim with a new phase and an expiry `ttl` from now (not yet written).
+    pub fn renewed(&self, held: &Held, phase: ClaimPhase, ttl: Duration) -> Claim {
+        Claim { phase, expires_at: self.clock.now().plus(ttl).as_secs(), ..held.claim.clone() }
     }
 
     /// Removes our claim (idempotent: "release if held").
