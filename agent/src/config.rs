@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use chrono_tz::Tz;
+
 use crate::backoff::Backoff;
+use crate::window::{parse_day, parse_time, Window, Windows};
 use crate::os_api::commands::{CommandBudget, CommandBudgets};
 
 /// Where a host container finds its user-data.
@@ -88,6 +91,26 @@ pub struct RawConfig {
     commands: RawCommands,
     #[serde(default)]
     cluster: RawCluster,
+    #[serde(default)]
+    maintenance: RawMaintenance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMaintenance {
+    time_zone: Option<String>,
+    expected_duration: Option<String>,
+    update_now_poll: Option<String>,
+    #[serde(default)]
+    windows: Vec<RawWindow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawWindow {
+    days: Vec<String>,
+    start: String,
+    length: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +184,19 @@ pub struct Config {
     pub commands: CommandBudgets,
     /// Cluster coordination.
     pub cluster: ClusterConfig,
+    /// When disruption is allowed.
+    pub maintenance: Maintenance,
+}
+
+/// Maintenance windows and how an update must fit in them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Maintenance {
+    /// The windows (none: any time).
+    pub windows: Windows,
+    /// How long an update takes from lease to back in service; it must fit before the window closes.
+    pub expected_duration: Duration,
+    /// How often a waiting host looks for the update-now attribute.
+    pub update_now_poll: Duration,
 }
 
 /// Cluster coordination settings.
@@ -271,6 +307,7 @@ impl Config {
             reboot_wait: positive("reboot-wait", &raw.reboot_wait, "10m")?,
             commands,
             cluster: ClusterConfig::from_raw(raw.cluster)?,
+            maintenance: Maintenance::from_raw(raw.maintenance)?,
         })
     }
 
@@ -348,6 +385,38 @@ impl ClusterConfig {
             agent_connect_timeout: positive("cluster.agent-connect-timeout", &r.agent_connect_timeout, "10m")?,
             ecs_retry_budget: positive("cluster.ecs-retry-budget", &r.ecs_retry_budget, "2m")?,
             ecs_backoff,
+        })
+    }
+}
+
+impl Maintenance {
+    fn from_raw(r: RawMaintenance) -> Result<Maintenance, ConfigError> {
+        let zone_name = r.time_zone.unwrap_or_else(|| "UTC".into());
+        let zone: Tz = zone_name
+            .parse()
+            .map_err(|_| bad("maintenance.time-zone", format!("`{zone_name}` is not an IANA time zone (e.g. `Europe/Berlin`)")))?;
+        let mut windows = vec![];
+        for (i, w) in r.windows.into_iter().enumerate() {
+            let key = |k: &str| format!("maintenance.windows[{i}].{k}");
+            if w.days.is_empty() {
+                return Err(bad(&key("days"), "name at least one day"));
+            }
+            let days = w
+                .days
+                .iter()
+                .map(|d| parse_day(d).ok_or_else(|| bad(&key("days"), format!("`{d}` is not a day (mon..sun)"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let start = parse_time(&w.start).ok_or_else(|| bad(&key("start"), format!("`{}` is not HH:MM", w.start)))?;
+            let length = parse_duration(&w.length).map_err(|e| bad(&key("length"), e))?;
+            if length.is_zero() || length > Duration::from_secs(7 * 86_400) {
+                return Err(bad(&key("length"), "must be longer than zero and at most 7d"));
+            }
+            windows.push(Window { days, start, length });
+        }
+        Ok(Maintenance {
+            windows: Windows { zone, windows },
+            expected_duration: positive("maintenance.expected-duration", &r.expected_duration, "45m")?,
+            update_now_poll: positive("maintenance.update-now-poll", &r.update_now_poll, "10m")?,
         })
     }
 }
@@ -437,6 +506,7 @@ struct Printable {
     reboot_wait: String,
     commands: toml::Table,
     cluster: toml::Table,
+    maintenance: toml::Table,
 }
 
 impl From<&Config> for Printable {
@@ -494,6 +564,25 @@ impl From<&Config> for Printable {
             StandalonePolicy::Skip => "skip",
         };
         cluster.insert("standalone-tasks".into(), policy.into());
+        let m = &c.maintenance;
+        let mut maintenance = toml::Table::new();
+        maintenance.insert("time-zone".into(), m.windows.zone.name().into());
+        maintenance.insert("expected-duration".into(), f(m.expected_duration).into());
+        maintenance.insert("update-now-poll".into(), f(m.update_now_poll).into());
+        let windows: Vec<toml::Value> = m
+            .windows
+            .windows
+            .iter()
+            .map(|w| {
+                let mut t = toml::Table::new();
+                let days: Vec<toml::Value> = w.days.iter().map(|d| d.to_string().to_lowercase().into()).collect();
+                t.insert("days".into(), days.into());
+                t.insert("start".into(), w.start.format("%H:%M").to_string().into());
+                t.insert("length".into(), f(w.length).into());
+                t.into()
+            })
+            .collect();
+        maintenance.insert("windows".into(), windows.into());
         Printable {
             dry_run: c.dry_run,
             log_format: c.log_format,
@@ -508,6 +597,7 @@ impl From<&Config> for Printable {
             reboot_wait: f(c.reboot_wait),
             commands,
             cluster,
+            maintenance,
         }
     }
 }
@@ -570,6 +660,30 @@ mod tests {
         assert!(e.contains("dry-run"), "{e}");
         let e = err("[cluster]\nstandalone-tasks = \"ignore\"");
         assert!(e.contains("standalone-tasks"), "{e}");
+    }
+
+    #[test]
+    fn bad_windows_are_refused_naming_the_key() {
+        let w = |body: &str| err(&format!("[maintenance]\n{body}"));
+        assert!(w("time-zone = \"Mars/Olympus\"").contains("`maintenance.time-zone`"));
+        let one = |days: &str, start: &str, length: &str| {
+            w(&format!("[[maintenance.windows]]\ndays = {days}\nstart = \"{start}\"\nlength = \"{length}\""))
+        };
+        assert!(one("[\"mon\", \"funday\"]", "02:00", "2h").contains("`maintenance.windows[0].days`"));
+        assert!(one("[]", "02:00", "2h").contains("`maintenance.windows[0].days`"));
+        assert!(one("[\"mon\"]", "25:00", "2h").contains("`maintenance.windows[0].start`"));
+        assert!(one("[\"mon\"]", "02:00", "0s").contains("`maintenance.windows[0].length`"));
+        assert!(one("[\"mon\"]", "02:00", "8d").contains("`maintenance.windows[0].length`"));
+    }
+
+    #[test]
+    fn windows_parse_in_their_zone() {
+        let text = "[maintenance]\ntime-zone = \"Europe/Berlin\"\n[[maintenance.windows]]\ndays = [\"sat\", \"Sunday\"]\nstart = \"22:30\"\nlength = \"4h\"\n";
+        let c = Config::parse(text, "t").expect("valid");
+        assert_eq!(c.maintenance.windows.zone, chrono_tz::Europe::Berlin);
+        assert_eq!(c.maintenance.windows.windows.len(), 1);
+        assert_eq!(c.maintenance.windows.windows[0].days.len(), 2);
+        assert_eq!(Config::parse(&c.to_toml(), "printed").expect("round trip"), c);
     }
 
     #[test]

@@ -91,6 +91,13 @@ impl Outcome {
     }
 }
 
+/// The operator's per-host switches, read from the instance's attributes.
+#[derive(Default)]
+struct Flags {
+    opted_out: bool,
+    update_now: bool,
+}
+
 /// Why a round stopped early.
 enum Halt {
     /// A signal: undo and exit.
@@ -138,14 +145,15 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         let mut failures = 0u32;
         loop {
+            let mut now_requested = false;
             if !once {
-                let wait = self.next_wait(&last, failures).await;
-                tracing::info!(wait_s = wait.as_secs(), at = %self.clock.now().plus(wait), "next check");
-                if self.interruptible(self.clock.sleep(wait)).await.is_err() {
-                    return Outcome::Interrupted;
+                let wait = self.next_wait(failures).await;
+                match self.wait_or_update_now(wait).await {
+                    Ok(flag) => now_requested = flag,
+                    Err(_) => return Outcome::Interrupted,
                 }
             }
-            let outcome = self.round().await;
+            let outcome = self.round(now_requested).await;
             tracing::info!(outcome = outcome.token(), detail = ?outcome, "round finished");
             failures = if matches!(outcome, Outcome::Failed { .. }) { failures + 1 } else { 0 };
             if matches!(outcome, Outcome::Rebooting { .. } | Outcome::Interrupted) {
@@ -154,6 +162,36 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             last = Some(outcome);
             if once {
                 return last.unwrap_or(Outcome::Interrupted);
+            }
+        }
+    }
+
+    /// Sleeps `wait`, looking every `update-now-poll` for the operator's update-now attribute;
+    /// true when it cut the wait short.
+    async fn wait_or_update_now(&self, wait: Duration) -> Step_<bool> {
+        let deadline = self.clock.now().plus(wait);
+        let poll = self.cfg.maintenance.update_now_poll;
+        loop {
+            let remaining = deadline.since(self.clock.now());
+            if remaining.is_zero() {
+                return Ok(false);
+            }
+            let Some(store) = &self.cluster else {
+                self.interruptible(self.clock.sleep(remaining)).await?;
+                return Ok(false);
+            };
+            let step = remaining.min(self.jitter.between(poll / 2, poll));
+            self.interruptible(self.clock.sleep(step)).await?;
+            if step == remaining {
+                return Ok(false);
+            }
+            match store.describe_self().await {
+                Ok(me) if me.attributes.contains_key(&self.names.update_now) => {
+                    tracing::info!(attribute = %self.names.update_now, "operator asked to update now; skipping the wait");
+                    return Ok(true);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot look for the update-now attribute"),
             }
         }
     }
@@ -174,10 +212,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         Outcome::Failed { reason: "reboot did not happen".into() }
     }
 
-    async fn next_wait(&self, last: &Option<Outcome>, failures: u32) -> Duration {
+    async fn next_wait(&self, failures: u32) -> Duration {
         if failures > 0 {
             let backoff = Backoff::new(Duration::from_secs(60), self.cfg.check_interval.min(Duration::from_secs(3600)));
-            return backoff.delay(failures - 1, &self.jitter);
+            let wait = backoff.delay(failures - 1, &self.jitter);
+            tracing::info!(wait_s = wait.as_secs(), failures, "retrying after a failed round");
+            return wait;
         }
         let seed = match self.cfg.seed {
             Some(s) => s,
@@ -190,11 +230,40 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             },
         };
         let now = self.clock.now();
+        let m = &self.cfg.maintenance;
         let schedule = Schedule { seed, interval: self.cfg.check_interval };
-        let slot = schedule.next_after(now);
+        let planned = crate::slot::plan(&schedule, &m.windows, m.expected_duration, now);
         let jitter = self.jitter.up_to(self.cfg.check_jitter);
-        let _ = last;
-        slot.since(now) + jitter
+        let at = planned.at.plus(jitter);
+        match planned.window {
+            Some(w) => tracing::info!(seed, at = %at, window_opens = %w.start, window_closes = %w.end,
+                offset_s = planned.offset.as_secs(), jitter_s = jitter.as_secs(), "next check: seed's place in the next maintenance window"),
+            None => tracing::info!(seed, at = %at, offset_s = planned.offset.as_secs(), jitter_s = jitter.as_secs(),
+                interval_s = self.cfg.check_interval.as_secs(), "next check: seed's place in the check interval"),
+        }
+        at.since(now)
+    }
+
+    /// Whether an update may start now: inside a window, with time to finish before it closes.
+    /// Returns the window's end (None when unrestricted or bypassed by update-now).
+    fn window_fit(&self, bypass: bool) -> Result<Option<WallTime>, String> {
+        let m = &self.cfg.maintenance;
+        if bypass || !m.windows.is_restricted() {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        match m.windows.open_at(now) {
+            None => {
+                let next = m.windows.current_or_next(now).map(|o| o.start.to_string()).unwrap_or_default();
+                Err(format!("outside the maintenance windows (next opens {next})"))
+            }
+            Some(o) if now.plus(m.expected_duration) > o.end => Err(format!(
+                "an update ({}s) no longer fits before the window closes at {}",
+                m.expected_duration.as_secs(),
+                o.end
+            )),
+            Some(o) => Ok(Some(o.end)),
+        }
     }
 
     /// Runs `fut` unless shutdown comes first.
@@ -226,8 +295,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     // ---------------------------------------------------------------- one round
 
     /// One round: decide, and if there is an update, carry it up to the reboot request.
-    pub async fn round(&self) -> Outcome {
-        match self.try_round().await {
+    pub async fn round(&self, now_requested: bool) -> Outcome {
+        match self.try_round(now_requested).await {
             Ok(o) | Err(Halt::Done(o)) => {
                 if !matches!(o, Outcome::Rebooting { .. }) {
                     self.publish_status("idle", None, &o).await;
@@ -241,17 +310,26 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
     }
 
-    async fn try_round(&self) -> Step_<Outcome> {
+    async fn try_round(&self, now_requested: bool) -> Step_<Outcome> {
         let os = self.os_info().await?;
-        if self.opted_out().await? {
+        let flags = self.instance_flags().await?;
+        if flags.opted_out {
             tracing::info!(attribute = %self.names.opt_out, "opted out by operator; not updating this host");
             return Ok(Outcome::OptedOut);
+        }
+        let bypass = now_requested || flags.update_now;
+        if flags.update_now {
+            self.clear_update_now().await;
         }
         let status = self.refresh().await?;
         let Some(target) = self.choose(&os, &status)? else {
             return Ok(Outcome::UpToDate { version: os.version_id });
         };
         self.prepare(&status, &target).await?;
+        let window_end = self.window_fit(bypass).map_err(|reason| {
+            tracing::info!(reason = %reason, "not starting the update now");
+            Halt::Done(Outcome::Skipped { reason })
+        })?;
         if self.cfg.dry_run {
             tracing::info!(target = %target, "dry run: would take a slot, drain, activate and reboot");
             return Ok(Outcome::DryRun { target });
@@ -263,9 +341,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             lease_token: None,
             drained_by_us: false,
             started_at: self.clock.now(),
+            window_end,
         };
-        let held = self.take_slot(&mut flight).await?;
-        let held = self.drain(&mut flight, held).await?;
+        let held = self.take_slot(&mut flight, bypass).await?;
+        let held = self.drain(&mut flight, held, bypass).await?;
         self.activate(&mut flight).await?;
         self.reboot(&mut flight, held).await
     }
@@ -274,13 +353,30 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.os.os_info().await.map_err(|e| failed(format!("cannot read /os: {e}")))
     }
 
-    async fn opted_out(&self) -> Step_<bool> {
-        let Some(store) = &self.cluster else { return Ok(false) };
+    /// The operator's per-host attributes: opt-out and update-now.
+    async fn instance_flags(&self) -> Step_<Flags> {
+        let Some(store) = &self.cluster else { return Ok(Flags::default()) };
         let me = self
             .ecs("DescribeContainerInstances", || store.describe_self())
             .await
             .map_err(|e| failed(format!("cannot read own instance: {e}")))?;
-        Ok(me.attributes.get(&self.names.opt_out).is_some_and(|v| v.eq_ignore_ascii_case("true")))
+        Ok(Flags {
+            opted_out: me.attributes.get(&self.names.opt_out).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            update_now: me.attributes.contains_key(&self.names.update_now),
+        })
+    }
+
+    /// Acting on update-now consumes it, so it skips one wait only.
+    async fn clear_update_now(&self) {
+        let Some(store) = &self.cluster else { return };
+        if self.cfg.dry_run {
+            return;
+        }
+        let names = [self.names.update_now.clone()];
+        match self.ecs("DeleteAttributes", || store.delete_attributes(&names)).await {
+            Ok(()) => tracing::info!(attribute = %self.names.update_now, "update-now acted on and cleared"),
+            Err(e) => tracing::warn!(error = %e, "cannot clear the update-now attribute"),
+        }
     }
 
     /// Refreshes the update list (in a dry run, only reads it) and returns the status.
@@ -403,16 +499,22 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         Ok(Some(n))
     }
 
-    async fn take_slot(&self, flight: &mut InFlight) -> Step_<Option<Held>> {
+    async fn take_slot(&self, flight: &mut InFlight, bypass: bool) -> Step_<Option<Held>> {
         let Some(lease) = self.lease() else { return Ok(None) };
         // Recorded before the claim is written, so a crash in between still withdraws it.
         self.announce(flight)?;
         let params = self.lease_params(self.cfg.cluster.max_concurrent);
-        let held = self
-            .interruptible(lease.acquire(&params, &flight.target_version, || self.fleet_limit()))
-            .await?;
+        let gate = || async {
+            self.window_fit(bypass).map_err(LeaseError::NotNow)?;
+            self.fleet_limit().await
+        };
+        let held = self.interruptible(lease.acquire(&params, &flight.target_version, gate)).await?;
         let held = match held {
             Ok(h) => h,
+            Err(LeaseError::NotNow(reason)) => {
+                self.undo(&reason).await;
+                return Err(Halt::Done(Outcome::Skipped { reason }));
+            }
             Err(e) => {
                 self.undo("could not take a slot").await;
                 return Err(failed(format!("lease: {e}")));
@@ -423,8 +525,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         Ok(Some(held))
     }
 
-    async fn drain(&self, flight: &mut InFlight, held: Option<Held>) -> Step_<Option<Held>> {
+    async fn drain(&self, flight: &mut InFlight, held: Option<Held>, bypass: bool) -> Step_<Option<Held>> {
         let (Some(store), Some(mut held)) = (&self.cluster, held) else { return Ok(None) };
+        // The slot may have taken a while: the update must still fit before the window closes.
+        if let Err(reason) = self.window_fit(bypass) {
+            self.undo(&reason).await;
+            return Err(Halt::Done(Outcome::Skipped { reason }));
+        }
         let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
         let tasks = self.ecs_or_undo("ListTasks", || store.running_tasks()).await?;
         let standalone: Vec<&TaskInfo> = tasks.iter().filter(|t| !t.is_service_task()).collect();
@@ -656,6 +763,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             "unexpected-version"
         };
         self.return_to_service(&f).await?;
+        if let Some(end) = f.window_end.filter(|end| self.clock.now() > *end) {
+            tracing::warn!(window_closed = %end, over_s = self.clock.now().since(end).as_secs(),
+                "update ran over the maintenance window (it was already under way when the window closed)");
+        }
         self.clear_in_flight(result).map_err(|e| e.to_string())?;
         let outcome = Outcome::Finished { result: result.to_string(), version: os.version_id };
         self.publish_status("idle", None, &outcome).await;

@@ -41,6 +41,9 @@ pub struct InFlight {
     pub drained_by_us: bool,
     /// When the update started.
     pub started_at: WallTime,
+    /// When the maintenance window it started in closes, if windows apply.
+    #[serde(default)]
+    pub window_end: Option<WallTime>,
 }
 
 /// A version that failed to boot, not to be tried again before `until`.
@@ -203,6 +206,7 @@ mod tests {
                 lease_token: Some("ab12cd34".into()),
                 drained_by_us: true,
                 started_at: WallTime::from_secs(1_700_000_000),
+                window_end: None,
             }),
             quarantine: vec![],
             last_result: None,

@@ -204,6 +204,9 @@ pub enum LeaseError {
     /// Our claim expired or was replaced: stop, and take a slot again before acting.
     #[error("claim lost: {0}")]
     Lost(String),
+    /// The caller's gate said not now (e.g. the maintenance window no longer fits the update).
+    #[error("not now: {0}")]
+    NotNow(String),
     /// The target version cannot be written into an attribute value.
     #[error("target `{0}` cannot be encoded in an ECS attribute value")]
     Unencodable(String),

@@ -8,7 +8,8 @@
 //! - [`cluster`]: ECS as the agent needs it (trait and the aws-sdk-ecs implementation).
 //! - [`discovery`]: cluster and container-instance ARN from the ECS agent's introspection endpoint.
 //! - [`lease`]: the at-most-N claim protocol on container-instance attributes.
-//! - [`slot`]: when this host checks for updates (wave seed, jitter).
+//! - [`slot`]: when this host checks for updates (wave seed, jitter, maintenance windows).
+//! - [`window`]: weekly maintenance windows in a named time zone.
 //! - [`journal`]: the in-flight record that survives reboots.
 //! - [`cycle`]: the update state machine that ties the above together.
 //! - [`shutdown`], [`logging`]: signals and structured logs.
@@ -25,3 +26,5 @@ pub mod logging;
 pub mod os_api;
 pub mod shutdown;
 pub mod slot;
+pub mod user_data;
+pub mod window;

@@ -18,6 +18,9 @@ const USAGE: &str = "\
 usage:
   br-update-agent [run] [--config PATH] [--once]   run the agent (default)
   br-update-agent check-config [--config PATH]     validate a config and print the effective one
+  br-update-agent user-data --config PATH [--toml NAME --source IMAGE]
+                                                   print the config as base64 host-container user-data,
+                                                   or with --toml a whole [settings.host-containers.NAME]
 
 The config defaults to the host container's user-data (/.bottlerocket/host-containers/current/user-data);
 a missing file means every default.";
@@ -30,22 +33,32 @@ struct Args {
     command: String,
     config: PathBuf,
     once: bool,
+    /// `user-data --toml NAME --source IMAGE`: the host-container name and image of the block.
+    block: Option<(String, String)>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { command: "run".into(), config: DEFAULT_CONFIG_PATH.into(), once: false };
+    let mut args = Args { command: "run".into(), config: DEFAULT_CONFIG_PATH.into(), once: false, block: None };
+    let (mut name, mut source) = (None, None);
     let mut it = std::env::args().skip(1);
     let mut first = true;
     while let Some(a) = it.next() {
         match a.as_str() {
-            "run" | "check-config" if first => args.command = a,
+            "run" | "check-config" | "user-data" if first => args.command = a,
             "--config" => args.config = it.next().ok_or("--config needs a path")?.into(),
             "--once" => args.once = true,
+            "--toml" => name = Some(it.next().ok_or("--toml needs a host-container name")?),
+            "--source" => source = Some(it.next().ok_or("--source needs an image")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
         first = false;
     }
+    args.block = match (name, source) {
+        (Some(n), Some(s)) if args.command == "user-data" => Some((n, s)),
+        (None, None) => None,
+        _ => return Err("--toml and --source go together, with user-data".into()),
+    };
     Ok(args)
 }
 
@@ -61,6 +74,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    if args.command == "user-data" {
+        return user_data(&args);
+    }
     let cfg = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -82,6 +98,25 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cfg, args.once))
+}
+
+/// Prints the config file as host-container user-data, after the agent's own validation.
+fn user_data(args: &Args) -> ExitCode {
+    use agent::user_data::{encode_config_file, host_container_block, UserDataError};
+    let printed = encode_config_file(&args.config).and_then(|encoded| match &args.block {
+        Some((name, source)) => host_container_block(name, source, &encoded),
+        None => Ok(format!("{encoded}\n")),
+    });
+    match printed {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if matches!(e, UserDataError::Name(_)) { EX_USAGE } else { EX_CONFIG })
+        }
+    }
 }
 
 async fn run(cfg: Config, once: bool) -> ExitCode {

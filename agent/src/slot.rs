@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::clock::WallTime;
+use crate::window::{Opening, Windows};
 
 /// The number of distinct wave seeds.
 pub const SEED_SPACE: u32 = 2048;
@@ -41,9 +42,44 @@ impl Schedule {
     }
 }
 
+/// When the next check is, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Planned {
+    /// The slot (before jitter).
+    pub at: WallTime,
+    /// The window it lies in, when windows are configured.
+    pub window: Option<Opening>,
+    /// How far into the interval or window the seed puts it.
+    pub offset: Duration,
+}
+
+/// The next slot after `now`. Without windows: the seed's phase of the check interval. With
+/// windows: the seed's fraction of the part of the next window in which an update taking
+/// `expected` still fits (so high seeds are not pushed out of every window).
+pub fn plan(schedule: &Schedule, windows: &Windows, expected: Duration, now: WallTime) -> Planned {
+    if !windows.is_restricted() {
+        return Planned { at: schedule.next_after(now), window: None, offset: schedule.offset() };
+    }
+    let frac = f64::from(schedule.seed % SEED_SPACE) / f64::from(SEED_SPACE);
+    let mut opening = windows.current_or_next(now);
+    for _ in 0..64 {
+        let Some(o) = opening else { break };
+        let usable = o.length().saturating_sub(expected);
+        let offset = Duration::from_millis((usable.as_millis() as f64 * frac) as u64);
+        let at = o.start.plus(offset);
+        if at > now {
+            return Planned { at, window: Some(o), offset };
+        }
+        opening = windows.next_start_after(o.start);
+    }
+    // Unreachable with valid windows (every week has one); fall back to the plain schedule.
+    Planned { at: schedule.next_after(now), window: None, offset: schedule.offset() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::{parse_time, Window};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -75,5 +111,41 @@ mod tests {
         let a = Schedule { seed: 5, interval: HOUR };
         let b = Schedule { seed: 5 + SEED_SPACE, interval: HOUR };
         assert_eq!(a.offset(), b.offset());
+    }
+
+    fn sat_window(hours: u64) -> Windows {
+        Windows {
+            zone: chrono_tz::UTC,
+            windows: vec![Window {
+                days: vec![chrono::Weekday::Sat],
+                start: parse_time("00:00").expect("time"),
+                length: Duration::from_secs(hours * 3600),
+            }],
+        }
+    }
+
+    #[test]
+    fn slots_spread_over_the_usable_part_of_the_window() {
+        // 2026-11-21 is a Saturday; start looking on the Friday before.
+        let fri = WallTime::from_secs(1_795_219_200 - 86_400);
+        let w = sat_window(4);
+        let expected = Duration::from_secs(3600);
+        let mut latest = Duration::ZERO;
+        for seed in [0, 512, 1024, 2047] {
+            let p = plan(&Schedule { seed, interval: HOUR }, &w, expected, fri);
+            let o = p.window.expect("in a window");
+            assert_eq!(o.start, WallTime::from_secs(1_795_219_200));
+            assert!(p.at.plus(expected) <= o.end, "seed {seed}: update must fit");
+            latest = latest.max(p.offset);
+        }
+        assert!(latest > Duration::from_secs(2 * 3600 + 3000), "high seeds go late: {latest:?}");
+    }
+
+    #[test]
+    fn a_passed_slot_moves_to_the_next_window() {
+        let w = sat_window(4);
+        let inside_late = WallTime::from_secs(1_795_219_200 + 3 * 3600);
+        let p = plan(&Schedule { seed: 0, interval: HOUR }, &w, Duration::from_secs(600), inside_late);
+        assert_eq!(p.at, WallTime::from_secs(1_795_219_200 + 7 * 86_400));
     }
 }

@@ -1,1 +1,491 @@
-//! TODO
+//! [`ClusterStore`] on the real ECS API, through aws-sdk-ecs, for one container instance.
+//!
+//! Every method makes plain, unretried calls: the SDK's own retries are switched off because the
+//! agent retries above this layer with its own jittered budget, and the ECS request rate of a
+//! whole fleet is what the lease protocol budgets for. Errors are sorted once, in [`classify`],
+//! into what the caller can do about them.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_ecs::config::retry::RetryConfig;
+use aws_sdk_ecs::config::timeout::TimeoutConfig;
+use aws_sdk_ecs::config::Region;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::types::{ContainerInstanceStatus, DesiredStatus, Failure, TargetType};
+use aws_sdk_ecs::Client;
+use tracing::{debug, info, warn};
+
+use super::{Attribute, ClusterError, ClusterStore, InstanceInfo, InstanceStatus, SetStatus, TaskInfo};
+
+/// PutAttributes and DeleteAttributes take at most this many attributes per call.
+const ATTRIBUTES_PER_CALL: usize = 10;
+/// DescribeTasks takes at most this many tasks per call.
+const TASKS_PER_DESCRIBE: usize = 100;
+/// The largest page ListAttributes and ListTasks return.
+const MAX_PAGE_SIZE: i32 = 100;
+/// Pages read before a listing stops: far above any real cluster, low enough that a service
+/// handing out tokens forever cannot keep the agent (and the account's rate budget) busy.
+const DEFAULT_MAX_PAGES: usize = 100;
+
+/// Error codes that mean "slow down" rather than "no". ECS's own `LimitExceededException` is a
+/// resource quota, not a rate, so unlike the SDK's generic list it is left out.
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestThrottledException",
+    "RequestThrottled",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+];
+
+/// Error codes that mean the service, not the request, failed.
+const UNAVAILABLE_CODES: &[&str] = &[
+    "ServerException",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+/// How long one ECS call may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EcsTimeouts {
+    /// Establishing the TCP/TLS connection.
+    pub connect: Duration,
+    /// The whole call, from sending the request to the parsed response.
+    pub operation: Duration,
+}
+
+impl Default for EcsTimeouts {
+    fn default() -> Self {
+        EcsTimeouts { connect: Duration::from_secs(5), operation: Duration::from_secs(20) }
+    }
+}
+
+impl EcsTimeouts {
+    /// The SDK form of these timeouts.
+    pub fn to_timeout_config(self) -> TimeoutConfig {
+        TimeoutConfig::builder().connect_timeout(self.connect).operation_timeout(self.operation).build()
+    }
+}
+
+/// An ECS client from aws-config's default chain (region, endpoint and credentials from the
+/// environment or the instance role), with SDK retries off and the default timeouts.
+pub async fn client_from_env(region: Option<String>) -> Client {
+    client_from_env_with(region, EcsTimeouts::default()).await
+}
+
+/// As [`client_from_env`], with explicit timeouts.
+pub async fn client_from_env_with(region: Option<String>, timeouts: EcsTimeouts) -> Client {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts.to_timeout_config());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    Client::new(&loader.load().await)
+}
+
+/// ECS as seen by one container instance: the cluster's attributes, this instance's own
+/// attributes, status and tasks, and the cluster's tags.
+#[derive(Debug)]
+pub struct EcsStore {
+    client: Client,
+    cluster: String,
+    instance_arn: String,
+    page_size: i32,
+    max_pages: usize,
+    cluster_arn: OnceLock<String>,
+}
+
+impl EcsStore {
+    /// A store for `instance_arn` in `cluster` (a name or an ARN).
+    pub fn new(client: Client, cluster: String, instance_arn: String) -> EcsStore {
+        EcsStore {
+            client,
+            cluster,
+            instance_arn,
+            page_size: MAX_PAGE_SIZE,
+            max_pages: DEFAULT_MAX_PAGES,
+            cluster_arn: OnceLock::new(),
+        }
+    }
+
+    /// Ask for pages of `size` items (clamped to ECS's 1-100) from the listing calls.
+    pub fn with_page_size(mut self, size: i32) -> EcsStore {
+        self.page_size = size.clamp(1, MAX_PAGE_SIZE);
+        self
+    }
+
+    /// Stop any listing after `pages` pages.
+    pub fn with_max_pages(mut self, pages: usize) -> EcsStore {
+        self.max_pages = pages.max(1);
+        self
+    }
+
+    /// The cluster as it was given (a name or an ARN).
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    async fn list_attribute_pages(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
+        const OP: &str = "ListAttributes";
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        for page in 0..self.max_pages {
+            let out = self
+                .client
+                .list_attributes()
+                .cluster(&self.cluster)
+                .target_type(TargetType::ContainerInstance)
+                .attribute_name(name)
+                .max_results(self.page_size)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify(OP, e))?;
+            found.extend(out.attributes().iter().filter_map(|a| attribute_from_sdk(name, a)));
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                _ => {
+                    debug!(attribute = name, pages = page + 1, found = found.len(), "listed attribute");
+                    return Ok(found);
+                }
+            }
+        }
+        warn!(
+            attribute = name,
+            pages = self.max_pages,
+            found = found.len(),
+            "stopped listing at the page cap; the result may be incomplete"
+        );
+        Ok(found)
+    }
+
+    async fn running_task_arns(&self) -> Result<Vec<String>, ClusterError> {
+        const OP: &str = "ListTasks";
+        let mut arns = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..self.max_pages {
+            let out = self
+                .client
+                .list_tasks()
+                .cluster(&self.cluster)
+                .container_instance(&self.instance_arn)
+                .desired_status(DesiredStatus::Running)
+                .max_results(self.page_size)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify(OP, e))?;
+            arns.extend(out.task_arns().iter().cloned());
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                _ => return Ok(arns),
+            }
+        }
+        warn!(pages = self.max_pages, tasks = arns.len(), "stopped listing tasks at the page cap");
+        Ok(arns)
+    }
+
+    async fn describe_task_chunk(&self, arns: &[String]) -> Result<Vec<TaskInfo>, ClusterError> {
+        const OP: &str = "DescribeTasks";
+        let out = self
+            .client
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .set_tasks(Some(arns.to_vec()))
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        for failure in out.failures() {
+            // A task that ended between ListTasks and DescribeTasks is simply no longer running.
+            if failure.reason() == Some("MISSING") {
+                debug!(task = failure.arn().unwrap_or(""), "task vanished before it was described");
+                continue;
+            }
+            return Err(rejected_by_failure(OP, failure));
+        }
+        let mut tasks = Vec::with_capacity(arns.len());
+        for arn in arns {
+            let Some(task) = out.tasks().iter().find(|t| t.task_arn() == Some(arn.as_str())) else {
+                warn!(task = %arn, "listed task neither described nor reported missing; leaving it out");
+                continue;
+            };
+            if task.desired_status().is_some_and(|s| s != "RUNNING") {
+                debug!(task = %arn, desired = task.desired_status(), "task stopped since it was listed");
+                continue;
+            }
+            tasks.push(TaskInfo {
+                arn: arn.clone(),
+                started_by: task.started_by().map(str::to_owned),
+                group: task.group().map(str::to_owned),
+            });
+        }
+        Ok(tasks)
+    }
+
+    /// The cluster's ARN: the given one, or DescribeClusters once and then from the cache.
+    async fn cluster_arn(&self) -> Result<String, ClusterError> {
+        const OP: &str = "DescribeClusters";
+        if let Some(arn) = self.cluster_arn.get() {
+            return Ok(arn.clone());
+        }
+        if is_cluster_arn(&self.cluster) {
+            return Ok(self.cluster_arn.get_or_init(|| self.cluster.clone()).clone());
+        }
+        let out = self.client.describe_clusters().clusters(&self.cluster).send().await.map_err(|e| classify(OP, e))?;
+        if let Some(failure) = out.failures().first() {
+            return Err(rejected_by_failure(OP, failure));
+        }
+        let arn = out.clusters().iter().find_map(|c| c.cluster_arn()).ok_or_else(|| ClusterError::Rejected {
+            op: OP,
+            code: "MissingClusterArn".into(),
+            message: format!("no ARN for cluster {}", self.cluster),
+        })?;
+        debug!(cluster = %self.cluster, arn, "resolved cluster ARN");
+        Ok(self.cluster_arn.get_or_init(|| arn.to_owned()).clone())
+    }
+}
+
+impl ClusterStore for EcsStore {
+    fn instance_arn(&self) -> &str {
+        &self.instance_arn
+    }
+
+    async fn list_attribute(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
+        self.list_attribute_pages(name).await
+    }
+
+    async fn put_attributes(&self, attrs: &[(String, String)]) -> Result<(), ClusterError> {
+        const OP: &str = "PutAttributes";
+        for chunk in attrs.chunks(ATTRIBUTES_PER_CALL) {
+            let sdk_attrs = chunk
+                .iter()
+                .map(|(name, value)| self.own_attribute(OP, name, Some(value)))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.client
+                .put_attributes()
+                .cluster(&self.cluster)
+                .set_attributes(Some(sdk_attrs))
+                .send()
+                .await
+                .map_err(|e| classify(OP, e))?;
+        }
+        Ok(())
+    }
+
+    async fn delete_attributes(&self, names: &[String]) -> Result<(), ClusterError> {
+        const OP: &str = "DeleteAttributes";
+        for chunk in names.chunks(ATTRIBUTES_PER_CALL) {
+            // Custom attributes are deleted by name alone: a value would not make it conditional.
+            let sdk_attrs =
+                chunk.iter().map(|name| self.own_attribute(OP, name, None)).collect::<Result<Vec<_>, _>>()?;
+            self.client
+                .delete_attributes()
+                .cluster(&self.cluster)
+                .set_attributes(Some(sdk_attrs))
+                .send()
+                .await
+                .map_err(|e| classify(OP, e))?;
+        }
+        Ok(())
+    }
+
+    async fn describe_self(&self) -> Result<InstanceInfo, ClusterError> {
+        const OP: &str = "DescribeContainerInstances";
+        let out = self
+            .client
+            .describe_container_instances()
+            .cluster(&self.cluster)
+            .container_instances(&self.instance_arn)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        if let Some(failure) = out.failures().first() {
+            return Err(rejected_by_failure(OP, failure));
+        }
+        let ci = out.container_instances().first().ok_or_else(|| ClusterError::Rejected {
+            op: OP,
+            code: "MISSING".into(),
+            message: format!("{} not in the response", self.instance_arn),
+        })?;
+        let attributes =
+            ci.attributes().iter().filter_map(|a| Some((a.name().to_owned(), a.value()?.to_owned()))).collect();
+        Ok(InstanceInfo {
+            arn: ci.container_instance_arn().unwrap_or(&self.instance_arn).to_owned(),
+            status: instance_status(ci.status()),
+            agent_connected: ci.agent_connected(),
+            running_tasks: u32::try_from(ci.running_tasks_count()).unwrap_or(0),
+            attributes,
+        })
+    }
+
+    async fn set_status(&self, status: SetStatus) -> Result<(), ClusterError> {
+        const OP: &str = "UpdateContainerInstancesState";
+        let sdk_status = match status {
+            SetStatus::Active => ContainerInstanceStatus::Active,
+            SetStatus::Draining => ContainerInstanceStatus::Draining,
+        };
+        let out = self
+            .client
+            .update_container_instances_state()
+            .cluster(&self.cluster)
+            .container_instances(&self.instance_arn)
+            .status(sdk_status.clone())
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        if let Some(failure) = out.failures().first() {
+            return Err(rejected_by_failure(OP, failure));
+        }
+        info!(instance = %self.instance_arn, status = sdk_status.as_str(), "set container instance status");
+        Ok(())
+    }
+
+    async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
+        let arns = self.running_task_arns().await?;
+        let mut tasks = Vec::with_capacity(arns.len());
+        for chunk in arns.chunks(TASKS_PER_DESCRIBE) {
+            tasks.extend(self.describe_task_chunk(chunk).await?);
+        }
+        Ok(tasks)
+    }
+
+    async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {
+        const OP: &str = "ListTagsForResource";
+        let arn = self.cluster_arn().await?;
+        let out = self.client.list_tags_for_resource().resource_arn(arn).send().await.map_err(|e| classify(OP, e))?;
+        Ok(out
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .collect())
+    }
+}
+
+impl EcsStore {
+    /// An SDK attribute on this instance; `value` is `None` for deletes.
+    fn own_attribute(
+        &self,
+        op: &'static str,
+        name: &str,
+        value: Option<&String>,
+    ) -> Result<aws_sdk_ecs::types::Attribute, ClusterError> {
+        aws_sdk_ecs::types::Attribute::builder()
+            .name(name)
+            .set_value(value.cloned())
+            .target_type(TargetType::ContainerInstance)
+            .target_id(&self.instance_arn)
+            .build()
+            .map_err(|e| ClusterError::Rejected { op, code: "InvalidAttribute".into(), message: e.to_string() })
+    }
+}
+
+/// The agent's form of one ListAttributes entry; entries without a target are dropped.
+fn attribute_from_sdk(asked: &str, a: &aws_sdk_ecs::types::Attribute) -> Option<Attribute> {
+    let Some(target) = a.target_id() else {
+        warn!(attribute = asked, "ignoring a listed attribute without a target");
+        return None;
+    };
+    Some(Attribute { target: target.to_owned(), name: a.name().to_owned(), value: a.value().map(str::to_owned) })
+}
+
+fn instance_status(status: Option<&str>) -> InstanceStatus {
+    match status {
+        Some("ACTIVE") => InstanceStatus::Active,
+        Some("DRAINING") => InstanceStatus::Draining,
+        Some(other) => InstanceStatus::Other(other.to_owned()),
+        None => InstanceStatus::Other("UNKNOWN".to_owned()),
+    }
+}
+
+/// Whether `cluster` is already a cluster ARN rather than a name.
+fn is_cluster_arn(cluster: &str) -> bool {
+    cluster.starts_with("arn:") && cluster.contains(":cluster/")
+}
+
+/// A per-resource `failures` entry of a successful call, as a refusal.
+fn rejected_by_failure(op: &'static str, failure: &Failure) -> ClusterError {
+    ClusterError::Rejected {
+        op,
+        code: failure.reason().unwrap_or("Failure").to_owned(),
+        message: format!("{}: {}", failure.arn().unwrap_or("?"), failure.detail().unwrap_or("")),
+    }
+}
+
+/// Sort any failed ECS call into throttled, unavailable or rejected.
+pub fn classify<E>(op: &'static str, err: SdkError<E>) -> ClusterError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let message = aws_sdk_ecs::error::DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::TimeoutError(_) => ClusterError::Unavailable { op, message },
+        SdkError::DispatchFailure(f) if f.is_user() => {
+            ClusterError::Rejected { op, code: "InvalidRequest".into(), message }
+        }
+        SdkError::DispatchFailure(_) => ClusterError::Unavailable { op, message },
+        SdkError::ConstructionFailure(_) => ClusterError::Rejected { op, code: "InvalidRequest".into(), message },
+        SdkError::ResponseError(r) => by_status(op, r.raw().status().as_u16(), "InvalidResponse", message),
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            let meta_message = s.err().message().map(str::to_owned).unwrap_or(message);
+            match s.err().code() {
+                Some(code) if THROTTLING_CODES.contains(&code) => ClusterError::Throttled { op, message: meta_message },
+                Some(code) if UNAVAILABLE_CODES.contains(&code) => {
+                    ClusterError::Unavailable { op, message: format!("{code}: {meta_message}") }
+                }
+                Some(code) => by_status(op, status, code, meta_message),
+                None => by_status(op, status, &format!("HTTP{status}"), meta_message),
+            }
+        }
+        // SdkError is non-exhaustive: anything new is treated as a transient failure.
+        _ => ClusterError::Unavailable { op, message },
+    }
+}
+
+/// The HTTP status decides when the error code does not.
+fn by_status(op: &'static str, status: u16, code: &str, message: String) -> ClusterError {
+    match status {
+        429 => ClusterError::Throttled { op, message },
+        500..=599 => ClusterError::Unavailable { op, message: format!("HTTP {status}: {message}") },
+        _ => ClusterError::Rejected { op, code: code.to_owned(), message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_arns_are_told_from_names() {
+        assert!(is_cluster_arn("arn:aws:ecs:us-east-1:123456789012:cluster/prod"));
+        assert!(!is_cluster_arn("prod"));
+        assert!(!is_cluster_arn("arn:aws:ecs:us-east-1:123456789012:container-instance/prod/abc"));
+    }
+
+    #[test]
+    fn statuses_map_to_the_agents_words() {
+        assert_eq!(instance_status(Some("ACTIVE")), InstanceStatus::Active);
+        assert_eq!(instance_status(Some("DRAINING")), InstanceStatus::Draining);
+        assert_eq!(instance_status(Some("REGISTERING")), InstanceStatus::Other("REGISTERING".into()));
+        assert_eq!(instance_status(None), InstanceStatus::Other("UNKNOWN".into()));
+    }
+
+    #[test]
+    fn the_status_decides_when_the_code_does_not() {
+        assert!(matches!(by_status("op", 429, "X", String::new()), ClusterError::Throttled { .. }));
+        assert!(matches!(by_status("op", 503, "X", String::new()), ClusterError::Unavailable { .. }));
+        assert_eq!(
+            by_status("op", 400, "InvalidParameterException", "bad".into()),
+            ClusterError::Rejected { op: "op", code: "InvalidParameterException".into(), message: "bad".into() }
+        );
+    }
+}

@@ -1,4 +1,7 @@
 //! Test doubles and harnesses shared by the integration tests, the demo and the fleet simulation.
 
 pub mod fake_ecs;
+pub mod node;
 
+pub mod introspection;
+pub mod moto;

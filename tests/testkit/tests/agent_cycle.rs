@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use agent::clock::{VirtualClock, WallTime};
+use agent::clock::{Clock, VirtualClock, WallTime};
 use agent::cluster::InstanceStatus;
 use agent::config::Config;
 use agent::cycle::Outcome;
@@ -337,4 +337,92 @@ async fn at_most_n_hosts_drain_at_once_and_all_finish() {
             assert_clean(&ecs, n);
         }
     }
+}
+
+/// A daily window in UTC, starting at `start` for `length`.
+fn window(start: &str, length: &str, expected: &str) -> String {
+    format!(
+        "[maintenance]\nexpected-duration = \"{expected}\"\nupdate-now-poll = \"2m\"\n[[maintenance.windows]]\ndays = [\"mon\",\"tue\",\"wed\",\"thu\",\"fri\",\"sat\",\"sun\"]\nstart = \"{start}\"\nlength = \"{length}\"\n"
+    )
+}
+
+fn config_with_window(win: &str, cluster: &str) -> Config {
+    // `config` takes cluster keys after a `[cluster]` marker; windows go at the end of the file.
+    let base = config(&format!("[cluster]\n{cluster}"));
+    let printed = base.to_toml();
+    let mut text = printed.split("[maintenance]").next().unwrap_or_default().to_string();
+    text.push_str(win);
+    Config::parse(&text, "test").expect("valid config with window")
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_that_does_not_fit_the_window_is_not_started() {
+    // The clock starts Friday 08:00 UTC; the window 07:00-08:30 leaves 30 minutes, the update needs 45.
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config_with_window(&window("07:00", "90m", "45m"), ""));
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(&outcomes[0], Outcome::Skipped { reason } if reason.contains("no longer fits")), "{outcomes:?}");
+    assert_eq!(n.host.reboot_requests(), 0);
+    assert_clean(&ecs, &n);
+    assert_eq!(ecs.calls().get("PutAttributes"), Some(&1), "only the status attribute: {:?}", ecs.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn outside_every_window_nothing_starts() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config_with_window(&window("22:00", "2h", "30m"), ""));
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(&outcomes[0], Outcome::Skipped { reason } if reason.contains("outside")), "{outcomes:?}");
+    assert_eq!(n.host.reboot_requests(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_finishes_even_when_the_window_closes_mid_update() {
+    // Window 07:00-08:05: the update fits by the estimate (3 min) but the drain takes 8 min.
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config_with_window(&window("07:00", "65m", "3m"), ""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/web"), 1);
+    ecs.set_drain_time(Duration::from_secs(480), Duration::from_secs(480));
+    let outcomes = n.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert_eq!(outcomes[1], Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+    assert!(n.now() > WallTime::from_secs(1_800_000_000 + 300), "the update ran past the window's end");
+    assert_clean(&ecs, &n);
+}
+
+#[tokio::test(start_paused = true)]
+async fn update_now_skips_the_window_wait_but_not_the_lease() {
+    // The window is 14 hours away. An operator asks host b to update now while host a holds the
+    // only slot (a's instance carries a live claim): b must wait for it, then go, and clear the ask.
+    let ecs = FakeEcs::new("c", 1);
+    let cfg = config_with_window(&window("22:00", "2h", "30m"), "");
+    let b = node("b", Some(&ecs), cfg.clone());
+    let a_arn = ecs.register("a");
+    let expiry = 1_800_000_000 + 1800;
+    ecs.operator_put(&a_arn, "br-update.lease", &format!("v1:d:1800000000:{expiry}:0badf00d:1.1.0"));
+    let (stop_trigger, stop) = Shutdown::new();
+    let (ecs2, b_arn) = (ecs.clone(), b.arn.clone());
+    let operator = async move {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        ecs2.operator_put(&b_arn, "br-update.update-now", "true");
+        // Long enough for the claim of a to lapse and b to finish; far less than the 14 h wait.
+        tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+        stop_trigger.fire();
+    };
+    let first_drain = Cell::new(None);
+    let watch = async {
+        let clock = clock();
+        while first_drain.get().is_none() {
+            if ecs.status(&b.arn) == Some(InstanceStatus::Draining) {
+                first_drain.set(Some(clock.now()));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::join!(b.run_daemon(REBOOT, stop), operator, watch);
+    assert_eq!(b.host.running_version(), "1.1.0", "update-now must have started the update");
+    assert_eq!(ecs.attribute(&b.arn, "br-update.update-now"), None, "acted on and cleared");
+    let drained_at = first_drain.get().expect("b drained");
+    assert!(drained_at >= WallTime::from_secs(expiry), "b drained at {drained_at} while a's claim was live");
+    assert_clean(&ecs, &b);
 }
