@@ -18,6 +18,8 @@ const USAGE: &str = "\
 usage:
   br-update-agent [run] [--config PATH] [--once]   run the agent (default)
   br-update-agent check-config [--config PATH]     validate a config and print the effective one
+  br-update-agent next [--config PATH] [--seed N] [--count K] [--from RFC3339]
+                                                   print the next check slots and why (read-only)
   br-update-agent user-data --config PATH [--toml NAME --source IMAGE]
                                                    print the config as base64 host-container user-data,
                                                    or with --toml a whole [settings.host-containers.NAME]
@@ -35,16 +37,25 @@ struct Args {
     once: bool,
     /// `user-data --toml NAME --source IMAGE`: the host-container name and image of the block.
     block: Option<(String, String)>,
+    /// `next --seed N`.
+    seed: Option<u32>,
+    /// `next --count K`.
+    count: usize,
+    /// `next --from T`.
+    from: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { command: "run".into(), config: DEFAULT_CONFIG_PATH.into(), once: false, block: None };
+    let mut args = Args { command: "run".into(), config: DEFAULT_CONFIG_PATH.into(), once: false, block: None, seed: None, count: 5, from: None };
     let (mut name, mut source) = (None, None);
     let mut it = std::env::args().skip(1);
     let mut first = true;
     while let Some(a) = it.next() {
         match a.as_str() {
-            "run" | "check-config" | "user-data" if first => args.command = a,
+            "run" | "check-config" | "user-data" | "next" if first => args.command = a,
+            "--seed" => args.seed = Some(number(it.next(), "--seed")?),
+            "--count" => args.count = number(it.next(), "--count")?,
+            "--from" => args.from = Some(it.next().ok_or("--from needs an RFC 3339 time")?),
             "--config" => args.config = it.next().ok_or("--config needs a path")?.into(),
             "--once" => args.once = true,
             "--toml" => name = Some(it.next().ok_or("--toml needs a host-container name")?),
@@ -60,6 +71,10 @@ fn parse_args() -> Result<Args, String> {
         _ => return Err("--toml and --source go together, with user-data".into()),
     };
     Ok(args)
+}
+
+fn number<T: std::str::FromStr>(v: Option<String>, flag: &str) -> Result<T, String> {
+    v.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| format!("{flag} needs a number"))
 }
 
 fn main() -> ExitCode {
@@ -89,6 +104,9 @@ fn main() -> ExitCode {
         println!("# effective config from {}\n{}", args.config.display(), cfg.to_toml());
         return ExitCode::SUCCESS;
     }
+    if args.command == "next" {
+        return next_slots(&cfg, &args);
+    }
     agent::logging::init(cfg.log_format, &cfg.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -98,6 +116,33 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cfg, args.once))
+}
+
+/// Prints the next check slots for a seed, with the reason for each; touches nothing.
+fn next_slots(cfg: &Config, args: &Args) -> ExitCode {
+    use agent::clock::{Clock, WallTime};
+    use agent::slot::{describe, upcoming, Schedule};
+    let from = match &args.from {
+        None => SystemClock.now(),
+        Some(t) => match chrono::DateTime::parse_from_rfc3339(t) {
+            Ok(t) => WallTime(t.timestamp_millis()),
+            Err(e) => {
+                eprintln!("error: --from `{t}`: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+    };
+    let Some(seed) = args.seed.or(cfg.seed) else {
+        eprintln!("error: give the host's wave seed (settings.updates.seed) with --seed N");
+        return ExitCode::from(EX_USAGE);
+    };
+    let m = &cfg.maintenance;
+    let schedule = Schedule { seed, interval: cfg.check_interval };
+    println!("# next checks for seed {seed} from {from} (time zone {}; plus up to {} s of jitter)", m.windows.zone, cfg.check_jitter.as_secs());
+    for p in upcoming(&schedule, &m.windows, m.expected_duration, from, args.count.clamp(1, 100)) {
+        println!("{}", describe(&p, &schedule, m.expected_duration));
+    }
+    ExitCode::SUCCESS
 }
 
 /// Prints the config file as host-container user-data, after the agent's own validation.

@@ -76,6 +76,44 @@ pub fn plan(schedule: &Schedule, windows: &Windows, expected: Duration, now: Wal
     Planned { at: schedule.next_after(now), window: None, offset: schedule.offset() }
 }
 
+/// The next `count` slots from `from`, each with its reason, for the `next` subcommand.
+pub fn upcoming(schedule: &Schedule, windows: &Windows, expected: Duration, from: WallTime, count: usize) -> Vec<Planned> {
+    let mut out = Vec::with_capacity(count);
+    let mut t = from;
+    for _ in 0..count {
+        let p = plan(schedule, windows, expected, t);
+        t = p.at;
+        out.push(p);
+    }
+    out
+}
+
+/// One line saying when and why, e.g. for operators checking a config before rolling it out.
+pub fn describe(p: &Planned, schedule: &Schedule, expected: Duration) -> String {
+    let frac = f64::from(schedule.seed % SEED_SPACE) / f64::from(SEED_SPACE);
+    match p.window {
+        Some(w) => format!(
+            "{}  window {} .. {}; seed {} puts it {:.1}% into the {} min in which a {} min update still fits (+{} min)",
+            p.at,
+            w.start,
+            w.end,
+            schedule.seed,
+            frac * 100.0,
+            w.length().saturating_sub(expected).as_secs() / 60,
+            expected.as_secs() / 60,
+            p.offset.as_secs() / 60
+        ),
+        None => format!(
+            "{}  no windows: seed {} puts it {:.1}% into each {} min check interval (+{} min)",
+            p.at,
+            schedule.seed,
+            frac * 100.0,
+            schedule.interval.as_secs() / 60,
+            p.offset.as_secs() / 60
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +185,19 @@ mod tests {
         let inside_late = WallTime::from_secs(1_795_219_200 + 3 * 3600);
         let p = plan(&Schedule { seed: 0, interval: HOUR }, &w, Duration::from_secs(600), inside_late);
         assert_eq!(p.at, WallTime::from_secs(1_795_219_200 + 7 * 86_400));
+    }
+
+    #[test]
+    fn upcoming_slots_advance_and_explain_themselves() {
+        let s = Schedule { seed: 1024, interval: HOUR };
+        let w = sat_window(4);
+        let slots = upcoming(&s, &w, Duration::from_secs(3600), WallTime::from_secs(1_795_219_200 - 86_400), 3);
+        assert_eq!(slots.len(), 3);
+        assert!(slots.windows(2).all(|p| p[1].at.since(p[0].at) == Duration::from_secs(7 * 86_400)));
+        let line = describe(&slots[0], &s, Duration::from_secs(3600));
+        assert!(line.contains("50.0%") && line.contains("window"), "{line}");
+        let plain = upcoming(&s, &Windows::default(), Duration::ZERO, WallTime::from_secs(0), 2);
+        assert_eq!(plain[1].at.since(plain[0].at), HOUR);
+        assert!(describe(&plain[0], &s, Duration::ZERO).contains("no windows"));
     }
 }
