@@ -12,9 +12,10 @@ bash tests/moto/ensure-venv.sh
 
 step "Docker engine"
 if docker info >/dev/null 2>&1; then
-  echo "Docker engine answers."
+  echo "Docker engine answers: the image is built and run as a host runs it."
 else
-  echo "!!! NO DOCKER ENGINE ANSWERS: tests that need it report themselves as not run. !!!"
+  echo "!!! NO DOCKER ENGINE ANSWERS: the image test is NOT RUN (it says so again below). !!!"
+  export ALLOW_NO_DOCKER=1
 fi
 
 step "Build (all targets)"

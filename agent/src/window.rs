@@ -178,7 +178,8 @@ mod tests {
     fn table_of_windows_and_instants() {
         // 2026-11-22 is a Sunday.
         let sat_night = win(chrono_tz::UTC, &[Weekday::Sat], "22:00", 4);
-        let cases: Vec<(&str, &Windows, WallTime, Option<(WallTime, WallTime)>)> = vec![
+        type Case<'a> = (&'a str, &'a Windows, WallTime, Option<(WallTime, WallTime)>);
+        let cases: Vec<Case> = vec![
             ("inside, before midnight", &sat_night, utc(2026, 11, 21, 23, 0), Some((utc(2026, 11, 21, 22, 0), utc(2026, 11, 22, 2, 0)))),
             ("inside, after midnight (wrap)", &sat_night, utc(2026, 11, 22, 1, 59), Some((utc(2026, 11, 21, 22, 0), utc(2026, 11, 22, 2, 0)))),
             ("just closed", &sat_night, utc(2026, 11, 22, 2, 0), None),

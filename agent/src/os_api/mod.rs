@@ -168,6 +168,8 @@ impl UpdateStatus {
 }
 
 /// What `GET /updates/status` answered.
+// Read a few times per command; boxing the status would cost more than the size difference.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StatusRead {
     /// 200 with a status.

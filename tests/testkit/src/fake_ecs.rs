@@ -7,11 +7,16 @@
 //! real ECS has them and moto does not: stale reads of attributes (a read may miss writes younger
 //! than a bound), throttling, outages and per-call counting.
 //!
+//! Every change is also kept in a timestamped history ([`FakeEcs::history`]: status changes,
+//! attribute writes and deletes, and who made them) and every call in a log
+//! ([`FakeEcs::call_log`]), so a fleet simulation can check afterwards what the cluster went
+//! through, not only where it ended.
+//!
 //! Single-threaded (`Rc<RefCell>`): a simulation runs every host on one current-thread runtime.
 //! Time is tokio's, so paused time drives it.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -35,6 +40,58 @@ pub struct EcsFaults {
     pub latency: Duration,
 }
 
+/// Who changed the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Actor {
+    /// A host's agent, through its [`FakeEcsHost`] handle.
+    Agent,
+    /// An operator (the test), through the `operator_*` methods.
+    Operator,
+}
+
+/// What changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EcsChange {
+    /// The instance's status was set.
+    Status(InstanceStatus),
+    /// An attribute was created or replaced.
+    Put {
+        /// Its name.
+        name: String,
+        /// Its new value.
+        value: String,
+    },
+    /// An attribute that existed was removed.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// One recorded change, in the order it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EcsEvent {
+    /// When (tokio time, so virtual under paused time).
+    pub at: Instant,
+    /// The container instance ARN.
+    pub instance: Rc<str>,
+    /// Who made it.
+    pub by: Actor,
+    /// What changed.
+    pub change: EcsChange,
+}
+
+/// One call, as counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    /// When it was made.
+    pub at: Instant,
+    /// The ECS operation.
+    pub op: &'static str,
+    /// The instance whose handle made it.
+    pub instance: Rc<str>,
+}
+
 #[derive(Clone, Debug)]
 struct Task {
     arn: String,
@@ -44,6 +101,7 @@ struct Task {
 
 #[derive(Clone, Debug)]
 struct Instance {
+    arn: Rc<str>,
     status: InstanceStatus,
     agent_connected: bool,
     /// Each attribute's history of (when, value); `None` is a deletion.
@@ -75,7 +133,23 @@ struct State {
     total_calls: u64,
     jitter: Jitter,
     task_seq: u64,
-    call_log: Vec<(Instant, &'static str)>,
+    call_log: Vec<CallRecord>,
+    history: Vec<EcsEvent>,
+    /// Per attribute name, the instances a read may still see it on: those that carry it, or
+    /// dropped it recently enough for a stale read to reach back to it. Keeps a list of a
+    /// thousand instances from scanning all of them.
+    visible: BTreeMap<String, BTreeSet<Rc<str>>>,
+    /// The longest staleness ever set: how far back any read may look.
+    max_staleness: Duration,
+}
+
+impl State {
+    fn record(&mut self, at: Instant, instance: &Rc<str>, by: Actor, change: EcsChange) {
+        if let EcsChange::Put { name, .. } | EcsChange::Delete { name } = &change {
+            self.visible.entry(name.clone()).or_default().insert(instance.clone());
+        }
+        self.history.push(EcsEvent { at, instance: instance.clone(), by, change });
+    }
 }
 
 /// The cluster; cheap to clone. Hand each host a [`FakeEcs::host`] handle.
@@ -103,6 +177,9 @@ impl FakeEcs {
             jitter: Jitter::seeded(seed),
             task_seq: 0,
             call_log: Vec::new(),
+            history: Vec::new(),
+            visible: BTreeMap::new(),
+            max_staleness: Duration::ZERO,
         })))
     }
 
@@ -113,7 +190,13 @@ impl FakeEcs {
         let arn = format!("arn:aws:ecs:us-east-1:123456789012:container-instance/{cluster}/{id}");
         s.instances.insert(
             arn.clone(),
-            Instance { status: InstanceStatus::Active, agent_connected: true, attrs: BTreeMap::new(), tasks: vec![] },
+            Instance {
+                arn: Rc::from(arn.as_str()),
+                status: InstanceStatus::Active,
+                agent_connected: true,
+                attrs: BTreeMap::new(),
+                tasks: vec![],
+            },
         );
         arn
     }
@@ -125,7 +208,9 @@ impl FakeEcs {
 
     /// Sets the injected faults.
     pub fn set_faults(&self, f: EcsFaults) {
-        self.0.borrow_mut().faults = f;
+        let mut s = self.0.borrow_mut();
+        s.max_staleness = s.max_staleness.max(f.staleness);
+        s.faults = f;
     }
 
     /// How long service tasks take to leave a draining instance (uniform in the range).
@@ -164,16 +249,20 @@ impl FakeEcs {
     /// Writes an attribute as an operator would (`aws ecs put-attributes`).
     pub fn operator_put(&self, arn: &str, name: &str, value: &str) {
         let now = Instant::now();
-        if let Some(i) = self.0.borrow_mut().instances.get_mut(arn) {
-            i.attrs.entry(name.into()).or_default().push((now, Some(value.into())));
-        }
+        let mut s = self.0.borrow_mut();
+        let Some(i) = s.instances.get_mut(arn) else { return };
+        i.attrs.entry(name.into()).or_default().push((now, Some(value.into())));
+        let target = i.arn.clone();
+        s.record(now, &target, Actor::Operator, EcsChange::Put { name: name.into(), value: value.into() });
     }
 
     /// Sets an instance's status as an operator would.
     pub fn operator_set_status(&self, arn: &str, status: InstanceStatus) {
-        if let Some(i) = self.0.borrow_mut().instances.get_mut(arn) {
-            i.status = status;
-        }
+        let mut s = self.0.borrow_mut();
+        let Some(i) = s.instances.get_mut(arn) else { return };
+        i.status = status.clone();
+        let target = i.arn.clone();
+        s.record(Instant::now(), &target, Actor::Operator, EcsChange::Status(status));
     }
 
     /// Marks the ECS agent on `arn` connected or not.
@@ -213,10 +302,20 @@ impl FakeEcs {
         self.0.borrow().total_calls
     }
 
+    /// Every status change and attribute write or delete so far, oldest first.
+    pub fn history(&self) -> Vec<EcsEvent> {
+        self.0.borrow().history.clone()
+    }
+
+    /// Every call so far, oldest first (throttled and failed ones included).
+    pub fn call_log(&self) -> Vec<CallRecord> {
+        self.0.borrow().call_log.clone()
+    }
+
     /// The most calls made within any one-second window.
     pub fn peak_calls_per_second(&self) -> u64 {
         let s = self.0.borrow();
-        let times: Vec<Instant> = s.call_log.iter().map(|(t, _)| *t).collect();
+        let times: Vec<Instant> = s.call_log.iter().map(|c| c.at).collect();
         let (mut best, mut lo) = (0usize, 0usize);
         for hi in 0..times.len() {
             while times[hi].duration_since(times[lo]) >= Duration::from_secs(1) {
@@ -227,8 +326,8 @@ impl FakeEcs {
         best as u64
     }
 
-    /// Counts the call and applies faults; `Err` when the call fails.
-    async fn enter(&self, op: &'static str) -> Result<(), ClusterError> {
+    /// Counts `arn`'s call and applies faults; `Err` when the call fails.
+    async fn enter(&self, op: &'static str, arn: &str) -> Result<(), ClusterError> {
         let latency = self.0.borrow().faults.latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -236,12 +335,13 @@ impl FakeEcs {
         let mut s = self.0.borrow_mut();
         s.total_calls += 1;
         *s.calls.entry(op).or_default() += 1;
-        s.call_log.push((Instant::now(), op));
+        let instance = s.instances.get(arn).map(|i| i.arn.clone()).unwrap_or_else(|| Rc::from(arn));
+        s.call_log.push(CallRecord { at: Instant::now(), op, instance });
         if s.faults.unavailable {
             return Err(ClusterError::Unavailable { op, message: "Service unavailable".into() });
         }
         let every = s.faults.throttle_every;
-        if every > 0 && s.total_calls % every == 0 {
+        if every > 0 && s.total_calls.is_multiple_of(every) {
             return Err(ClusterError::Throttled { op, message: "Rate exceeded".into() });
         }
         Ok(())
@@ -266,23 +366,31 @@ impl ClusterStore for FakeEcsHost {
     }
 
     async fn list_attribute(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
-        self.ecs.enter("ListAttributes").await?;
-        let s = self.ecs.0.borrow_mut();
+        self.ecs.enter("ListAttributes", &self.arn).await?;
+        let mut s = self.ecs.0.borrow_mut();
         let staleness = s.faults.staleness;
         let lag = s.jitter.up_to(staleness);
         let now = Instant::now();
         let at = now.checked_sub(lag).unwrap_or(now);
-        Ok(s.instances
+        let horizon = now.checked_sub(s.max_staleness).unwrap_or(now);
+        let State { visible, instances, .. } = &mut *s;
+        let Some(candidates) = visible.get_mut(name) else { return Ok(vec![]) };
+        // An instance that dropped the attribute before any read can reach back to is gone for good.
+        candidates.retain(|arn| {
+            instances.get(&**arn).and_then(|i| i.attrs.get(name)).and_then(|h| h.last()).is_some_and(|(t, v)| v.is_some() || *t >= horizon)
+        });
+        Ok(candidates
             .iter()
-            .filter_map(|(arn, i)| {
-                i.as_of(name, at).map(|v| Attribute { target: arn.clone(), name: name.into(), value: Some(v.clone()) })
+            .filter_map(|arn| {
+                let i = instances.get(&**arn)?;
+                i.as_of(name, at).map(|v| Attribute { target: arn.to_string(), name: name.into(), value: Some(v.clone()) })
             })
             .collect())
     }
 
     async fn put_attributes(&self, attrs: &[(String, String)]) -> Result<(), ClusterError> {
         const OP: &str = "PutAttributes";
-        self.ecs.enter(OP).await?;
+        self.ecs.enter(OP, &self.arn).await?;
         if attrs.len() > 10 {
             return Err(rejected(OP, "InvalidParameterException", "at most 10 attributes per call"));
         }
@@ -301,26 +409,36 @@ impl ClusterStore for FakeEcsHost {
         for (n, v) in attrs {
             inst.attrs.entry(n.clone()).or_default().push((now, Some(v.clone())));
         }
+        let target = inst.arn.clone();
+        for (n, v) in attrs {
+            s.record(now, &target, Actor::Agent, EcsChange::Put { name: n.clone(), value: v.clone() });
+        }
         Ok(())
     }
 
     async fn delete_attributes(&self, names: &[String]) -> Result<(), ClusterError> {
         const OP: &str = "DeleteAttributes";
-        self.ecs.enter(OP).await?;
+        self.ecs.enter(OP, &self.arn).await?;
         let mut s = self.ecs.0.borrow_mut();
         let now = Instant::now();
         let inst = s.instances.get_mut(&self.arn).ok_or_else(|| rejected(OP, "TargetNotFoundException", "no such instance"))?;
+        let mut removed = vec![];
         for n in names {
             if inst.current(n).is_some() {
                 inst.attrs.entry(n.clone()).or_default().push((now, None));
+                removed.push(n.clone());
             }
+        }
+        let target = inst.arn.clone();
+        for name in removed {
+            s.record(now, &target, Actor::Agent, EcsChange::Delete { name });
         }
         Ok(())
     }
 
     async fn describe_self(&self) -> Result<InstanceInfo, ClusterError> {
         const OP: &str = "DescribeContainerInstances";
-        self.ecs.enter(OP).await?;
+        self.ecs.enter(OP, &self.arn).await?;
         let mut s = self.ecs.0.borrow_mut();
         FakeEcs::settle_tasks(&mut s);
         let inst = s.instances.get(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
@@ -335,7 +453,7 @@ impl ClusterStore for FakeEcsHost {
 
     async fn set_status(&self, status: SetStatus) -> Result<(), ClusterError> {
         const OP: &str = "UpdateContainerInstancesState";
-        self.ecs.enter(OP).await?;
+        self.ecs.enter(OP, &self.arn).await?;
         let mut s = self.ecs.0.borrow_mut();
         let (lo, hi) = s.drain_time;
         let drain = s.jitter.between(lo, hi);
@@ -356,11 +474,13 @@ impl ClusterStore for FakeEcsHost {
             }
             (_, other) => return Err(rejected(OP, "InvalidParameterException", format!("instance is {other:?}"))),
         }
+        let (target, new_status) = (inst.arn.clone(), inst.status.clone());
+        s.record(now, &target, Actor::Agent, EcsChange::Status(new_status));
         Ok(())
     }
 
     async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
-        self.ecs.enter("ListTasks").await?;
+        self.ecs.enter("ListTasks", &self.arn).await?;
         let mut s = self.ecs.0.borrow_mut();
         FakeEcs::settle_tasks(&mut s);
         let inst = s.instances.get(&self.arn).ok_or_else(|| rejected("ListTasks", "ClientException", "MISSING"))?;
@@ -372,7 +492,7 @@ impl ClusterStore for FakeEcsHost {
     }
 
     async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {
-        self.ecs.enter("ListTagsForResource").await?;
+        self.ecs.enter("ListTagsForResource", &self.arn).await?;
         Ok(self.ecs.0.borrow().tags.clone())
     }
 }
