@@ -22,7 +22,7 @@ use crate::cluster::retry::{with_retry, RetryPolicy};
 use crate::cluster::{ClusterError, ClusterStore, InstanceStatus, SetStatus, TaskInfo};
 use crate::config::{Config, StandalonePolicy};
 use crate::journal::{InFlight, Journal, Record, Step};
-use crate::lease::{ClaimPhase, Held, LeaseClient, LeaseError, LeaseParams, Names};
+use crate::lease::{ClaimPhase, Held, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names};
 use crate::os_api::commands::{self, CommandError, RebootRequest};
 use crate::os_api::{Action, OsApi, OsInfo, UpdateState, UpdateStatus};
 use crate::shutdown::Shutdown;
@@ -82,12 +82,27 @@ impl Outcome {
             Outcome::OptedOut => "opted-out",
             Outcome::Quarantined { .. } => "quarantined",
             Outcome::DryRun { .. } => "dry-run",
-            Outcome::Skipped { .. } => "skipped",
+            Outcome::Skipped { reason } => skip_token(reason),
             Outcome::Rebooting { .. } => "rebooting",
             Outcome::Finished { result, .. } => result,
             Outcome::Interrupted => "interrupted",
             Outcome::Failed { .. } => "failed",
         }
+    }
+}
+
+/// A status-attribute token for a skipped round, so the fleet's reasons can be read from ECS.
+fn skip_token(reason: &str) -> &'static str {
+    if reason.contains("standalone") {
+        "skipped-standalone-tasks"
+    } else if reason.contains("drain timed out") {
+        "skipped-drain-timeout"
+    } else if reason.contains("window") {
+        "skipped-outside-window"
+    } else if reason.contains("instance is") {
+        "skipped-instance-not-active"
+    } else {
+        "skipped"
     }
 }
 
@@ -476,6 +491,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             skew: c.clock_skew,
             backoff: c.lease_backoff,
             wait_poll_max: c.wait_poll_max,
+            rule: LeaseRule::CountOthers,
         }
     }
 
@@ -831,7 +847,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 break me;
             }
             tracing::info!("waiting for the ECS agent to connect");
-            self.clock.sleep(c.drain_poll_interval).await;
+            if self.interruptible(self.clock.sleep(c.drain_poll_interval)).await.is_err() {
+                return Err("stopped by signal while waiting for the ECS agent; the next start resumes".into());
+            }
         };
         let ours = f.drained_by_us || me.attributes.contains_key(&self.names.drained);
         self.restore_instance(store, ours, &me.status).await
