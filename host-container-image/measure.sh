@@ -7,9 +7,12 @@
 # usage: host-container-image/measure.sh [--idle-seconds N] [--no-image]
 #
 # The static release binary runs directly on this machine (the same binary the image holds)
-# against the fake Bottlerocket API server on a temporary socket, standalone (no ECS). Idle means
-# running as a daemon between checks (check interval 7 days); CPU is utime+stime from
-# /proc/PID/stat over the idle period, scaled to one hour.
+# against the fake Bottlerocket API server on a temporary socket: once standalone, and once
+# coordinating through ECS, where ECS is the patched moto server of tests/moto (skipped when its
+# Python venv cannot be made). Idle means running as a daemon between checks (check interval
+# 7 days); CPU is utime+stime from /proc/PID/stat over the idle period, scaled to one hour.
+# "During an update" samples VmRSS every 0.1 s through refresh, prepare, activate (and the lease
+# and drain with ECS) up to the reboot request.
 set -euo pipefail
 
 idle_seconds=120
@@ -58,7 +61,7 @@ start_fake() {
     exit 1
 }
 
-# Writes an agent config for the socket $1 and state dir $2; extra top-level lines from $3.
+# Writes an agent config for the socket $1 and state dir $2: top-level lines $3, [cluster] body $4.
 write_config() {
     mkdir -p "$2"
     cat >"$2/config.toml" <<CONFIG
@@ -72,7 +75,7 @@ busy-backoff-min = "200ms"
 busy-backoff-max = "1s"
 
 [cluster]
-enabled = false
+$4
 CONFIG
 }
 
@@ -86,52 +89,115 @@ cpu_ticks() {
     sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
+# One host's life around an update. $1: label, $2: [cluster] body; the agent inherits the environment.
+#  1. `run --once` on version 1.0.0 with 1.1.0 published (prepare takes 5s): refresh, prepare,
+#     activate (with ECS: lease, drain) up to the reboot request, sampling VmRSS every 0.1s;
+#  2. the fake host boots onto 1.1.0;
+#  3. the agent starts again as a daemon, finishes the update (with ECS: re-activates the instance,
+#     releases the lease) and then idles until its next check, 7 days away: memory and CPU are
+#     read 5s after it starts waiting and again after the idle period.
+measure_host() {
+    local label=$1 cluster=$2
+    local sock=$work/$label.sock state=$work/$label
+    start_fake "$label" --publish 1.1.0 --prepare-time 5s --boot-delay 1s
+    write_config "$sock" "$state" 'check-interval = "7d"' "$cluster"
+
+    "$agent" run --once --config "$state/config.toml" 2>"$state/update.log" &
+    local pid=$! peak=0 hwm_seen=0 rss hwm status
+    pids+=($pid)
+    while kill -0 "$pid" 2>/dev/null; do
+        if read -r rss hwm < <(memory "$pid" 2>/dev/null); then
+            [ "${rss:-0}" -gt "$peak" ] && peak=$rss
+            [ -n "${hwm:-}" ] && hwm_seen=$hwm
+        fi
+        sleep 0.1
+    done
+    wait "$pid" && status=0 || status=$?
+    if ! grep -q 'outcome="\?rebooting' "$state/update.log"; then
+        echo "measure.sh: the $label update did not reach the reboot request (exit $status):" >&2
+        tail -20 "$state/update.log" >&2
+        exit 1
+    fi
+    echo "update VmRSS ($label): peak sampled ${peak} KiB, VmHWM ${hwm_seen} KiB"
+
+    for _ in $(seq 1 100); do
+        curl -sf --unix-socket "$sock" http://localhost/fake/state | grep -q '"boots":1' && break
+        sleep 0.1
+    done
+
+    "$agent" run --config "$state/config.toml" 2>"$state/idle.log" &
+    pid=$!
+    pids+=($pid)
+    # Idle from its first "next check" on, 5s later to let any startup work settle.
+    for _ in $(seq 1 300); do
+        grep -q 'next check' "$state/idle.log" && break
+        sleep 0.1
+    done
+    sleep 5
+    if ! grep -q 'booted into the new version' "$state/idle.log"; then
+        echo "measure.sh: the $label agent did not finish the update after the reboot:" >&2
+        tail -20 "$state/idle.log" >&2
+        exit 1
+    fi
+    local rss_start hwm_start rss_end hwm_end ticks_start ticks_end
+    read -r rss_start hwm_start < <(memory "$pid")
+    ticks_start=$(cpu_ticks "$pid")
+    sleep "$idle_seconds"
+    read -r rss_end hwm_end < <(memory "$pid")
+    ticks_end=$(cpu_ticks "$pid")
+    kill -TERM "$pid"
+    echo "idle VmRSS ($label, after finishing the update): ${rss_start} KiB, ${rss_end} KiB ${idle_seconds}s later (VmHWM ${hwm_end} KiB)"
+    awk -v t=$((ticks_end - ticks_start)) -v hz="$(getconf CLK_TCK)" -v s="$idle_seconds" -v l="$label" 'BEGIN {
+        printf "idle CPU (%s): %d ticks of 1/%ds in %ds = %.3f s CPU per idle hour", l, t, hz, s, t / hz * 3600 / s
+        if (t == 0) printf " (below one tick: under %.3f s per hour)", 3600 / hz / s
+        printf "\n"
+    }'
+    idle_rss[$label]=$rss_end
+}
+
+# Starts the moto ECS server with one registered instance; sets cluster_body, or returns 1.
+start_moto() {
+    bash "$root/tests/moto/ensure-venv.sh" >&2 || return 1
+    "$root/target/moto-venv/bin/python" "$root/tests/moto/server.py" --port 0 --ignore-stdin \
+        >"$work/moto.port" 2>"$work/moto.log" &
+    pids+=($!)
+    local port=""
+    for _ in $(seq 1 300); do
+        port=$(sed -n 's/^PORT //p' "$work/moto.port")
+        [ -n "$port" ] && break
+        sleep 0.2
+    done
+    [ -n "$port" ] || return 1
+    local seeded
+    seeded=$(curl -sf -X POST -H 'content-type: application/json' \
+        -d '{"cluster": "measure", "instances": 1, "tags": {}}' "http://127.0.0.1:$port/_harness/seed") || return 1
+    local cluster_arn instance_arn
+    cluster_arn=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster_arn"])' <<<"$seeded")
+    instance_arn=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["instances"][0])' <<<"$seeded")
+    export AWS_ENDPOINT_URL_ECS="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+    cluster_body="cluster = \"$cluster_arn\"
+instance-arn = \"$instance_arn\"
+settle-time = \"1s\"
+lease-ttl = \"2m\"
+lease-backoff-min = \"1s\"
+lease-backoff-max = \"5s\"
+drain-poll-interval = \"1s\""
+}
+
+declare -A idle_rss
 echo "== sizes"
 grep -E '^(image|binary) size' <<<"$build_out"
 
-echo "== idle (daemon between checks, ${idle_seconds}s)"
-start_fake idle
-write_config "$work/idle.sock" "$work/idle-state" 'check-interval = "7d"'
-"$agent" run --config "$work/idle-state/config.toml" 2>"$work/idle-agent.log" &
-idle_pid=$!
-pids+=($idle_pid)
-sleep 5
-read -r rss_start hwm_start < <(memory "$idle_pid")
-ticks_start=$(cpu_ticks "$idle_pid")
-sleep "$idle_seconds"
-read -r rss_end hwm_end < <(memory "$idle_pid")
-ticks_end=$(cpu_ticks "$idle_pid")
-kill -TERM "$idle_pid"
-hz=$(getconf CLK_TCK)
-echo "idle VmRSS: ${rss_start} KiB after 5s, ${rss_end} KiB after ${idle_seconds}s more (VmHWM ${hwm_end} KiB)"
-awk -v t=$((ticks_end - ticks_start)) -v hz="$hz" -v s="$idle_seconds" 'BEGIN {
-    printf "idle CPU: %d ticks of 1/%ds in %ds = %.3f s CPU per idle hour", t, hz, s, t / hz * 3600 / s
-    if (t == 0) printf " (below one tick: under %.3f s per hour)", 3600 / hz / s
-    printf "\n"
-}'
+echo "== standalone (no ECS): one update, then ${idle_seconds}s idle"
+measure_host standalone 'enabled = false'
 
-echo "== update (--once: refresh, prepare 5s, activate, reboot request)"
-start_fake update --publish 1.1.0 --prepare-time 5s
-write_config "$work/update.sock" "$work/update-state" ''
-"$agent" run --once --config "$work/update-state/config.toml" 2>"$work/update-agent.log" &
-update_pid=$!
-pids+=($update_pid)
-peak_rss=0
-last_hwm=0
-while kill -0 "$update_pid" 2>/dev/null; do
-    if read -r rss hwm < <(memory "$update_pid" 2>/dev/null); then
-        [ "${rss:-0}" -gt "$peak_rss" ] && peak_rss=$rss
-        [ -n "${hwm:-}" ] && last_hwm=$hwm
-    fi
-    sleep 0.1
-done
-wait "$update_pid" && status=0 || status=$?
-if ! grep -q 'outcome="\?rebooting' "$work/update-agent.log"; then
-    echo "measure.sh: the update run did not reach the reboot request (exit $status):" >&2
-    tail -20 "$work/update-agent.log" >&2
-    exit 1
+echo "== coordinating through ECS (moto): one update, then ${idle_seconds}s idle"
+if start_moto; then
+    measure_host ecs "$cluster_body"
+else
+    echo "moto ECS server unavailable: ECS figures not measured"
+    tail -5 "$work/moto.log" 2>/dev/null || true
 fi
-echo "update VmRSS: peak sampled ${peak_rss} KiB, VmHWM ${last_hwm} KiB"
 
 echo "== budgets"
 image_bytes=$(sed -n 's/^image size: *\([0-9]*\) bytes.*/\1/p' <<<"$build_out")
@@ -139,5 +205,7 @@ if [ -n "$image_bytes" ]; then
     [ "$image_bytes" -lt 15000000 ] && verdict=within || verdict=OVER
     echo "image ${image_bytes} bytes vs 15 MB: $verdict"
 fi
-[ "$rss_end" -lt 10240 ] && verdict=within || verdict=OVER
-echo "idle VmRSS ${rss_end} KiB vs 10 MiB: $verdict"
+for label in "${!idle_rss[@]}"; do
+    [ "${idle_rss[$label]}" -lt 10240 ] && verdict=within || verdict=OVER
+    echo "idle VmRSS ($label) ${idle_rss[$label]} KiB vs 10 MiB: $verdict"
+done

@@ -41,6 +41,10 @@ pub struct Names {
     pub paused_tag: String,
     /// Cluster tag that overrides N fleet-wide (`<prefix>.max-concurrent`).
     pub max_concurrent_tag: String,
+    /// Simulations only: replaces [`LeaseParams::rule`], so a fleet simulation can show that an
+    /// unsafe rule fails. `None` (as [`Names::new`] sets it) everywhere else.
+    #[doc(hidden)]
+    pub rule_override: Option<LeaseRule>,
 }
 
 impl Names {
@@ -55,6 +59,7 @@ impl Names {
             update_now: n("update-now"),
             paused_tag: n("paused"),
             max_concurrent_tag: n("max-concurrent"),
+            rule_override: None,
         }
     }
 }
@@ -186,6 +191,41 @@ pub struct LeaseParams {
     pub backoff: Backoff,
     /// The longest sleep between looks while the cluster is full.
     pub wait_poll_max: Duration,
+    /// How the count after the settle time decides.
+    pub rule: LeaseRule,
+}
+
+/// How a claimer decides, after the settle time, whether it holds a slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LeaseRule {
+    /// Hold only while fewer than N other live claims are seen: the rule the safety argument
+    /// covers, and the only one the configuration can select.
+    #[default]
+    CountOthers,
+    /// UNSAFE, kept so a simulation can show that it fails: hold when our claim is among the N
+    /// earliest seen (by claimed-at, then token), even while N or more others are seen. Hosts
+    /// that see each other's claims differently (staleness, skewed or same-second claimed-at)
+    /// both conclude they are early enough.
+    #[doc(hidden)]
+    UnsafeLowestClaimWins,
+}
+
+impl LeaseRule {
+    /// Whether `own` holds one of `n` slots given the other claims `after` shows.
+    fn holds(self, own: &Claim, after: &Census, n: u32) -> bool {
+        match self {
+            LeaseRule::CountOthers => (after.occupied.len() as u32) < n,
+            LeaseRule::UnsafeLowestClaimWins => {
+                let mine = (own.claimed_at, own.token.as_str());
+                let earlier = after
+                    .occupied
+                    .iter()
+                    .filter(|s| s.claim.as_ref().map_or(true, |c| (c.claimed_at, c.token.as_str()) < mine))
+                    .count();
+                (earlier as u32) < n
+            }
+        }
+    }
 }
 
 /// A slot this host holds.
@@ -314,7 +354,8 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                     return Err(e);
                 }
             };
-            if (after.occupied.len() as u32) < n {
+            let rule = self.names.rule_override.unwrap_or(params.rule);
+            if rule.holds(&claim, &after, n) {
                 tracing::info!(occupied = after.occupied.len(), max = n, token = %claim.token, "slot taken");
                 return Ok(Held { claim });
             }

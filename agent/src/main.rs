@@ -166,11 +166,15 @@ fn user_data(args: &Args) -> ExitCode {
 
 async fn run(cfg: Config, once: bool) -> ExitCode {
     let (trigger, shutdown) = Shutdown::new();
-    tokio::spawn(async move {
-        if let Err(e) = shutdown::on_signals(trigger).await {
-            tracing::error!(error = %e, "cannot install signal handlers");
+    match shutdown::install() {
+        Ok(signals) => {
+            tokio::spawn(shutdown::forward(signals, trigger));
         }
-    });
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), dry_run = cfg.dry_run, cluster = cfg.cluster.enabled, "agent starting");
     let os = HttpOsApi::new(cfg.api_socket.clone(), cfg.request_timeout);
     let jitter = Jitter::from_os();

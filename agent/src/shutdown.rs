@@ -44,17 +44,20 @@ impl Shutdown {
     }
 }
 
-/// Fires `trigger` on the first SIGTERM or SIGINT, logging which one.
-pub async fn on_signals(trigger: Trigger) -> std::io::Result<()> {
-    use futures_util::StreamExt;
+/// SIGTERM and SIGINT, caught from the moment this returns (so none is lost at start-up).
+pub fn install() -> std::io::Result<signal_hook_tokio::Signals> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT])?;
+    signal_hook_tokio::Signals::new([SIGTERM, SIGINT])
+}
+
+/// Fires `trigger` on the first signal caught by `signals`, logging which one.
+pub async fn forward(mut signals: signal_hook_tokio::Signals, trigger: Trigger) {
+    use futures_util::StreamExt;
     if let Some(sig) = signals.next().await {
-        let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+        let name = if sig == signal_hook::consts::SIGTERM { "SIGTERM" } else { "SIGINT" };
         tracing::info!(signal = name, "shutdown requested");
         trigger.fire();
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ pub fn encode_base64(bytes: &[u8]) -> String {
 /// allowed (the settings model would refuse it too).
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, UserDataError> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(UserDataError::Base64 { at: bytes.len(), reason: "length is not a multiple of 4" });
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);

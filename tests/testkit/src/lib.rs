@@ -5,3 +5,5 @@ pub mod node;
 
 pub mod introspection;
 pub mod moto;
+pub mod process;
+pub mod fleet;

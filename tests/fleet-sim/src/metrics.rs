@@ -1,0 +1,146 @@
+//! The figures of a rollout: how long it took against what N slots allow at best, how long
+//! hosts sat drained, and what it cost in ECS calls. Computed the same way for the agent's runs
+//! and for the peer models, so the table compares like with like.
+
+use std::time::Duration;
+
+use crate::trace::{Interval, Ms, Trace};
+
+/// Mean, median, 95th percentile and maximum of a sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Stats {
+    /// The statistics of `xs` (all zero when empty).
+    pub fn of(xs: &[f64]) -> Stats {
+        if xs.is_empty() {
+            return Stats::default();
+        }
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Stats { mean: v.iter().sum::<f64>() / v.len() as f64, p50: at(0.5), p95: at(0.95), max: v[v.len() - 1] }
+    }
+}
+
+/// One row of the benchmark table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figures {
+    /// What was run ("agent", "ECS Updater model", ...).
+    pub label: String,
+    /// Hosts in the fleet.
+    pub hosts: usize,
+    /// How many may update at once.
+    pub max_concurrent: u32,
+    /// Slots taken (updates carried out, rolled back or not).
+    pub updates: usize,
+    /// From publication to the last slot's release.
+    pub makespan: Duration,
+    /// Mean slot time per update.
+    pub mean_slot: Duration,
+    /// updates / N × mean slot time.
+    pub lower_bound: Duration,
+    /// Busy slot time over N × makespan.
+    pub utilisation: f64,
+    /// Minutes each updated host spent drained.
+    pub drained_min: Stats,
+    /// ECS calls per update, from publication to the makespan.
+    pub calls_per_update: f64,
+    /// The most ECS calls fleet-wide within any one second.
+    pub peak_calls_per_s: u64,
+    /// Wall-clock time of the simulation.
+    pub wall: Duration,
+}
+
+impl Figures {
+    /// makespan / lower bound.
+    pub fn ratio(&self) -> f64 {
+        if self.lower_bound.is_zero() {
+            return f64::NAN;
+        }
+        self.makespan.as_secs_f64() / self.lower_bound.as_secs_f64()
+    }
+
+    /// The figures of anything that can list its slots, drains and calls.
+    /// Times are ms of the run; the rollout starts at `published`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        label: &str,
+        hosts: usize,
+        n: u32,
+        published: Ms,
+        slots: &[Interval],
+        drains: &[Ms],
+        call_times: &[Ms],
+        wall: Duration,
+    ) -> Figures {
+        let last = slots.iter().map(|s| s.end).max().unwrap_or(published);
+        let end = last.saturating_sub(published);
+        let busy: Ms = slots.iter().map(Interval::len).sum();
+        let updates = slots.len();
+        let mean_slot = if updates == 0 { 0.0 } else { busy as f64 / updates as f64 };
+        let lower = updates as f64 / f64::from(n.max(1)) * mean_slot;
+        let minutes: Vec<f64> = drains.iter().map(|&d| d as f64 / 60_000.0).collect();
+        let calls = call_times.iter().filter(|&&t| t >= published && t <= last).count();
+        Figures {
+            label: label.into(),
+            hosts,
+            max_concurrent: n,
+            updates,
+            makespan: Duration::from_millis(end),
+            mean_slot: Duration::from_millis(mean_slot as u64),
+            lower_bound: Duration::from_millis(lower as u64),
+            utilisation: if end == 0 { 0.0 } else { busy as f64 / (f64::from(n.max(1)) * end as f64) },
+            drained_min: Stats::of(&minutes),
+            calls_per_update: if updates == 0 { 0.0 } else { calls as f64 / updates as f64 },
+            peak_calls_per_s: peak_per_second(call_times),
+            wall,
+        }
+    }
+
+    /// The figures of an agent run.
+    pub fn of_trace(label: &str, trace: &Trace, wall: Duration) -> Figures {
+        let phases = trace.phases();
+        let slots: Vec<Interval> = phases.iter().flat_map(|p| p.slots.iter().copied()).collect();
+        let drains: Vec<Ms> = phases
+            .iter()
+            .map(|p| p.draining.iter().map(Interval::len).sum::<Ms>())
+            .filter(|&d| d > 0)
+            .collect();
+        let mut times: Vec<Ms> = trace.calls.iter().map(|c| c.at).collect();
+        times.sort_unstable();
+        Figures::from_parts(label, trace.hosts.len(), trace.max_concurrent, trace.published, &slots, &drains, &times, wall)
+    }
+}
+
+/// The most events within any window of one second (sorted input).
+pub fn peak_per_second(sorted: &[Ms]) -> u64 {
+    let (mut best, mut lo) = (0usize, 0usize);
+    for hi in 0..sorted.len() {
+        while sorted[hi] - sorted[lo] >= 1000 {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best as u64
+}
+
+/// `3d 04:05` style, for the table.
+pub fn human(d: Duration) -> String {
+    let m = d.as_secs() / 60;
+    let (days, h, min) = (m / 1440, m / 60 % 24, m % 60);
+    if days > 0 {
+        format!("{days}d {h:02}h{min:02}")
+    } else {
+        format!("{h}h{min:02}")
+    }
+}

@@ -1,0 +1,191 @@
+//! What one simulated rollout looks like: the fleet, its timings, the faults, and the agent's
+//! settings. Every random choice of a run derives from [`Scenario::seed`].
+
+use std::time::Duration;
+
+use agent::config::Config;
+use agent::lease::LeaseRule;
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// A range of durations; each draw is uniform in `[lo, hi]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The shortest.
+    pub lo: Duration,
+    /// The longest.
+    pub hi: Duration,
+}
+
+impl Span {
+    /// `[lo, hi]`.
+    pub const fn new(lo: Duration, hi: Duration) -> Span {
+        Span { lo, hi }
+    }
+    /// Always `d`.
+    pub const fn exactly(d: Duration) -> Span {
+        Span { lo: d, hi: d }
+    }
+    /// `[lo, hi]` in minutes.
+    pub const fn minutes(lo: u64, hi: u64) -> Span {
+        Span { lo: Duration::from_secs(lo * 60), hi: Duration::from_secs(hi * 60) }
+    }
+    /// The mean of a uniform draw.
+    pub fn mean(&self) -> Duration {
+        (self.lo + self.hi) / 2
+    }
+}
+
+/// Faults injected into a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultPlan {
+    /// The chance that a boot into the new version fails and rolls back.
+    pub rollback_chance: f64,
+    /// Each host's clock is off by a uniform draw in `[-clock_skew, +clock_skew]`.
+    pub clock_skew: Duration,
+    /// ECS attribute reads may miss writes younger than this.
+    pub staleness: Duration,
+    /// Every Nth ECS call fleet-wide is throttled (0: never).
+    pub throttle_every: u64,
+    /// Mean number of agent crashes (future dropped, restart from the journal) per host.
+    pub crashes_per_host: f64,
+    /// Mean number of SIGTERMs (agent undoes and is restarted) per host.
+    pub sigterms_per_host: f64,
+    /// Crash and SIGTERM instants are drawn uniformly from `[0, interruption_window)`.
+    pub interruption_window: Duration,
+    /// How long systemd waits before starting a stopped agent again.
+    pub restart_delay: Span,
+    /// The fraction of hosts running a standalone task that never ends.
+    pub standalone_fraction: f64,
+    /// The fraction of hosts an operator opted out.
+    pub opted_out_fraction: f64,
+}
+
+impl FaultPlan {
+    /// Nothing goes wrong and every clock is right.
+    pub fn none() -> FaultPlan {
+        FaultPlan {
+            rollback_chance: 0.0,
+            clock_skew: Duration::ZERO,
+            staleness: Duration::ZERO,
+            throttle_every: 0,
+            crashes_per_host: 0.0,
+            sigterms_per_host: 0.0,
+            interruption_window: Duration::ZERO,
+            restart_delay: Span::new(Duration::from_secs(5), Duration::from_secs(60)),
+            standalone_fraction: 0.0,
+            opted_out_fraction: 0.0,
+        }
+    }
+
+    /// Every kind of fault at once, at rates that still let a rollout finish: some rolled-back
+    /// boots, skewed clocks, stale and throttled reads within what the settings allow, crashes
+    /// and SIGTERMs at random instants, standalone tasks and opted-out hosts.
+    pub fn everything() -> FaultPlan {
+        FaultPlan {
+            rollback_chance: 0.05,
+            clock_skew: Duration::from_secs(12),
+            staleness: Duration::from_secs(8),
+            throttle_every: 40,
+            crashes_per_host: 0.5,
+            sigterms_per_host: 0.3,
+            interruption_window: 6 * 3600 * Duration::from_secs(1),
+            restart_delay: Span::new(Duration::from_secs(5), Duration::from_secs(90)),
+            standalone_fraction: 0.05,
+            opted_out_fraction: 0.05,
+        }
+    }
+}
+
+/// One rollout to simulate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// Drives every random choice of the run.
+    pub seed: u64,
+    /// How many hosts.
+    pub hosts: usize,
+    /// N: how many may update at once (`cluster.max-concurrent`).
+    pub max_concurrent: u32,
+    /// How long service tasks take to leave a draining instance.
+    pub drain_time: Span,
+    /// How long the download (prepare) takes, before the host asks for a slot.
+    pub prepare_time: Span,
+    /// How long a reboot keeps the host down.
+    pub reboot_time: Span,
+    /// The check interval: the fleet's first checks spread over it by wave seed.
+    pub check_interval: Duration,
+    /// Every host checks at the same instant (one wave seed, no jitter): maximum contention.
+    pub same_instant: bool,
+    /// Wait between writing a claim and counting (`cluster.settle-time`).
+    pub settle: Duration,
+    /// The longest a waiting host sleeps between looks (`cluster.wait-poll-max`).
+    pub wait_poll_max: Duration,
+    /// How often an idle host looks for the update-now attribute (`maintenance.update-now-poll`).
+    pub update_now_poll: Duration,
+    /// The rule the count after settling applies (the unsafe one only to show it fails).
+    pub rule: LeaseRule,
+    /// What goes wrong.
+    pub faults: FaultPlan,
+    /// The run stops here even if hosts are still updating (they are then reported).
+    pub time_limit: Duration,
+}
+
+/// The version every host runs at the start.
+pub const FROM_VERSION: &str = "1.26.0";
+/// The version published at t = 0.
+pub const TARGET_VERSION: &str = "1.27.0";
+
+impl Scenario {
+    /// A fleet of `hosts` with realistic timings (drain 2-10 min, reboot 2-4 min, download
+    /// 1-5 min before the drain), first checks spread over one hour, the agent's default
+    /// settings, no faults.
+    pub fn realistic(hosts: usize, max_concurrent: u32, seed: u64) -> Scenario {
+        let defaults = Config::default();
+        Scenario {
+            seed,
+            hosts,
+            max_concurrent,
+            drain_time: Span::minutes(2, 10),
+            prepare_time: Span::minutes(1, 5),
+            reboot_time: Span::minutes(2, 4),
+            check_interval: Duration::from_secs(3600),
+            same_instant: false,
+            settle: defaults.cluster.settle_time,
+            wait_poll_max: defaults.cluster.wait_poll_max,
+            update_now_poll: defaults.maintenance.update_now_poll,
+            rule: LeaseRule::CountOthers,
+            faults: FaultPlan::none(),
+            time_limit: Duration::from_secs(30 * 86_400),
+        }
+    }
+
+    /// The same fleet with every fault of [`FaultPlan::everything`].
+    pub fn with_faults(hosts: usize, max_concurrent: u32, seed: u64) -> Scenario {
+        Scenario { faults: FaultPlan::everything(), ..Scenario::realistic(hosts, max_concurrent, seed) }
+    }
+
+    /// A rough upper estimate of the rollout's length, for sizing fault windows and limits.
+    pub fn expected_makespan(&self) -> Duration {
+        let slot = self.drain_time.mean() + self.reboot_time.mean() + 2 * MIN;
+        let waves = self.hosts.div_ceil(self.max_concurrent.max(1) as usize) as u32;
+        self.check_interval + self.prepare_time.hi + slot * waves
+    }
+
+    /// The agent's configuration on every host of this scenario: the defaults, except what the
+    /// scenario sets.
+    pub fn config(&self) -> Config {
+        let mut cfg = Config::default();
+        cfg.check_interval = self.check_interval;
+        if self.same_instant {
+            cfg.check_jitter = Duration::ZERO;
+        }
+        cfg.maintenance.update_now_poll = self.update_now_poll;
+        let c = &mut cfg.cluster;
+        c.max_concurrent = self.max_concurrent;
+        c.settle_time = self.settle;
+        c.wait_poll_max = self.wait_poll_max;
+        // The allowance must cover the largest disagreement between two hosts' clocks.
+        c.clock_skew = c.clock_skew.max(self.faults.clock_skew * 2);
+        cfg
+    }
+}

@@ -1,0 +1,288 @@
+//! Runs one scenario: a fleet of [`Node`]s, each the real agent (`Agent::run`) against its own
+//! in-memory host, all sharing one in-memory ECS cluster, on ONE current-thread tokio runtime
+//! with paused time. Every host's future is driven by one `join_all`, so idle hosts cost nothing
+//! and virtual days pass in wall-clock seconds.
+//!
+//! Determinism: one thread, paused time, every random draw from a generator seeded from the
+//! scenario's seed (hosts, ECS faults, daemon plans), ordered maps only, `biased` selects. The
+//! same seed gives the same trace ([`Trace::digest`]).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use agent::backoff::Jitter;
+use agent::clock::{VirtualClock, WallTime};
+use agent::cluster::InstanceStatus;
+use agent::lease::Names;
+use agent::shutdown::Shutdown;
+use fake_bottlerocket::{CommandDurations, FakeHost, HostConfig, RebootBehavior};
+use testkit::fake_ecs::{Actor, EcsChange, EcsFaults, FakeEcs};
+use testkit::node::{DaemonPlan, Interruption, Node};
+use tokio::time::Instant;
+
+use crate::scenario::{Scenario, Span, FROM_VERSION, TARGET_VERSION};
+use crate::trace::{CallRecord, EcsRecord, EndState, HostPlan, HostTrace, Ms, Trace};
+
+/// The wall time at t = 0: a whole hour, so check slots fall at their seed's place in the hour.
+pub const EPOCH_SECS: i64 = 1_800_000_000;
+
+/// How often the run looks whether every host is done.
+const MONITOR_EVERY: Duration = Duration::from_secs(300);
+
+/// Why a run could not be carried out at all (not a finding about the agent).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The tokio runtime could not be built.
+    #[error("cannot build the simulation runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// A finished run: the recorded trace and how long it took on the wall clock.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The scenario it ran.
+    pub scenario: Scenario,
+    /// What it recorded.
+    pub trace: Trace,
+    /// Wall-clock time of the simulation.
+    pub wall: Duration,
+    /// Whether every host reached its end before the time limit.
+    pub finished: bool,
+}
+
+/// Runs `scenario` on a fresh single-threaded runtime with paused time.
+pub fn run(scenario: &Scenario) -> Result<Run, SimError> {
+    let started = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()?;
+    let (trace, finished) = rt.block_on(simulate(scenario));
+    Ok(Run { scenario: scenario.clone(), trace, wall: started.elapsed(), finished })
+}
+
+/// One host as built for a run.
+struct SimHost {
+    node: Node,
+    plan: HostPlan,
+    skew_ms: i64,
+}
+
+async fn simulate(sc: &Scenario) -> (Trace, bool) {
+    let t0 = Instant::now();
+    let rng = Jitter::seeded(sc.seed);
+    let ecs = FakeEcs::new("fleet", mix(sc.seed, 0xec5));
+    ecs.set_drain_time(sc.drain_time.lo, sc.drain_time.hi);
+    ecs.set_faults(EcsFaults { staleness: sc.faults.staleness, throttle_every: sc.faults.throttle_every, ..EcsFaults::default() });
+    let hosts: Vec<SimHost> = (0..sc.hosts).map(|i| build_host(sc, &ecs, &rng, i)).collect();
+    let published = t0 + sc.check_interval;
+    let mut plans: Vec<DaemonPlan> = (0..sc.hosts).map(|i| daemon_plan(sc, published, i)).collect();
+    let (trigger, stop) = Shutdown::new();
+    // The agents have been running for a while when the update comes out: they start at random
+    // instants of the first check interval, and the update is published at its end.
+    let daemons = futures_util::future::join_all(hosts.iter().zip(plans.iter_mut()).map(|(h, plan)| {
+        let boot = rng.up_to(sc.check_interval);
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(boot).await;
+            h.node.run_daemon_with(plan, stop).await;
+        }
+    }));
+    let publisher = async {
+        tokio::time::sleep_until(published).await;
+        for h in &hosts {
+            h.node.host.publish([FROM_VERSION, TARGET_VERSION]);
+        }
+    };
+    let monitor = async {
+        publisher.await;
+        let finished = monitor(sc, &ecs, &hosts, published).await;
+        trigger.fire();
+        finished
+    };
+    let (_, finished) = tokio::join!(daemons, monitor);
+    (record(sc, &ecs, &hosts, t0, published), finished)
+}
+
+/// A host, its instance registered with its tasks and attributes, its clock skewed.
+fn build_host(sc: &Scenario, ecs: &FakeEcs, rng: &Jitter, i: usize) -> SimHost {
+    let f = &sc.faults;
+    let skew_ms = if f.clock_skew.is_zero() {
+        0
+    } else {
+        rng.between(Duration::ZERO, f.clock_skew * 2).as_millis() as i64 - f.clock_skew.as_millis() as i64
+    };
+    let plan = HostPlan { opted_out: chance(rng, f.opted_out_fraction), standalone: chance(rng, f.standalone_fraction) };
+    let wave_seed = if sc.same_instant { 0 } else { (rng.next_u64() % 2048) as u32 };
+    let host = FakeHost::new(HostConfig {
+        version: FROM_VERSION.into(),
+        published: vec![FROM_VERSION.into()],
+        seed: wave_seed,
+        durations: CommandDurations {
+            refresh: Duration::from_secs(3),
+            prepare: draw(rng, sc.prepare_time),
+            activate: Duration::from_secs(2),
+            deactivate: Duration::from_secs(2),
+        },
+        reboot: RebootBehavior::GoDown,
+        wall_clock_start: chrono_start(),
+        ..HostConfig::default()
+    });
+    let clock = VirtualClock::new(WallTime::from_secs(EPOCH_SECS), skew_ms);
+    let name = format!("h{i:04}");
+    let mut node = Node::new(&name, host, Some(ecs), clock, sc.config(), mix(sc.seed, i as u64 + 1));
+    node.lease_rule = Some(sc.rule);
+    ecs.add_tasks(&node.arn, Some("ecs-svc/web"), 3);
+    if plan.standalone {
+        ecs.add_tasks(&node.arn, Some("events-rule/nightly-report"), 1);
+    }
+    if plan.opted_out {
+        let names = Names::new(&node.cfg.cluster.attribute_prefix);
+        ecs.operator_put(&node.arn, &names.opt_out, "true");
+    }
+    SimHost { node, plan, skew_ms }
+}
+
+/// How systemd and the machine treat host `i`: reboot times, rollbacks, crashes, SIGTERMs
+/// (at instants after `t0`).
+fn daemon_plan(sc: &Scenario, t0: Instant, i: usize) -> DaemonPlan {
+    let f = &sc.faults;
+    let rng = Jitter::seeded(mix(sc.seed, 0xdae0_0000 + i as u64));
+    let mut interruptions: Vec<(Instant, Interruption)> = vec![];
+    for (mean, kind) in [(f.crashes_per_host, Interruption::Crash), (f.sigterms_per_host, Interruption::Terminate)] {
+        for _ in 0..count(&rng, mean) {
+            interruptions.push((t0 + rng.up_to(f.interruption_window), kind));
+        }
+    }
+    interruptions.sort_by_key(|(at, _)| *at);
+    DaemonPlan {
+        reboot_time: (sc.reboot_time.lo, sc.reboot_time.hi),
+        rollback_chance: f.rollback_chance,
+        interruptions: VecDeque::from(interruptions),
+        restart_delay: (f.restart_delay.lo, f.restart_delay.hi),
+        restart_on_exit: true,
+        rng,
+    }
+}
+
+/// Waits until every host is done (or the time limit after `t0`); true when all are.
+async fn monitor(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant) -> bool {
+    let mut pending: Vec<usize> = (0..hosts.len()).collect();
+    while !pending.is_empty() {
+        if Instant::now().duration_since(t0) >= sc.time_limit {
+            return false;
+        }
+        tokio::time::sleep(MONITOR_EVERY).await;
+        pending.retain(|&i| !is_done(ecs, &hosts[i]));
+    }
+    true
+}
+
+/// Whether a host reached its end: on the target with nothing in flight, or parked for a
+/// reason the scenario expects (opted out, rolled back, standalone tasks).
+fn is_done(ecs: &FakeEcs, h: &SimHost) -> bool {
+    let record = h.node.record();
+    if record.in_flight.is_some() {
+        return false;
+    }
+    if h.node.host.running_version() == TARGET_VERSION {
+        return true;
+    }
+    if record.last_result.as_deref() == Some("rolled-back") || record.quarantine.iter().any(|q| q.version == TARGET_VERSION) {
+        return true;
+    }
+    let names = Names::new(&h.node.cfg.cluster.attribute_prefix);
+    let token = ecs.attribute(&h.node.arn, &names.status).and_then(|v| v.rsplit(':').next().map(str::to_string));
+    match token.as_deref() {
+        Some("opted-out") => h.plan.opted_out,
+        Some("skipped") => h.plan.standalone,
+        _ => false,
+    }
+}
+
+/// Turns the fakes' histories into a trace.
+fn record(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant, published: Instant) -> Trace {
+    let ms = |at: Instant| at.saturating_duration_since(t0).as_millis() as Ms;
+    let index: std::collections::BTreeMap<&str, usize> =
+        hosts.iter().enumerate().map(|(i, h)| (h.node.arn.as_str(), i)).collect();
+    let host_of = |arn: &str| index.get(arn).copied();
+    let mut last_status_by: Vec<Option<Actor>> = vec![None; hosts.len()];
+    let ecs_records: Vec<EcsRecord> = ecs
+        .history()
+        .into_iter()
+        .filter_map(|e| {
+            let host = host_of(&e.instance)?;
+            if matches!(e.change, EcsChange::Status(_)) {
+                last_status_by[host] = Some(e.by);
+            }
+            Some(EcsRecord { at: ms(e.at), host, by: e.by, change: e.change })
+        })
+        .collect();
+    let calls = ecs
+        .call_log()
+        .into_iter()
+        .filter_map(|c| Some(CallRecord { at: ms(c.at), host: host_of(&c.instance)?, op: c.op }))
+        .collect();
+    let names = Names::new(&sc.config().cluster.attribute_prefix);
+    let host_traces = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let record = h.node.record();
+            let end = EndState {
+                running: h.node.host.running_version(),
+                status: ecs.status(&h.node.arn).unwrap_or(InstanceStatus::Other("MISSING".into())),
+                status_by: last_status_by[i],
+                claim: ecs.attribute(&h.node.arn, &names.lease),
+                marker: ecs.attribute(&h.node.arn, &names.drained),
+                status_attribute: ecs.attribute(&h.node.arn, &names.status),
+                last_result: record.last_result.clone(),
+                in_flight: record.in_flight.is_some(),
+                quarantined: record.quarantine.iter().map(|q| q.version.clone()).collect(),
+            };
+            HostTrace {
+                name: h.node.name.clone(),
+                skew_ms: h.skew_ms,
+                plan: h.plan,
+                events: h.node.history().into_iter().map(|e| (ms(e.at), e.kind)).collect(),
+                end,
+            }
+        })
+        .collect();
+    Trace {
+        max_concurrent: sc.max_concurrent,
+        target: TARGET_VERSION.into(),
+        lease_name: names.lease,
+        epoch_ms: EPOCH_SECS * 1000,
+        published: ms(published),
+        end: ms(Instant::now()),
+        hosts: host_traces,
+        ecs: ecs_records,
+        calls,
+    }
+}
+
+/// A seed for one part of the run, distinct per `part` and well mixed (SplitMix64).
+pub fn mix(seed: u64, part: u64) -> u64 {
+    let mut z = seed ^ part.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn draw(rng: &Jitter, span: Span) -> Duration {
+    rng.between(span.lo, span.hi)
+}
+
+/// True with probability `p`.
+fn chance(rng: &Jitter, p: f64) -> bool {
+    p > 0.0 && ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+}
+
+/// A whole number with mean `mean`: its integer part, plus one with the fractional part's chance.
+fn count(rng: &Jitter, mean: f64) -> u64 {
+    let whole = mean.floor();
+    whole as u64 + u64::from(chance(rng, mean - whole))
+}
+
+/// The fake hosts' wall clock at t = 0 (command timestamps), fixed so runs replay exactly.
+fn chrono_start() -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(EPOCH_SECS, 0)
+}

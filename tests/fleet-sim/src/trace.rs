@@ -1,0 +1,347 @@
+//! What a run recorded, in plain values: times are milliseconds since the run started (t = 0,
+//! when the first agents start; the update is published later, at [`Trace::published`]),
+//! hosts are indices. The checker, the figures and
+//! the picture all read this, never the live fakes.
+
+use std::collections::BTreeMap;
+
+use agent::cluster::InstanceStatus;
+use agent::lease::{Claim, ClaimPhase};
+use testkit::fake_ecs::{Actor, EcsChange};
+use testkit::node::NodeEventKind;
+
+/// Milliseconds since the rollout started.
+pub type Ms = u64;
+
+/// A change to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EcsRecord {
+    /// When.
+    pub at: Ms,
+    /// Which host's instance.
+    pub host: usize,
+    /// Agent or operator.
+    pub by: Actor,
+    /// What.
+    pub change: EcsChange,
+}
+
+/// One ECS call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    /// When.
+    pub at: Ms,
+    /// Which host made it.
+    pub host: usize,
+    /// The operation.
+    pub op: &'static str,
+}
+
+/// What the scenario planned for a host, besides timings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostPlan {
+    /// An operator opted it out.
+    pub opted_out: bool,
+    /// It runs a standalone task that never ends.
+    pub standalone: bool,
+}
+
+/// How a host ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndState {
+    /// The version it runs.
+    pub running: String,
+    /// Its instance's status.
+    pub status: InstanceStatus,
+    /// Who set that status last (`None`: never changed since registration).
+    pub status_by: Option<Actor>,
+    /// Its claim attribute, if any is left.
+    pub claim: Option<String>,
+    /// Its drain marker, if any is left.
+    pub marker: Option<String>,
+    /// Its `<prefix>.status` attribute.
+    pub status_attribute: Option<String>,
+    /// The journal's `last_result`.
+    pub last_result: Option<String>,
+    /// Whether the journal still has an update in flight.
+    pub in_flight: bool,
+    /// Versions the journal quarantines.
+    pub quarantined: Vec<String>,
+}
+
+/// One host's part of the trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostTrace {
+    /// Its name.
+    pub name: String,
+    /// How far its clock is off, in milliseconds.
+    pub skew_ms: i64,
+    /// What the scenario planned for it.
+    pub plan: HostPlan,
+    /// Agent starts, crashes, SIGTERMs, reboot requests and boots.
+    pub events: Vec<(Ms, NodeEventKind)>,
+    /// How it ended.
+    pub end: EndState,
+}
+
+/// Everything a run recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    /// N.
+    pub max_concurrent: u32,
+    /// The version published at t = 0.
+    pub target: String,
+    /// The claim attribute's name.
+    pub lease_name: String,
+    /// The wall time (ms since the Unix epoch) at t = 0 on a clock without skew.
+    pub epoch_ms: i64,
+    /// When the update was published (the agents started before, at random instants).
+    pub published: Ms,
+    /// When the run stopped.
+    pub end: Ms,
+    /// The hosts, by index.
+    pub hosts: Vec<HostTrace>,
+    /// Every change to the cluster, oldest first.
+    pub ecs: Vec<EcsRecord>,
+    /// Every ECS call, oldest first.
+    pub calls: Vec<CallRecord>,
+}
+
+/// A half-open interval `[start, end)` of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Interval {
+    /// Start.
+    pub start: Ms,
+    /// End.
+    pub end: Ms,
+}
+
+impl Interval {
+    /// Whether `t` lies inside.
+    pub fn contains(&self, t: Ms) -> bool {
+        self.start <= t && t < self.end
+    }
+    /// Its length.
+    pub fn len(&self) -> Ms {
+        self.end.saturating_sub(self.start)
+    }
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+}
+
+/// When a host was in each state that counts against N, and when it waited.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Its live claim had a phase other than `c` (held, draining, rebooting, verifying).
+    pub holding: Vec<Interval>,
+    /// Its instance was DRAINING, set by its agent.
+    pub draining: Vec<Interval>,
+    /// Between an accepted reboot request and the boot.
+    pub rebooting: Vec<Interval>,
+    /// From the claim write that won a slot to the claim's removal (or lapse): the slot time.
+    pub slots: Vec<Interval>,
+    /// Looking for a slot: from the first look at the claims to the winning claim write.
+    pub waiting: Vec<Interval>,
+}
+
+impl Phases {
+    /// Whether the host counts against N at `t`.
+    pub fn busy_at(&self, t: Ms) -> bool {
+        [&self.holding, &self.draining, &self.rebooting].iter().any(|v| v.iter().any(|i| i.contains(t)))
+    }
+    /// Which of the three states it is in at `t`, for reports.
+    pub fn describe_at(&self, t: Ms) -> String {
+        let mut parts = vec![];
+        for (name, v) in [("holding", &self.holding), ("draining", &self.draining), ("rebooting", &self.rebooting)] {
+            if v.iter().any(|i| i.contains(t)) {
+                parts.push(name);
+            }
+        }
+        parts.join("+")
+    }
+}
+
+impl Trace {
+    /// Each host's phases, by index.
+    pub fn phases(&self) -> Vec<Phases> {
+        let mut lease: Vec<Vec<(Ms, Option<&str>)>> = vec![vec![]; self.hosts.len()];
+        let mut status: Vec<Vec<(Ms, Actor, &InstanceStatus)>> = vec![vec![]; self.hosts.len()];
+        for e in &self.ecs {
+            match &e.change {
+                EcsChange::Put { name, value } if *name == self.lease_name => lease[e.host].push((e.at, Some(value))),
+                EcsChange::Delete { name } if *name == self.lease_name => lease[e.host].push((e.at, None)),
+                EcsChange::Status(s) => status[e.host].push((e.at, e.by, s)),
+                _ => {}
+            }
+        }
+        let mut looks: Vec<Vec<Ms>> = vec![vec![]; self.hosts.len()];
+        for c in self.calls.iter().filter(|c| c.op == "ListAttributes") {
+            looks[c.host].push(c.at);
+        }
+        (0..self.hosts.len())
+            .map(|i| {
+                let (holding, slots) = self.claim_intervals(i, &lease[i]);
+                Phases {
+                    holding,
+                    draining: draining_intervals(&status[i], self.end),
+                    rebooting: reboot_intervals(&self.hosts[i].events, self.end),
+                    waiting: waiting_intervals(&looks[i], &slots),
+                    slots,
+                }
+            })
+            .collect()
+    }
+
+    /// The claim's lapse on the writer's own clock, as a time of the run.
+    fn lapse(&self, host: usize, expires_at_secs: i64) -> Ms {
+        let wall = expires_at_secs.saturating_mul(1000) - self.hosts[host].skew_ms;
+        wall.saturating_sub(self.epoch_ms).max(0) as Ms
+    }
+
+    /// Holding intervals (claim phase not `c`, until removed, re-claimed or lapsed) and slot
+    /// intervals (from the `c` write of the token that went on to hold).
+    fn claim_intervals(&self, host: usize, writes: &[(Ms, Option<&str>)]) -> (Vec<Interval>, Vec<Interval>) {
+        let (mut holding, mut slots) = (vec![], vec![]);
+        // (hold start, slot start, lapse) of the claim being held.
+        let mut open: Option<(Ms, Ms, Ms)> = None;
+        let mut claimed: Option<(Ms, String)> = None;
+        for &(at, value) in writes {
+            let claim = value.and_then(|v| Claim::parse(v).ok());
+            if let Some((start, slot, lapse)) = open {
+                let continues = claim.as_ref().is_some_and(|c| c.phase != ClaimPhase::Claiming) && lapse > at;
+                if !continues {
+                    holding.push(Interval { start, end: at.min(lapse) });
+                    slots.push(Interval { start: slot, end: at.min(lapse) });
+                    open = None;
+                }
+            }
+            match claim {
+                Some(c) if c.phase == ClaimPhase::Claiming => claimed = Some((at, c.token)),
+                Some(c) => {
+                    let lapse = self.lapse(host, c.expires_at);
+                    let slot = match &claimed {
+                        Some((t, token)) if *token == c.token => *t,
+                        _ => at,
+                    };
+                    open = Some(match open {
+                        Some((start, slot, _)) => (start, slot, lapse),
+                        None => (at, slot, lapse),
+                    });
+                }
+                None => claimed = None,
+            }
+        }
+        if let Some((start, slot, lapse)) = open {
+            holding.push(Interval { start, end: self.end.min(lapse) });
+            slots.push(Interval { start: slot, end: self.end.min(lapse) });
+        }
+        (holding, slots)
+    }
+
+    /// The hosts' names, for reports.
+    pub fn name(&self, host: usize) -> &str {
+        &self.hosts[host].name
+    }
+
+    /// A stable 64-bit digest of everything recorded: equal for two runs with the same seed.
+    pub fn digest(&self) -> u64 {
+        let mut h = Fnv::new();
+        for e in &self.ecs {
+            h.write(&format!("{}|{}|{:?}|{:?}\n", e.at, e.host, e.by, e.change));
+        }
+        for c in &self.calls {
+            h.write(&format!("{}|{}|{}\n", c.at, c.host, c.op));
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            for (at, kind) in &host.events {
+                h.write(&format!("{i}|{at}|{kind:?}\n"));
+            }
+            h.write(&format!("{i}|{:?}\n", host.end));
+        }
+        h.finish()
+    }
+
+    /// Calls per operation.
+    pub fn calls_by_op(&self) -> BTreeMap<&'static str, u64> {
+        let mut m = BTreeMap::new();
+        for c in &self.calls {
+            *m.entry(c.op).or_default() += 1;
+        }
+        m
+    }
+}
+
+/// DRAINING set by the agent, until set ACTIVE (or the run ends).
+fn draining_intervals(changes: &[(Ms, Actor, &InstanceStatus)], end: Ms) -> Vec<Interval> {
+    let mut out = vec![];
+    let mut since = None;
+    for &(at, by, status) in changes {
+        match (status, since) {
+            (InstanceStatus::Draining, None) if by == Actor::Agent => since = Some(at),
+            (InstanceStatus::Draining, _) => {}
+            (_, Some(start)) => {
+                out.push(Interval { start, end: at });
+                since = None;
+            }
+            (_, None) => {}
+        }
+    }
+    if let Some(start) = since {
+        out.push(Interval { start, end });
+    }
+    out
+}
+
+/// From each accepted reboot request to the next boot (or the run's end).
+fn reboot_intervals(events: &[(Ms, NodeEventKind)], end: Ms) -> Vec<Interval> {
+    let mut out = vec![];
+    let mut since = None;
+    for (at, kind) in events {
+        match kind {
+            NodeEventKind::RebootRequested if since.is_none() => since = Some(*at),
+            NodeEventKind::Booted { .. } => {
+                if let Some(start) = since.take() {
+                    out.push(Interval { start, end: *at });
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = since {
+        out.push(Interval { start, end });
+    }
+    out
+}
+
+/// For each slot, from the first look at the claims after the previous slot to the slot's start.
+fn waiting_intervals(looks: &[Ms], slots: &[Interval]) -> Vec<Interval> {
+    let mut out = vec![];
+    let mut after = 0;
+    for s in slots {
+        if let Some(&first) = looks.iter().find(|&&t| t >= after && t <= s.start) {
+            out.push(Interval { start: first, end: s.start });
+        }
+        after = s.end;
+    }
+    out
+}
+
+/// FNV-1a, 64 bit: stable across builds and platforms, unlike the standard hasher.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, s: &str) {
+        for b in s.bytes() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}

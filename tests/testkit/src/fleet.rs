@@ -1,0 +1,563 @@
+//! A fleet of hosts as real processes around one patched moto ECS server: per host a
+//! `fake-bottlerocket` on its own socket, a [`FakeIntrospection`] naming the host's container
+//! instance, and `br-update-agent` processes with their own config and state directory.
+//!
+//! [`Fleet::run_until`] plays systemd while a test waits: when a fake host goes down for the
+//! reboot its agent asked for (held down by [`Boot::Gated`]), the agent gets SIGTERM and must exit
+//! 0, the host boots, and a new agent process starts. A [`Watch`] thread reads the harness state
+//! and every fake host all along and keeps the worst it saw: the most instances DRAINING or
+//! rebooting at once, the most live confirmed claims, and per host whether it was ever drained or
+//! ever claimed a slot.
+//!
+//! Every child is killed on drop. Timeouts are safety nets; nothing here asserts a duration.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use agent::clock::{Clock, SystemClock, WallTime};
+use agent::lease::{Claim, ClaimPhase, Names};
+use fake_bottlerocket::HostSnapshot;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::introspection::{Answer, FakeIntrospection};
+use crate::moto::{Calls, Faults, MotoServer, Seeded, REGION};
+use crate::process::{binary, AgentConfig, Boot, FakeHostProcess, ProcessError, AGENT_BIN};
+
+/// The attribute prefix every agent of the fleet uses (the default).
+pub const PREFIX: &str = "br-update";
+/// The clock skew the agents allow for, and the monitor with them.
+const SKEW: Duration = Duration::from_secs(1);
+/// How long an agent may take to exit after SIGTERM.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a released host may take to boot and answer.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two supervision rounds, and between two monitor samples.
+const TICK: Duration = Duration::from_millis(100);
+/// Log lines of each agent shown in a failure.
+const TAIL_LINES: usize = 40;
+
+/// What to build: the fleet's size, its limit and its timings.
+#[derive(Clone, Debug)]
+pub struct FleetSpec {
+    /// The ECS cluster name.
+    pub cluster: String,
+    /// How many hosts.
+    pub hosts: usize,
+    /// `[cluster] max-concurrent`.
+    pub max_concurrent: u32,
+    /// `[cluster] lease-ttl`, as the config writes it.
+    pub lease_ttl: String,
+    /// How long after DRAINING the service tasks stop.
+    pub drain_delay: Duration,
+    /// Service tasks (`ecs-svc/...`) started on every instance.
+    pub service_tasks: usize,
+    /// The version every host runs at start.
+    pub from: String,
+    /// The version every host's update repository publishes.
+    pub to: String,
+}
+
+impl FleetSpec {
+    /// `hosts` hosts in `cluster`, two at a time, 1.0.0 to 1.1.0, a 1.5 s drain, 30 s claims.
+    pub fn new(cluster: &str, hosts: usize) -> FleetSpec {
+        FleetSpec {
+            cluster: cluster.to_owned(),
+            hosts,
+            max_concurrent: 2,
+            lease_ttl: "30s".into(),
+            drain_delay: Duration::from_millis(1500),
+            service_tasks: 2,
+            from: "1.0.0".into(),
+            to: "1.1.0".into(),
+        }
+    }
+}
+
+/// One host as the fleet sees it at one moment (ECS side from the harness, host side from the
+/// fake host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostView {
+    /// Its container instance ARN.
+    pub arn: String,
+    /// ACTIVE, DRAINING, ...
+    pub status: String,
+    /// `<prefix>.lease`.
+    pub lease: Option<String>,
+    /// `<prefix>.drained`.
+    pub drained: Option<String>,
+    /// `<prefix>.status`.
+    pub status_attr: Option<String>,
+    /// `<prefix>.opt-out`.
+    pub opt_out: Option<String>,
+    /// Tasks with desired status RUNNING on the instance.
+    pub running_tasks: u64,
+    /// `GET /fake/state`; `None` while the host is down.
+    pub host: Option<HostSnapshot>,
+}
+
+impl HostView {
+    /// Whether this host runs `version`, ACTIVE, with neither claim nor drain marker.
+    pub fn settled_on(&self, version: &str) -> bool {
+        self.status == "ACTIVE"
+            && self.lease.is_none()
+            && self.drained.is_none()
+            && self.host.as_ref().is_some_and(|h| h.running_version == version && !h.down)
+    }
+
+    /// Whether the host is down (rebooting).
+    pub fn down(&self) -> bool {
+        self.host.as_ref().is_none_or(|h| h.down)
+    }
+}
+
+/// The whole fleet at one moment, hosts in index order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    /// One entry per host.
+    pub hosts: Vec<HostView>,
+}
+
+impl View {
+    /// Whether every host but those in `except` is settled on `version`.
+    pub fn all_settled_on(&self, version: &str, except: &[usize]) -> bool {
+        self.hosts.iter().enumerate().all(|(i, h)| except.contains(&i) || h.settled_on(version))
+    }
+}
+
+/// The worst the monitor saw, and per host what ever happened to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Watch {
+    /// Samples taken.
+    pub samples: usize,
+    /// The most instances DRAINING or down at once, not counting abandoned ones.
+    pub most_disrupted: usize,
+    /// The most confirmed (not `c`), unexpired claims at once; unreadable ones count.
+    pub most_live_claims: usize,
+    /// Per host: ever seen DRAINING.
+    pub ever_draining: Vec<bool>,
+    /// Per host: ever seen with a claim (in any phase).
+    pub ever_claimed: Vec<bool>,
+    /// Per host: excluded from `most_disrupted` until seen ACTIVE (its agent was killed).
+    pub abandoned: Vec<bool>,
+    /// The last error reading the state, if any.
+    pub last_error: Option<String>,
+}
+
+/// A running agent process; its stderr goes to the host's log file.
+struct AgentChild {
+    child: Child,
+}
+
+impl Drop for AgentChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything one host needs besides its processes.
+struct HostFiles {
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+/// The fleet: moto, the fake hosts, the introspection endpoints and the agents.
+pub struct Fleet {
+    /// What it was built from.
+    pub spec: FleetSpec,
+    /// What the harness seeded.
+    pub seeded: Seeded,
+    moto: Arc<MotoServer>,
+    fakes: Arc<Vec<FakeHostProcess>>,
+    _introspection: Vec<FakeIntrospection>,
+    files: Vec<HostFiles>,
+    agents: Vec<Option<AgentChild>>,
+    starts: Vec<usize>,
+    watch: Arc<Mutex<Watch>>,
+    stop_watch: Arc<AtomicBool>,
+    watcher: Option<JoinHandle<()>>,
+    // Last: removed after every process that uses it is gone.
+    _dir: TempDir,
+}
+
+impl Fleet {
+    /// Starts moto, seeds the cluster with one instance per host and the service tasks, sets the
+    /// drain delay, and starts every fake host and introspection endpoint. No agent runs yet.
+    pub fn launch(spec: FleetSpec) -> Result<Fleet, String> {
+        binary(AGENT_BIN).map_err(|e| e.to_string())?;
+        let moto = MotoServer::start()?;
+        let seeded = moto.seed(&spec.cluster, spec.hosts, &[])?;
+        for arn in &seeded.instances {
+            if spec.service_tasks > 0 {
+                moto.add_tasks(&spec.cluster, arn, Some("ecs-svc/fleet"), spec.service_tasks)?;
+            }
+        }
+        moto.set_faults(&Faults { drain_delay_ms: spec.drain_delay.as_millis() as u64, ..Faults::default() })?;
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let mut fakes = Vec::new();
+        let mut introspection = Vec::new();
+        let mut files = Vec::new();
+        for (i, arn) in seeded.instances.iter().enumerate() {
+            let host_dir = dir.path().join(format!("h{i}"));
+            std::fs::create_dir_all(&host_dir).map_err(|e| format!("{}: {e}", host_dir.display()))?;
+            let fake = start_fake(&host_dir, &spec).map_err(|e| format!("host {i}: {e}"))?;
+            let endpoint = FakeIntrospection::start(Answer::registered(&spec.cluster, arn));
+            let config = host_dir.join("agent.toml");
+            agent_config(&spec, fake.socket(), &host_dir.join("state"), &endpoint.url())
+                .write(&config)
+                .map_err(|e| e.to_string())?;
+            files.push(HostFiles { log: host_dir.join("agent.log"), config, dir: host_dir });
+            fakes.push(fake);
+            introspection.push(endpoint);
+        }
+        let n = spec.hosts;
+        let watch = Watch { ever_draining: vec![false; n], ever_claimed: vec![false; n], abandoned: vec![false; n], ..Watch::default() };
+        Ok(Fleet {
+            spec,
+            seeded,
+            moto: Arc::new(moto),
+            fakes: Arc::new(fakes),
+            _introspection: introspection,
+            files,
+            agents: (0..n).map(|_| None).collect(),
+            starts: vec![0; n],
+            watch: Arc::new(Mutex::new(watch)),
+            stop_watch: Arc::new(AtomicBool::new(false)),
+            watcher: None,
+            _dir: dir,
+        })
+    }
+
+    /// The moto server.
+    pub fn moto(&self) -> &MotoServer {
+        &self.moto
+    }
+
+    /// Host `i`'s fake Bottlerocket process.
+    pub fn fake(&self, i: usize) -> &FakeHostProcess {
+        &self.fakes[i]
+    }
+
+    /// Host `i`'s state directory (the agent's journal lives there).
+    pub fn state_dir(&self, i: usize) -> PathBuf {
+        self.files[i].dir.join("state")
+    }
+
+    /// Starts the monitor (once) and an agent on every host that has none.
+    pub fn start_agents(&mut self) -> Result<(), String> {
+        self.start_watch();
+        for i in 0..self.spec.hosts {
+            if self.agents[i].is_none() {
+                self.start_agent(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new agent process on host `i`, as systemd would after a boot or a crash.
+    pub fn start_agent(&mut self, i: usize) -> Result<(), String> {
+        self.start_watch();
+        self.starts[i] += 1;
+        let child = spawn_agent(&self.files[i], self.starts[i], &self.moto.endpoint())?;
+        self.agents[i] = Some(AgentChild { child });
+        Ok(())
+    }
+
+    /// How many agent processes host `i` has run.
+    pub fn starts(&self, i: usize) -> usize {
+        self.starts[i]
+    }
+
+    /// SIGKILL for host `i`'s agent (no cleanup possible); waits for it to be gone.
+    pub fn kill_agent(&mut self, i: usize) -> Result<ExitStatus, String> {
+        let mut agent = self.agents[i].take().ok_or_else(|| format!("host {i} runs no agent"))?;
+        agent.child.kill().map_err(|e| format!("kill -9 host {i}'s agent: {e}"))?;
+        agent.child.wait().map_err(|e| format!("waiting for host {i}'s agent: {e}"))
+    }
+
+    /// SIGTERM for host `i`'s agent, as systemd stops a host container; waits for the exit.
+    pub fn terminate_agent(&mut self, i: usize) -> Result<ExitStatus, String> {
+        let mut agent = self.agents[i].take().ok_or_else(|| format!("host {i} runs no agent"))?;
+        terminate(&mut agent.child).map_err(|e| format!("host {i}: {e}\n{}", self.log_tail(i)))
+    }
+
+    /// Excludes host `i` from the disruption count until the monitor sees its instance ACTIVE:
+    /// an instance whose agent died while it drained is nobody's to count against the limit.
+    pub fn abandon(&self, i: usize) {
+        lock(&self.watch).abandoned[i] = true;
+    }
+
+    /// What the monitor has seen so far.
+    pub fn watch(&self) -> Watch {
+        lock(&self.watch).clone()
+    }
+
+    /// ECS calls answered since the harness last reset its counts.
+    pub fn calls(&self) -> Result<Calls, String> {
+        self.moto.calls()
+    }
+
+    /// Everything host `i`'s agents have logged so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.files[i].log).unwrap_or_default()
+    }
+
+    /// The fleet now.
+    pub fn view(&self) -> Result<View, String> {
+        read_view(&self.moto, &self.spec.cluster, &self.fakes)
+    }
+
+    /// Plays systemd for every host and returns the first view for which `done` holds; fails
+    /// when an agent exits by itself, a reboot cannot be played, or `timeout` passes.
+    pub fn run_until(&mut self, what: &str, timeout: Duration, mut done: impl FnMut(&View) -> bool) -> Result<View, String> {
+        let start = Instant::now();
+        let mut last = None;
+        loop {
+            for i in 0..self.spec.hosts {
+                self.supervise(i)?;
+            }
+            match self.view() {
+                Ok(v) if done(&v) => return Ok(v),
+                Ok(v) => last = Some(v),
+                // A read can fail while a host restarts; the next round reads again.
+                Err(e) => eprintln!("reading the fleet: {e}"),
+            }
+            if start.elapsed() >= timeout {
+                return Err(format!("gave up after {timeout:?} waiting for {what}\nlast view: {last:#?}\n{}", self.tails()));
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// Plays systemd for every host for `period`, whatever happens meanwhile.
+    pub fn run_for(&mut self, period: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        while start.elapsed() < period {
+            for i in 0..self.spec.hosts {
+                self.supervise(i)?;
+            }
+            std::thread::sleep(TICK);
+        }
+        Ok(())
+    }
+
+    /// One host's part of systemd: a host held down for a reboot gets its agent stopped, then
+    /// boots, then gets a new agent; an agent that exited by itself is an error.
+    fn supervise(&mut self, i: usize) -> Result<(), String> {
+        let Some(agent) = self.agents[i].as_mut() else { return Ok(()) };
+        if let Some(status) = agent.child.try_wait().map_err(|e| format!("host {i}: {e}"))? {
+            self.agents[i] = None;
+            return Err(format!("host {i}'s agent exited by itself ({status})\n{}", self.log_tail(i)));
+        }
+        if self.fakes[i].wait_reboot_held(Duration::ZERO).is_err() {
+            return Ok(());
+        }
+        let status = self.terminate_agent(i)?;
+        if !status.success() {
+            return Err(format!("host {i}'s agent exited {status} after SIGTERM during the reboot\n{}", self.log_tail(i)));
+        }
+        self.fakes[i].release_boot(BOOT_TIMEOUT).map_err(|e| format!("host {i} does not boot: {e}"))?;
+        self.start_agent(i)
+    }
+
+    /// Host `i`'s agent log, last lines.
+    pub fn log_tail(&self, i: usize) -> String {
+        let log = self.log(i);
+        let lines: Vec<&str> = log.lines().collect();
+        format!("--- host {i} agent log ---\n{}", lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"))
+    }
+
+    fn tails(&self) -> String {
+        (0..self.spec.hosts).map(|i| self.log_tail(i)).collect::<Vec<_>>().join("\n")
+    }
+
+    fn start_watch(&mut self) {
+        if self.watcher.is_some() {
+            return;
+        }
+        let (moto, fakes, watch, stop) = (self.moto.clone(), self.fakes.clone(), self.watch.clone(), self.stop_watch.clone());
+        let cluster = self.spec.cluster.clone();
+        self.watcher = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match read_view(&moto, &cluster, &fakes) {
+                    Ok(view) => record(&mut lock(&watch), &view, SystemClock.now()),
+                    Err(e) => lock(&watch).last_error = Some(e),
+                }
+                std::thread::sleep(TICK);
+            }
+        }));
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop_watch.store(true, Ordering::SeqCst);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.tails());
+        }
+        self.agents.clear();
+    }
+}
+
+fn lock(watch: &Mutex<Watch>) -> MutexGuard<'_, Watch> {
+    watch.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Folds one view into what the monitor keeps.
+fn record(w: &mut Watch, view: &View, now: WallTime) {
+    w.samples += 1;
+    let mut disrupted = 0;
+    let mut live = 0;
+    for (i, h) in view.hosts.iter().enumerate() {
+        let draining = h.status == "DRAINING";
+        if h.status == "ACTIVE" && !h.down() {
+            w.abandoned[i] = false;
+        }
+        if (draining || h.down()) && !w.abandoned[i] {
+            disrupted += 1;
+        }
+        w.ever_draining[i] |= draining;
+        w.ever_claimed[i] |= h.lease.is_some();
+        if h.lease.as_deref().is_some_and(|v| live_confirmed(v, now)) {
+            live += 1;
+        }
+    }
+    w.most_disrupted = w.most_disrupted.max(disrupted);
+    w.most_live_claims = w.most_live_claims.max(live);
+}
+
+/// Whether a claim value takes a confirmed slot at `now`: unreadable ones do; ones still being
+/// counted (`c`) and lapsed ones do not.
+pub fn live_confirmed(value: &str, now: WallTime) -> bool {
+    match Claim::parse(value) {
+        Ok(c) => c.phase != ClaimPhase::Claiming && c.is_live(now, SKEW),
+        Err(_) => true,
+    }
+}
+
+fn read_view(moto: &MotoServer, cluster: &str, fakes: &[FakeHostProcess]) -> Result<View, String> {
+    let state = moto.state(cluster)?;
+    let names = Names::new(PREFIX);
+    let instances = state["instances"].as_array().ok_or_else(|| format!("no instances in {state}"))?;
+    if instances.len() != fakes.len() {
+        return Err(format!("{} instances for {} hosts", instances.len(), fakes.len()));
+    }
+    let text = |attrs: &Value, name: &str| attrs.get(name).and_then(Value::as_str).map(str::to_owned);
+    let mut hosts = Vec::with_capacity(fakes.len());
+    for (inst, fake) in instances.iter().zip(fakes) {
+        let attrs = &inst["attributes"];
+        let host = match fake.state() {
+            Ok(s) => Some(s),
+            Err(ProcessError::NoAnswer { .. }) => None,
+            Err(e) => return Err(e.to_string()),
+        };
+        hosts.push(HostView {
+            arn: inst["arn"].as_str().unwrap_or_default().to_owned(),
+            status: inst["status"].as_str().unwrap_or_default().to_owned(),
+            lease: text(attrs, &names.lease),
+            drained: text(attrs, &names.drained),
+            status_attr: text(attrs, &names.status),
+            opt_out: text(attrs, &names.opt_out),
+            running_tasks: inst["running_tasks"].as_u64().unwrap_or_default(),
+            host,
+        });
+    }
+    Ok(View { hosts })
+}
+
+fn start_fake(dir: &Path, spec: &FleetSpec) -> Result<FakeHostProcess, ProcessError> {
+    let args = [
+        "--version", &spec.from, "--publish", &spec.to, "--refresh-time", "50ms", "--prepare-time", "300ms",
+        "--activate-time", "50ms", "--deactivate-time", "50ms",
+    ];
+    FakeHostProcess::start(dir, &args, Boot::Gated)
+}
+
+/// The agent config of one host: the test defaults of [`AgentConfig::for_tests`] (a check every
+/// 2 s at seed 0, no jitter) with coordination on and short cluster timings.
+fn agent_config(spec: &FleetSpec, socket: &Path, state_dir: &Path, introspection: &str) -> AgentConfig {
+    let mut c = AgentConfig::for_tests(socket, state_dir);
+    c.set_str("log-level", "info")
+        .set_str("reboot-wait", "5m")
+        .set_raw("cluster.enabled", "true")
+        .set_str("cluster.introspection-url", introspection)
+        .set_raw("cluster.max-concurrent", &spec.max_concurrent.to_string())
+        .set_str("cluster.lease-ttl", &spec.lease_ttl)
+        .set_str("cluster.settle-time", "1s")
+        .set_str("cluster.clock-skew", &format!("{}s", SKEW.as_secs()))
+        .set_str("cluster.lease-backoff-min", "1s")
+        .set_str("cluster.lease-backoff-max", "5s")
+        .set_str("cluster.wait-poll-max", "3s")
+        .set_str("cluster.drain-timeout", "2m")
+        .set_str("cluster.drain-poll-interval", "500ms")
+        .set_str("cluster.ecs-backoff-min", "500ms")
+        .set_str("cluster.ecs-backoff-max", "2s")
+        .set_str("cluster.agent-connect-timeout", "10s");
+    c
+}
+
+/// Starts `br-update-agent run` for one host, with only the test's AWS settings in its
+/// environment (endpoint, region, static keys) and its stderr appended to the host's log.
+fn spawn_agent(files: &HostFiles, start: usize, endpoint: &str) -> Result<Child, String> {
+    let bin = binary(AGENT_BIN).map_err(|e| e.to_string())?;
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&files.log)
+        .map_err(|e| format!("{}: {e}", files.log.display()))?;
+    let _ = writeln!(log, "===== agent start {start} =====");
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg("--config").arg(&files.config);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env_remove("RUST_LOG")
+        .env("AWS_ENDPOINT_URL_ECS", endpoint)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(File::try_clone(&log).map_err(|e| e.to_string())?));
+    cmd.spawn().map_err(|e| format!("starting {AGENT_BIN}: {e}"))
+}
+
+/// SIGTERM, then wait (bounded) for the exit; SIGKILL past the bound.
+fn terminate(child: &mut Child) -> Result<ExitStatus, String> {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-s", "TERM", &pid]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !sent.is_ok_and(|s| s.success()) {
+        return Err(format!("cannot send SIGTERM to {pid}"));
+    }
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status);
+        }
+        if start.elapsed() >= EXIT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("agent did not exit within {EXIT_TIMEOUT:?} of SIGTERM"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Prints a figure on the process's own stderr (libtest captures `eprintln!`, not the handle),
+/// so `MEASURE:` lines show with or without `--nocapture`.
+pub fn measure(what: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr().lock(), "MEASURE: {what}: {value}");
+}

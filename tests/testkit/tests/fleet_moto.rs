@@ -1,0 +1,246 @@
+//! Whole fleets end to end: real agent and fake Bottlerocket processes around one patched moto ECS
+//! server, the test playing systemd through every reboot (see `testkit::fleet`). A monitor reads
+//! the cluster all along; every scenario checks that it never saw more instances drained or
+//! rebooting, nor more confirmed claims, than the limit allows.
+//!
+//! Needs the built binaries: `cargo build --workspace --all-targets` first. Timeouts are safety
+//! nets far above what a scenario takes; figures are printed (`MEASURE:`), never asserted.
+
+use std::time::{Duration, Instant};
+
+use agent::cluster::ecs::EcsStore;
+use agent::cluster::ClusterStore;
+use agent::lease::{Claim, ClaimPhase};
+use testkit::fleet::{measure, Fleet, FleetSpec, HostView, View, Watch};
+use testkit::moto::Faults;
+
+/// Safety net for a whole fleet to finish.
+const FLEET_DONE: Duration = Duration::from_secs(240);
+/// Safety net for one step of a scenario (a host reaching a phase, a recovery).
+const STEP: Duration = Duration::from_secs(120);
+
+fn launch(spec: FleetSpec) -> Fleet {
+    Fleet::launch(spec).unwrap_or_else(|e| panic!("launching the fleet: {e}"))
+}
+
+fn ok<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn phase(h: &HostView) -> Option<ClaimPhase> {
+    h.lease.as_deref().and_then(|v| Claim::parse(v).ok()).map(|c| c.phase)
+}
+
+/// A host in the middle of its drain: DRAINING, its claim in phase `d`, service tasks still there.
+fn draining(h: &HostView) -> bool {
+    h.status == "DRAINING" && phase(h) == Some(ClaimPhase::Draining) && h.running_tasks > 0
+}
+
+fn first_draining(v: &View) -> Option<usize> {
+    v.hosts.iter().position(draining)
+}
+
+/// The monitor's verdict on the limit, and proof that it looked.
+fn assert_within_limit(w: &Watch, n: usize) {
+    assert!(w.samples >= 10, "the monitor took only {} samples ({:?})", w.samples, w.last_error);
+    assert!(w.most_disrupted >= 1, "the monitor never saw a host drained or rebooting: {w:?}");
+    assert!(w.most_disrupted <= n, "{} hosts drained or rebooting at once with N = {n}: {w:?}", w.most_disrupted);
+    assert!(w.most_live_claims <= n, "{} live confirmed claims at once with N = {n}: {w:?}", w.most_live_claims);
+}
+
+/// Host `i` updated exactly once: one reboot, one boot, on the new version.
+fn assert_updated_once(fleet: &Fleet, v: &View, i: usize) {
+    let host = v.hosts[i].host.as_ref().expect("host up");
+    assert_eq!(host.running_version, fleet.spec.to, "host {i}");
+    assert_eq!((host.reboot_requests, host.boots), (1, 1), "host {i}: {host:?}");
+}
+
+/// Host `i` never touched: old version, never rebooted or drained, ACTIVE, no marker.
+fn assert_untouched(fleet: &Fleet, v: &View, w: &Watch, i: usize) {
+    let h = &v.hosts[i];
+    let host = h.host.as_ref().expect("host up");
+    assert_eq!(host.running_version, fleet.spec.from, "host {i}");
+    assert_eq!(host.reboot_requests, 0, "host {i}");
+    assert!(!w.ever_draining[i], "host {i} was drained");
+    assert_eq!((h.status.as_str(), h.drained.as_deref()), ("ACTIVE", None), "host {i}: {h:?}");
+}
+
+#[test]
+fn six_hosts_update_two_at_a_time() {
+    let mut fleet = launch(FleetSpec::new("fleet-six", 6));
+    ok(fleet.moto().reset_calls());
+    let started = Instant::now();
+    ok(fleet.start_agents());
+    let done = ok(fleet.run_until("every host updated", FLEET_DONE, |v| v.all_settled_on("1.1.0", &[])));
+    let wall = started.elapsed();
+    let calls = ok(fleet.calls());
+    let watch = fleet.watch();
+
+    assert_within_limit(&watch, 2);
+    for i in 0..6 {
+        assert_updated_once(&fleet, &done, i);
+        assert!(watch.ever_draining[i], "host {i} was updated without a drain");
+        assert_eq!(fleet.starts(i), 2, "host {i}: one agent before the reboot, one after");
+        assert_eq!(done.hosts[i].running_tasks, 0, "host {i}: the drain moved its service tasks");
+        let status = done.hosts[i].status_attr.as_deref().unwrap_or_default();
+        assert!(status.contains(":1.1.0:"), "host {i} status attribute: {status}");
+    }
+
+    let per_host = calls.total as f64 / 6.0;
+    measure("fleet of 6, N=2: wall time to all updated", format!("{:.1} s", wall.as_secs_f64()));
+    measure("fleet of 6, N=2: ECS calls", format!("{} total, {per_host:.1} per host update", calls.total));
+    let by_op: Vec<String> =
+        calls.by_operation.iter().map(|(op, n)| format!("{op} {n} ({:.1}/host)", *n as f64 / 6.0)).collect();
+    measure("fleet of 6, N=2: ECS calls by operation", by_op.join(", "));
+    measure("fleet of 6, N=2: most hosts drained or rebooting at once", watch.most_disrupted);
+    measure("fleet of 6, N=2: most live confirmed claims at once", watch.most_live_claims);
+}
+
+/// kill -9 of an agent while its instance drains: the claim it left lapses and the fleet goes
+/// on without it; restarted, the agent re-activates its instance, withdraws the claim, and later
+/// updates. N = 1, so the others can only go on once the dead host's claim has lapsed.
+#[test]
+fn an_agent_killed_while_draining_lapses_and_recovers_on_restart() {
+    let mut spec = FleetSpec::new("fleet-kill", 3);
+    spec.max_concurrent = 1;
+    spec.lease_ttl = "10s".into();
+    spec.drain_delay = Duration::from_secs(4);
+    let mut fleet = launch(spec);
+    ok(fleet.start_agents());
+    let v = ok(fleet.run_until("a host draining", STEP, |v| first_draining(v).is_some()));
+    let x = first_draining(&v).expect("a draining host");
+    fleet.abandon(x);
+    ok(fleet.kill_agent(x));
+
+    let after = ok(fleet.view());
+    assert_eq!(after.hosts[x].status, "DRAINING", "{:?}", after.hosts[x]);
+    let left = after.hosts[x].lease.clone().expect("the killed agent's claim stays");
+    let dead = Claim::parse(&left).expect("a readable claim");
+    assert_eq!(dead.phase, ClaimPhase::Draining);
+
+    let v = ok(fleet.run_until("another host to take the slot", STEP, |v| {
+        v.hosts.iter().enumerate().any(|(i, h)| i != x && phase(h).is_some_and(|p| p != ClaimPhase::Claiming))
+    }));
+    let (y, taken) = v
+        .hosts
+        .iter()
+        .enumerate()
+        .find_map(|(i, h)| (i != x).then(|| h.lease.as_deref().and_then(|l| Claim::parse(l).ok())).flatten().map(|c| (i, c)))
+        .expect("the other host's claim");
+    assert!(taken.claimed_at > dead.expires_at, "host {y} claimed at {} before host {x}'s claim lapsed at {}", taken.claimed_at, dead.expires_at);
+    assert_eq!(v.hosts[x].lease.as_deref(), Some(left.as_str()), "nobody but its own host clears a claim");
+    assert_eq!(v.hosts[x].status, "DRAINING", "nobody but its own agent re-activates it");
+
+    ok(fleet.start_agent(x));
+    ok(fleet.run_until("the restarted agent to recover its host", STEP, |v| {
+        let h = &v.hosts[x];
+        h.status == "ACTIVE" && h.drained.is_none() && h.lease.as_deref() != Some(left.as_str())
+    }));
+    let log = fleet.log(x);
+    assert!(log.contains("previous run stopped before the reboot; undoing"), "{}", fleet.log_tail(x));
+    assert!(log.contains("instance set back to ACTIVE"), "{}", fleet.log_tail(x));
+
+    let done = ok(fleet.run_until("every host updated", FLEET_DONE, |v| v.all_settled_on("1.1.0", &[])));
+    for i in 0..3 {
+        assert_updated_once(&fleet, &done, i);
+    }
+    assert_within_limit(&fleet.watch(), 1);
+}
+
+/// SIGTERM while the instance drains: the agent re-activates it and withdraws its claim before
+/// it exits (0); started again, it updates later like the others.
+#[test]
+fn sigterm_during_a_drain_reactivates_and_releases_before_exit() {
+    let mut spec = FleetSpec::new("fleet-term", 3);
+    spec.max_concurrent = 1;
+    spec.drain_delay = Duration::from_secs(4);
+    let mut fleet = launch(spec);
+    ok(fleet.start_agents());
+    let v = ok(fleet.run_until("a host draining", STEP, |v| first_draining(v).is_some()));
+    let x = first_draining(&v).expect("a draining host");
+
+    let status = ok(fleet.terminate_agent(x));
+    assert!(status.success(), "exit after SIGTERM: {status}\n{}", fleet.log_tail(x));
+    let after = ok(fleet.view());
+    let h = &after.hosts[x];
+    assert_eq!((h.status.as_str(), h.lease.as_deref(), h.drained.as_deref()), ("ACTIVE", None, None), "{h:?}");
+    assert!(fleet.log(x).contains("stopped by signal"), "{}", fleet.log_tail(x));
+
+    ok(fleet.start_agent(x));
+    let done = ok(fleet.run_until("every host updated", FLEET_DONE, |v| v.all_settled_on("1.1.0", &[])));
+    for i in 0..3 {
+        assert_updated_once(&fleet, &done, i);
+    }
+    assert_within_limit(&fleet.watch(), 1);
+}
+
+/// ECS answers 503 to everything for 10 s while hosts drain: nothing unsafe meanwhile, and
+/// every host still ends updated and ACTIVE.
+#[test]
+fn an_ecs_outage_mid_update_is_ridden_out() {
+    let spec = FleetSpec::new("fleet-outage", 4);
+    let drain_delay_ms = spec.drain_delay.as_millis() as u64;
+    let mut fleet = launch(spec);
+    ok(fleet.start_agents());
+    ok(fleet.run_until("a host draining", STEP, |v| first_draining(v).is_some()));
+
+    ok(fleet.moto().set_faults(&Faults { unavailable: true, drain_delay_ms, ..Faults::default() }));
+    let before = ok(fleet.calls()).total;
+    ok(fleet.run_for(Duration::from_secs(10)));
+    let during = ok(fleet.calls()).total - before;
+    ok(fleet.moto().set_faults(&Faults { unavailable: false, drain_delay_ms, ..Faults::default() }));
+    assert!(during >= 4, "only {during} ECS calls met the outage");
+
+    let done = ok(fleet.run_until("every host updated", FLEET_DONE, |v| v.all_settled_on("1.1.0", &[])));
+    for i in 0..4 {
+        assert_updated_once(&fleet, &done, i);
+    }
+    assert!((0..4).any(|i| fleet.log(i).contains("ECS unavailable")), "no agent met the outage");
+    assert_within_limit(&fleet.watch(), 2);
+    measure("ECS outage of 10 s: calls answered 503", during);
+}
+
+/// A standalone task that never ends keeps its host out: skipped, with the reason in its log
+/// and its status attribute, never drained, while the others update.
+#[test]
+fn a_host_with_a_standalone_task_is_skipped_and_never_drained() {
+    let fleet_spec = FleetSpec::new("fleet-standalone", 3);
+    let mut fleet = launch(fleet_spec);
+    let arn = fleet.seeded.instances[0].clone();
+    let cluster = fleet.spec.cluster.clone();
+    ok(fleet.moto().add_tasks(&cluster, &arn, Some("batch/nightly"), 1));
+    ok(fleet.start_agents());
+    let done = ok(fleet.run_until("the others updated and host 0 skipped", FLEET_DONE, |v| {
+        v.all_settled_on("1.1.0", &[0]) && v.hosts[0].status_attr.as_deref().is_some_and(|s| s.ends_with(":skipped"))
+    }));
+    let watch = fleet.watch();
+    for i in 1..3 {
+        assert_updated_once(&fleet, &done, i);
+    }
+    assert_untouched(&fleet, &done, &watch, 0);
+    assert!(fleet.log(0).contains("standalone task(s) would not be moved by ECS"), "{}", fleet.log_tail(0));
+    assert_within_limit(&watch, 2);
+}
+
+/// An opted-out host is left alone: no claim ever, never drained, never rebooted.
+#[test]
+fn an_opted_out_host_is_untouched() {
+    let mut fleet = launch(FleetSpec::new("fleet-optout", 3));
+    let store = EcsStore::new(fleet.moto().ecs_client(), fleet.spec.cluster.clone(), fleet.seeded.instances[0].clone());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime
+        .block_on(store.put_attributes(&[("br-update.opt-out".into(), "true".into())]))
+        .expect("opt host 0 out through ECS");
+    ok(fleet.start_agents());
+    let done = ok(fleet.run_until("the others updated and host 0 opted out", FLEET_DONE, |v| {
+        v.all_settled_on("1.1.0", &[0]) && v.hosts[0].status_attr.as_deref().is_some_and(|s| s.ends_with(":opted-out"))
+    }));
+    let watch = fleet.watch();
+    for i in 1..3 {
+        assert_updated_once(&fleet, &done, i);
+    }
+    assert_untouched(&fleet, &done, &watch, 0);
+    assert!(!watch.ever_claimed[0], "the opted-out host claimed a slot");
+    assert_eq!(done.hosts[0].opt_out.as_deref(), Some("true"));
+    assert_within_limit(&watch, 2);
+}
