@@ -8,8 +8,8 @@
 #
 # The static release binary runs directly on this machine (the same binary the image holds)
 # against the fake Bottlerocket API server on a temporary socket: once standalone, and once
-# coordinating through ECS, where ECS is the patched moto server of tests/moto (skipped when its
-# Python venv cannot be made). Idle means running as a daemon between checks (check interval
+# coordinating through ECS, where ECS is the patched moto server of tests/moto behind a local TLS
+# front (skipped when its Python venv cannot be made). Idle means running as a daemon between checks (check interval
 # 7 days); CPU is utime+stime from /proc/PID/stat over the idle period, scaled to one hour.
 # "During an update" samples VmRSS every 0.1 s through refresh, prepare, activate (and the lease
 # and drain with ECS) up to the reboot request.
@@ -79,9 +79,9 @@ $4
 CONFIG
 }
 
-# Prints "VmRSS VmHWM" in KiB for a pid.
+# Prints "VmRSS VmHWM RssAnon" in KiB for a pid (RssAnon: the part that is not file pages).
 memory() {
-    awk '/^VmRSS:/ { rss = $2 } /^VmHWM:/ { hwm = $2 } END { print rss, hwm }' "/proc/$1/status"
+    awk '/^VmRSS:/ { rss = $2 } /^VmHWM:/ { hwm = $2 } /^RssAnon:/ { anon = $2 } END { print rss, hwm, anon }' "/proc/$1/status"
 }
 
 # Prints utime+stime in clock ticks for a pid (fields 14 and 15 after the command name).
@@ -106,7 +106,7 @@ measure_host() {
     local pid=$! peak=0 hwm_seen=0 rss hwm status
     pids+=($pid)
     while kill -0 "$pid" 2>/dev/null; do
-        if read -r rss hwm < <(memory "$pid" 2>/dev/null); then
+        if read -r rss hwm _ < <(memory "$pid" 2>/dev/null); then
             [ "${rss:-0}" -gt "$peak" ] && peak=$rss
             [ -n "${hwm:-}" ] && hwm_seen=$hwm
         fi
@@ -139,14 +139,14 @@ measure_host() {
         tail -20 "$state/idle.log" >&2
         exit 1
     fi
-    local rss_start hwm_start rss_end hwm_end ticks_start ticks_end
-    read -r rss_start hwm_start < <(memory "$pid")
+    local rss_start hwm_start anon_start rss_end hwm_end anon_end ticks_start ticks_end
+    read -r rss_start hwm_start anon_start < <(memory "$pid")
     ticks_start=$(cpu_ticks "$pid")
     sleep "$idle_seconds"
-    read -r rss_end hwm_end < <(memory "$pid")
+    read -r rss_end hwm_end anon_end < <(memory "$pid")
     ticks_end=$(cpu_ticks "$pid")
     kill -TERM "$pid"
-    echo "idle VmRSS ($label, after finishing the update): ${rss_start} KiB, ${rss_end} KiB ${idle_seconds}s later (VmHWM ${hwm_end} KiB)"
+    echo "idle VmRSS ($label, after finishing the update): ${rss_start} KiB, ${rss_end} KiB ${idle_seconds}s later (RssAnon ${anon_end} KiB, VmHWM ${hwm_end} KiB)"
     awk -v t=$((ticks_end - ticks_start)) -v hz="$(getconf CLK_TCK)" -v s="$idle_seconds" -v l="$label" 'BEGIN {
         printf "idle CPU (%s): %d ticks of 1/%ds in %ds = %.3f s CPU per idle hour", l, t, hz, s, t / hz * 3600 / s
         if (t == 0) printf " (below one tick: under %.3f s per hour)", 3600 / hz / s
@@ -174,7 +174,58 @@ start_moto() {
     local cluster_arn instance_arn
     cluster_arn=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster_arn"])' <<<"$seeded")
     instance_arn=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["instances"][0])' <<<"$seeded")
-    export AWS_ENDPOINT_URL_ECS="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+    # ECS is reached over HTTPS, as in production: a TLS front for moto with a certificate made
+    # here, trusted through the full system bundle plus that certificate (so the agent loads a
+    # certificate store of the real size).
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=measure-ca \
+        -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null || return 1
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+        -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null || return 1
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$work/tls.ext"
+    openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
+        -days 1 -extfile "$work/tls.ext" -out "$work/tls.crt" 2>/dev/null || return 1
+    cat /etc/ssl/certs/ca-certificates.crt "$work/ca.crt" >"$work/bundle.crt"
+    python3 - "$port" "$work/tls.crt" "$work/tls.key" >"$work/tls.port" 2>"$work/tls.log" <<'PROXY' &
+import socket, ssl, sys, threading
+backend, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+listener = socket.create_server(("127.0.0.1", 0))
+print("PORT", listener.getsockname()[1], flush=True)
+def pipe(a, b):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+def serve(raw):
+    try:
+        front = ctx.wrap_socket(raw, server_side=True)
+    except (OSError, ssl.SSLError):
+        raw.close()
+        return
+    back = socket.create_connection(("127.0.0.1", backend))
+    threading.Thread(target=pipe, args=(back, front), daemon=True).start()
+    pipe(front, back)
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+PROXY
+    pids+=($!)
+    local tls_port=""
+    for _ in $(seq 1 100); do
+        tls_port=$(sed -n 's/^PORT //p' "$work/tls.port")
+        [ -n "$tls_port" ] && break
+        sleep 0.1
+    done
+    [ -n "$tls_port" ] || return 1
+    export AWS_ENDPOINT_URL_ECS="https://localhost:$tls_port" SSL_CERT_FILE="$work/bundle.crt"
+    export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
     cluster_body="cluster = \"$cluster_arn\"
 instance-arn = \"$instance_arn\"
 settle-time = \"1s\"
@@ -191,7 +242,7 @@ grep -E '^(image|binary) size' <<<"$build_out"
 echo "== standalone (no ECS): one update, then ${idle_seconds}s idle"
 measure_host standalone 'enabled = false'
 
-echo "== coordinating through ECS (moto): one update, then ${idle_seconds}s idle"
+echo "== coordinating through ECS (moto behind TLS): one update, then ${idle_seconds}s idle"
 if start_moto; then
     measure_host ecs "$cluster_body"
 else

@@ -358,6 +358,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             started_at: self.clock.now(),
             window_end,
         };
+        self.standalone_precheck().await?;
         let held = self.take_slot(&mut flight, bypass).await?;
         let held = self.drain(&mut flight, held, bypass).await?;
         self.activate(&mut flight).await?;
@@ -492,6 +493,28 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             backoff: c.lease_backoff,
             wait_poll_max: c.wait_poll_max,
             rule: LeaseRule::CountOthers,
+        }
+    }
+
+    /// Under the skip policy, a host with standalone tasks does not even contend for a slot (the
+    /// drain step checks again, since tasks may start while it waits).
+    async fn standalone_precheck(&self) -> Step_<()> {
+        let Some(store) = &self.cluster else { return Ok(()) };
+        if self.cfg.cluster.standalone_tasks != StandalonePolicy::Skip {
+            return Ok(());
+        }
+        let tasks = self
+            .ecs("ListTasks", || store.running_tasks())
+            .await
+            .map_err(|e| failed(format!("cannot list tasks: {e}")))?;
+        match tasks.iter().find(|t| !t.is_service_task()) {
+            Some(t) => {
+                let n = tasks.iter().filter(|t| !t.is_service_task()).count();
+                let reason = format!("{n} standalone task(s) would not be moved by ECS, e.g. {}", t.arn);
+                tracing::info!(reason = %reason, "skipping this round without taking a slot");
+                Err(Halt::Done(Outcome::Skipped { reason }))
+            }
+            None => Ok(()),
         }
     }
 

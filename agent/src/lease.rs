@@ -228,6 +228,90 @@ impl LeaseRule {
     }
 }
 
+/// About how many waiters should look after each predicted release: enough that one of them
+/// finds the slot soon, few enough that the fleet does not stampede.
+const LOOKS_PER_RELEASE: f64 = 2.0;
+
+/// Status results of hosts that do not compete for a slot.
+const PARKED: [&str; 3] = ["opted-out", "quarantined", "rolled-back"];
+
+/// What a waiter learnt while the cluster was full.
+#[derive(Clone, Debug, Default)]
+struct Waiting {
+    /// How many other hosts were behind on the target, and when they were counted.
+    behind: Option<(f64, WallTime)>,
+    /// The fraction of that count at or below which to count again (drawn per count, so
+    /// waiters that counted together do not count again together).
+    recount_at: f64,
+}
+
+impl Waiting {
+    fn counted(&mut self, behind: f64, now: WallTime, jitter: &Jitter) {
+        self.behind = Some((behind, now));
+        self.recount_at = 0.35 + jitter.up_to(Duration::from_millis(300)).as_secs_f64();
+    }
+
+    /// How many still compete: the count less the releases expected since (`n` per slot time).
+    fn competing(&self, now: WallTime, slot: Duration, n: u32) -> f64 {
+        let Some((counted, at)) = self.behind else { return f64::from(n) };
+        let served = now.since(at).as_secs_f64() / slot.as_secs_f64() * f64::from(n);
+        (counted - served).max(0.0)
+    }
+
+    /// Whether to count again: never counted, or the estimate has fallen to about half of a
+    /// count larger than N (so a waiter counts a few times over a long wait, each count cheaper
+    /// than the last, and an estimate that ran out too early cannot make every waiter aim at the
+    /// same release).
+    fn needs_count(&self, now: WallTime, slot: Duration, n: u32) -> bool {
+        match self.behind {
+            None => true,
+            Some((counted, _)) => counted > f64::from(n) && self.competing(now, slot, n) <= counted * self.recount_at,
+        }
+    }
+}
+
+/// Whether a `v1:<phase>:<running>:<target>:<result>` status names a host that still has to
+/// move to `target` (and is not parked).
+fn status_competes(value: &str, target: &str) -> bool {
+    let fields: Vec<&str> = value.split(':').collect();
+    match fields.as_slice() {
+        [_, _, running, _, result] => *running != target && !PARKED.contains(result),
+        _ => false,
+    }
+}
+
+/// How long a slot lasts, judged from the holders: at least the oldest holder's age, twice
+/// their mean age (ages of holders seen at a random instant average half a slot), and half the
+/// claim TTL (before anyone has held long).
+fn slot_estimate(claims: &[&Claim], now: WallTime, ttl: Duration) -> Duration {
+    let ages: Vec<i64> = claims.iter().map(|c| (now.as_secs() - c.claimed_at).max(0)).collect();
+    let oldest = ages.iter().copied().max().unwrap_or(0);
+    let mean = if ages.is_empty() { 0 } else { ages.iter().sum::<i64>() / ages.len() as i64 };
+    Duration::from_secs(oldest.max(2 * mean).max(0) as u64).max(ttl / 2).max(Duration::from_secs(60))
+}
+
+/// When each holder may free its slot, soonest first (never empty): one slot time after it
+/// claimed, but no earlier than its phase allows once it has overrun (a verifying host is about
+/// to release; a rebooting one needs part of a reboot; others a good part of a drain).
+fn release_times(claims: &[&Claim], now: WallTime, slot: Duration) -> Vec<Duration> {
+    let mut out: Vec<Duration> = claims
+        .iter()
+        .map(|c| {
+            let floor = match c.phase {
+                ClaimPhase::Verifying => Duration::from_secs(15),
+                ClaimPhase::Rebooting => slot / 8,
+                _ => slot / 4,
+            };
+            WallTime::from_secs(c.claimed_at).plus(slot).since(now).max(floor)
+        })
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        out.push(slot / 4);
+    }
+    out
+}
+
 /// A slot this host holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
@@ -326,7 +410,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
     {
         let mut lost_races = 0u32;
-        let mut full_looks = 0u32;
+        let mut waiting = Waiting::default();
         loop {
             // The cluster tags may pause the fleet or change N; None means paused.
             let Some(n) = paused().await? else {
@@ -338,8 +422,14 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             let n = n.max(1);
             let before = self.census(params.skew).await?;
             if before.occupied.len() as u32 >= n {
-                let wait = self.full_wait(params, &before, full_looks);
-                full_looks += 1;
+                let claims: Vec<&Claim> = before.occupied.iter().filter_map(|s| s.claim.as_ref().ok()).collect();
+                let slot = slot_estimate(&claims, self.clock.now(), params.ttl);
+                if waiting.needs_count(self.clock.now(), slot, n) {
+                    let counted = self.hosts_behind(target, n).await;
+                    waiting.counted(counted, self.clock.now(), self.jitter);
+                }
+                let competing = waiting.competing(self.clock.now(), slot, n);
+                let wait = self.full_wait(params, &claims, slot, competing, n);
                 tracing::info!(occupied = before.occupied.len(), max = n, wait_s = wait.as_secs(), "cluster full; waiting for a slot");
                 self.clock.sleep(wait).await;
                 continue;
@@ -367,20 +457,53 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         }
     }
 
-    /// How long to sleep while the cluster is full: until the earliest claim may lapse, capped
-    /// and growing with each look, with jitter so waiters do not look in step.
-    fn full_wait(&self, params: &LeaseParams, census: &Census, looks: u32) -> Duration {
-        let now = self.clock.now();
-        let earliest = census
-            .occupied
+    /// How many other hosts are behind on `target` and so compete for the same slots, from the
+    /// `<prefix>.status` attribute every agent publishes (opted-out and quarantined hosts do not
+    /// compete). Read once per wait; if it cannot be read, assume as many as there are slots.
+    async fn hosts_behind(&self, target: &str, n: u32) -> f64 {
+        let read = with_retry(self.clock, self.jitter, &self.retry, "ListAttributes", || {
+            self.store.list_attribute(&self.names.status)
+        })
+        .await;
+        let attrs = match read {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the hosts behind; assuming as many as there are slots");
+                return f64::from(n);
+            }
+        };
+        let me = self.store.instance_arn();
+        let behind = attrs
             .iter()
-            .filter_map(|s| s.claim.as_ref().ok())
-            .map(|c| WallTime::from_secs(c.expires_at).plus(params.skew).since(now))
-            .min()
-            .unwrap_or(params.wait_poll_max);
-        let cap = params.backoff.ceiling(looks).max(params.backoff.base).min(params.wait_poll_max);
-        let ceiling = earliest.clamp(params.backoff.base.min(cap), cap);
-        self.jitter.between(ceiling / 2, ceiling)
+            .filter(|a| a.target != me && a.name == self.names.status)
+            .filter(|a| status_competes(a.value.as_deref().unwrap_or(""), target))
+            .count();
+        tracing::info!(behind, target, "hosts behind on the target, competing for slots");
+        behind as f64
+    }
+
+    /// How long to sleep while the cluster is full.
+    ///
+    /// The claims say when slots may free up: a holder may finish one slot time after it claimed
+    /// (the slot time judged from the holders' ages), and sooner once rebooting or verifying.
+    /// With `competing` other hosts after the same slots, this host aims at a random one of the
+    /// next `competing / 2` predicted releases, so about two waiters look shortly after each
+    /// release rather than all of them after every release. Looks are spread over half a release
+    /// interval, and no sleep exceeds `wait_poll_max`, which also bounds the cost of a wrong
+    /// count.
+    fn full_wait(&self, params: &LeaseParams, claims: &[&Claim], slot: Duration, competing: f64, n: u32) -> Duration {
+        let releases = release_times(claims, self.clock.now(), slot);
+        let ahead = (competing / LOOKS_PER_RELEASE).ceil().max(1.0) as u64;
+        let k = self.jitter.next_u64() % ahead;
+        // Past the releases in view, each further round of slots takes one more slot time.
+        let len = releases.len() as u64;
+        let target = releases[(k % len) as usize] + slot * (k / len) as u32;
+        let spread = slot.div_f64(2.0 * f64::from(n.max(1)));
+        let cap = params.wait_poll_max;
+        if target + spread >= cap {
+            return self.jitter.between(cap / 2, cap);
+        }
+        (target + self.jitter.up_to(spread)).max(params.backoff.base)
     }
 
     fn new_claim(&self, phase: ClaimPhase, target: &str, ttl: Duration) -> Result<Claim, LeaseError> {

@@ -169,7 +169,8 @@ fn reboots_without_slot(trace: &Trace, phases: &[Phases]) -> Vec<Violation> {
     out
 }
 
-/// Result tokens of the status attribute that explain why a host is not on the target.
+/// Result tokens of the status attribute that explain why a host is not on the target (and
+/// `skipped-<why>` ones).
 const PARKED: [&str; 4] = ["opted-out", "quarantined", "rolled-back", "skipped"];
 
 fn end_state(trace: &Trace) -> Vec<Violation> {
@@ -212,5 +213,150 @@ pub fn reason(e: &crate::trace::EndState) -> Option<String> {
         return Some("rolled-back".into());
     }
     let token = e.status_attribute.as_deref()?.rsplit(':').next()?;
-    PARKED.contains(&token).then(|| token.to_string())
+    (PARKED.contains(&token) || token.starts_with("skipped-")).then(|| token.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{EcsRecord, EndState, HostPlan, HostTrace};
+    use testkit::fake_ecs::EcsChange;
+
+    const LEASE: &str = "br-update.lease";
+
+    fn host(name: &str, events: Vec<(Ms, NodeEventKind)>) -> HostTrace {
+        HostTrace {
+            name: name.into(),
+            skew_ms: 0,
+            plan: HostPlan::default(),
+            events,
+            end: EndState {
+                running: "2.0.0".into(),
+                status: InstanceStatus::Active,
+                status_by: Some(Actor::Agent),
+                claim: None,
+                marker: None,
+                status_attribute: None,
+                last_result: Some("updated".into()),
+                in_flight: false,
+                quarantined: vec![],
+            },
+        }
+    }
+
+    fn trace(n: u32, hosts: Vec<HostTrace>, ecs: Vec<EcsRecord>) -> Trace {
+        Trace {
+            max_concurrent: n,
+            target: "2.0.0".into(),
+            lease_name: LEASE.into(),
+            epoch_ms: 0,
+            published: 0,
+            end: 100_000,
+            hosts,
+            ecs,
+            calls: vec![],
+        }
+    }
+
+    fn put(at: Ms, host: usize, value: &str) -> EcsRecord {
+        EcsRecord { at, host, by: Actor::Agent, change: EcsChange::Put { name: LEASE.into(), value: value.into() } }
+    }
+
+    fn status(at: Ms, host: usize, s: InstanceStatus) -> EcsRecord {
+        EcsRecord { at, host, by: Actor::Agent, change: EcsChange::Status(s) }
+    }
+
+    /// Three hosts drain over [10 s, 20 s), [15 s, 25 s) and [18 s, 30 s).
+    fn three_drains(n: u32) -> Trace {
+        let hosts = vec![host("a", vec![]), host("b", vec![]), host("c", vec![])];
+        let mut ecs = vec![];
+        for (h, (from, to)) in [(10_000, 20_000), (15_000, 25_000), (18_000, 30_000)].into_iter().enumerate() {
+            ecs.push(status(from, h, InstanceStatus::Draining));
+            ecs.push(status(to, h, InstanceStatus::Active));
+        }
+        ecs.sort_by_key(|e| e.at);
+        trace(n, hosts, ecs)
+    }
+
+    #[test]
+    fn overlapping_drains_beyond_n_are_found_with_their_time_and_hosts() {
+        let v = check(&three_drains(2));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].kind, ViolationKind::TooManyBusy);
+        assert_eq!((v[0].at, v[0].until), (18_000, Some(20_000)));
+        assert_eq!(v[0].hosts, ["a", "b", "c"]);
+        assert!(check(&three_drains(3)).is_empty());
+    }
+
+    #[test]
+    fn one_host_ending_as_another_starts_is_not_an_overlap() {
+        let hosts = vec![host("a", vec![]), host("b", vec![])];
+        let ecs = vec![
+            status(1_000, 0, InstanceStatus::Draining),
+            status(5_000, 0, InstanceStatus::Active),
+            status(5_000, 1, InstanceStatus::Draining),
+            status(9_000, 1, InstanceStatus::Active),
+        ];
+        assert!(check(&trace(1, hosts, ecs)).is_empty());
+    }
+
+    #[test]
+    fn holding_claims_count_but_claiming_ones_do_not() {
+        // Host a holds (phase d) from 1 s until it deletes at 50 s; host b only claims (phase c).
+        let hosts = vec![host("a", vec![]), host("b", vec![])];
+        let mut ecs = vec![
+            put(1_000, 0, "v1:d:1:600:0badf00d:2.0.0"),
+            put(2_000, 1, "v1:c:2:600:0ddba11a:2.0.0"),
+            EcsRecord { at: 50_000, host: 0, by: Actor::Agent, change: EcsChange::Delete { name: LEASE.into() } },
+        ];
+        assert!(check(&trace(1, hosts.clone(), ecs.clone())).is_empty());
+        ecs.insert(2, put(3_000, 1, "v1:d:2:600:0ddba11a:2.0.0"));
+        let v = check(&trace(1, hosts, ecs));
+        assert_eq!(v.iter().filter(|v| v.kind == ViolationKind::TooManyBusy).count(), 1, "{v:?}");
+    }
+
+    #[test]
+    fn a_lapsed_claim_stops_counting_at_its_expiry() {
+        // Host a's claim lapses at 10 s (expires-at 10, epoch 0); host b holds from 20 s.
+        let hosts = vec![host("a", vec![]), host("b", vec![])];
+        let ecs = vec![put(1_000, 0, "v1:d:1:10:0badf00d:2.0.0"), put(20_000, 1, "v1:d:20:600:0ddba11a:2.0.0")];
+        let v = check(&trace(1, hosts, ecs));
+        assert!(v.iter().all(|v| v.kind != ViolationKind::TooManyBusy), "{v:?}");
+    }
+
+    #[test]
+    fn a_reboot_without_a_live_claim_is_found() {
+        let hosts = vec![host(
+            "a",
+            vec![(5_000, NodeEventKind::RebootRequested), (9_000, NodeEventKind::Booted { version: "2.0.0".into() })],
+        )];
+        let v = check(&trace(1, hosts, vec![]));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!((v[0].kind, v[0].at), (ViolationKind::RebootWithoutSlot, 5_000));
+    }
+
+    #[test]
+    fn leftovers_and_unexplained_or_forbidden_end_states_are_found() {
+        let mut a = host("a", vec![]);
+        a.end.status = InstanceStatus::Draining;
+        a.end.claim = Some("v1:d:1:600:0badf00d:2.0.0".into());
+        a.end.marker = Some("by-agent:0badf00d".into());
+        a.end.in_flight = true;
+        let mut b = host("b", vec![]);
+        b.end.running = "1.0.0".into();
+        b.end.last_result = None;
+        let mut c = host("c", vec![]);
+        c.plan.opted_out = true;
+        let mut d = host("d", vec![]);
+        d.end.running = "1.0.0".into();
+        d.end.status_attribute = Some("v1:idle:1.0.0:-:skipped-standalone-tasks".into());
+        let kinds: Vec<(String, ViolationKind)> =
+            check(&trace(1, vec![a, b, c, d], vec![])).into_iter().map(|v| (v.hosts[0].clone(), v.kind)).collect();
+        use ViolationKind::*;
+        let a = |k| ("a".to_string(), k);
+        assert_eq!(
+            kinds,
+            [a(LeftDraining), a(ClaimLeft), a(MarkerLeft), a(InFlightLeft), ("b".into(), NotFinished), ("c".into(), UpdatedAgainstPlan)]
+        );
+    }
 }

@@ -57,6 +57,8 @@ pub struct Figures {
     pub calls_per_update: f64,
     /// The most ECS calls fleet-wide within any one second.
     pub peak_calls_per_s: u64,
+    /// The highest rate over any minute: calls in the busiest 60 s, per second.
+    pub sustained_calls_per_s: f64,
     /// Wall-clock time of the simulation.
     pub wall: Duration,
 }
@@ -102,7 +104,8 @@ impl Figures {
             utilisation: if end == 0 { 0.0 } else { busy as f64 / (f64::from(n.max(1)) * end as f64) },
             drained_min: Stats::of(&minutes),
             calls_per_update: if updates == 0 { 0.0 } else { calls as f64 / updates as f64 },
-            peak_calls_per_s: peak_per_second(call_times),
+            peak_calls_per_s: peak_within(call_times, 1000),
+            sustained_calls_per_s: peak_within(call_times, 60_000) as f64 / 60.0,
             wall,
         }
     }
@@ -122,11 +125,11 @@ impl Figures {
     }
 }
 
-/// The most events within any window of one second (sorted input).
-pub fn peak_per_second(sorted: &[Ms]) -> u64 {
+/// The most events within any window of `window` ms (sorted input).
+pub fn peak_within(sorted: &[Ms], window: Ms) -> u64 {
     let (mut best, mut lo) = (0usize, 0usize);
     for hi in 0..sorted.len() {
-        while sorted[hi] - sorted[lo] >= 1000 {
+        while sorted[hi] - sorted[lo] >= window {
             lo += 1;
         }
         best = best.max(hi - lo + 1);

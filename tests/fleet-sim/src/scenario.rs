@@ -122,6 +122,8 @@ pub struct Scenario {
     pub wait_poll_max: Duration,
     /// How often an idle host looks for the update-now attribute (`maintenance.update-now-poll`).
     pub update_now_poll: Duration,
+    /// How long each ECS call takes (sequential calls of one host spread out by it).
+    pub ecs_latency: Duration,
     /// The rule the count after settling applies (the unsafe one only to show it fails).
     pub rule: LeaseRule,
     /// What goes wrong.
@@ -153,15 +155,23 @@ impl Scenario {
             settle: defaults.cluster.settle_time,
             wait_poll_max: defaults.cluster.wait_poll_max,
             update_now_poll: defaults.maintenance.update_now_poll,
+            ecs_latency: Duration::ZERO,
             rule: LeaseRule::CountOthers,
             faults: FaultPlan::none(),
-            time_limit: Duration::from_secs(30 * 86_400),
+            time_limit: Duration::ZERO,
         }
+        .with_time_limit()
+    }
+
+    /// Sets the time limit to three times the expected makespan plus a day.
+    fn with_time_limit(mut self) -> Scenario {
+        self.time_limit = self.expected_makespan() * 3 + Duration::from_secs(86_400);
+        self
     }
 
     /// The same fleet with every fault of [`FaultPlan::everything`].
     pub fn with_faults(hosts: usize, max_concurrent: u32, seed: u64) -> Scenario {
-        Scenario { faults: FaultPlan::everything(), ..Scenario::realistic(hosts, max_concurrent, seed) }
+        Scenario { faults: FaultPlan::everything(), ..Scenario::realistic(hosts, max_concurrent, seed) }.with_time_limit()
     }
 
     /// A rough upper estimate of the rollout's length, for sizing fault windows and limits.

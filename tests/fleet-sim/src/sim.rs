@@ -70,7 +70,12 @@ async fn simulate(sc: &Scenario) -> (Trace, bool) {
     let rng = Jitter::seeded(sc.seed);
     let ecs = FakeEcs::new("fleet", mix(sc.seed, 0xec5));
     ecs.set_drain_time(sc.drain_time.lo, sc.drain_time.hi);
-    ecs.set_faults(EcsFaults { staleness: sc.faults.staleness, throttle_every: sc.faults.throttle_every, ..EcsFaults::default() });
+    ecs.set_faults(EcsFaults {
+        staleness: sc.faults.staleness,
+        throttle_every: sc.faults.throttle_every,
+        latency: sc.ecs_latency,
+        ..EcsFaults::default()
+    });
     let hosts: Vec<SimHost> = (0..sc.hosts).map(|i| build_host(sc, &ecs, &rng, i)).collect();
     let published = t0 + sc.check_interval;
     let mut plans: Vec<DaemonPlan> = (0..sc.hosts).map(|i| daemon_plan(sc, published, i)).collect();
@@ -192,7 +197,7 @@ fn is_done(ecs: &FakeEcs, h: &SimHost) -> bool {
     let token = ecs.attribute(&h.node.arn, &names.status).and_then(|v| v.rsplit(':').next().map(str::to_string));
     match token.as_deref() {
         Some("opted-out") => h.plan.opted_out,
-        Some("skipped") => h.plan.standalone,
+        Some(t) if t.starts_with("skipped") => h.plan.standalone,
         _ => false,
     }
 }

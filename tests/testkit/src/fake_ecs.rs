@@ -3,9 +3,10 @@
 //! Faithful where the protocol depends on it: writes are blind (last writer wins, no condition),
 //! a host's handle writes only its own instance, at most ten custom attributes per instance and
 //! ten per call, ECS's character rules for names and values, deleting by name only, DRAINING
-//! moves service tasks (after a drain time) and leaves standalone ones. Added on top, because
-//! real ECS has them and moto does not: stale reads of attributes (a read may miss writes younger
-//! than a bound), throttling, outages and per-call counting.
+//! moves service tasks (after a drain time) and leaves standalone ones, a list of attributes
+//! costs one call per page of 100. Added on top, because real ECS has them and moto does not:
+//! stale reads of attributes (a read may miss writes younger than a bound), throttling, outages
+//! and per-call counting.
 //!
 //! Every change is also kept in a timestamped history ([`FakeEcs::history`]: status changes,
 //! attribute writes and deletes, and who made them) and every call in a log
@@ -26,6 +27,9 @@ use agent::cluster::{
     SetStatus, TaskInfo,
 };
 use tokio::time::Instant;
+
+/// The most attributes one ListAttributes page returns.
+const LIST_PAGE: usize = 100;
 
 /// Injected misbehaviour.
 #[derive(Clone, Debug, Default)]
@@ -144,6 +148,13 @@ struct State {
 }
 
 impl State {
+    fn count_call(&mut self, op: &'static str, arn: &str) {
+        self.total_calls += 1;
+        *self.calls.entry(op).or_default() += 1;
+        let instance = self.instances.get(arn).map(|i| i.arn.clone()).unwrap_or_else(|| Rc::from(arn));
+        self.call_log.push(CallRecord { at: Instant::now(), op, instance });
+    }
+
     fn record(&mut self, at: Instant, instance: &Rc<str>, by: Actor, change: EcsChange) {
         if let EcsChange::Put { name, .. } | EcsChange::Delete { name } = &change {
             self.visible.entry(name.clone()).or_default().insert(instance.clone());
@@ -333,10 +344,7 @@ impl FakeEcs {
             tokio::time::sleep(latency).await;
         }
         let mut s = self.0.borrow_mut();
-        s.total_calls += 1;
-        *s.calls.entry(op).or_default() += 1;
-        let instance = s.instances.get(arn).map(|i| i.arn.clone()).unwrap_or_else(|| Rc::from(arn));
-        s.call_log.push(CallRecord { at: Instant::now(), op, instance });
+        s.count_call(op, arn);
         if s.faults.unavailable {
             return Err(ClusterError::Unavailable { op, message: "Service unavailable".into() });
         }
@@ -379,13 +387,23 @@ impl ClusterStore for FakeEcsHost {
         candidates.retain(|arn| {
             instances.get(&**arn).and_then(|i| i.attrs.get(name)).and_then(|h| h.last()).is_some_and(|(t, v)| v.is_some() || *t >= horizon)
         });
-        Ok(candidates
+        let found: Vec<Attribute> = candidates
             .iter()
             .filter_map(|arn| {
                 let i = instances.get(&**arn)?;
                 i.as_of(name, at).map(|v| Attribute { target: arn.to_string(), name: name.into(), value: Some(v.clone()) })
             })
-            .collect())
+            .collect();
+        // ECS answers at most 100 attributes per page; every further page is another request.
+        let (pages, latency) = (found.len().div_ceil(LIST_PAGE), s.faults.latency);
+        drop(s);
+        for _ in 1..pages {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            self.ecs.0.borrow_mut().count_call("ListAttributes", &self.arn);
+        }
+        Ok(found)
     }
 
     async fn put_attributes(&self, attrs: &[(String, String)]) -> Result<(), ClusterError> {

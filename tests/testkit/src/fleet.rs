@@ -164,7 +164,6 @@ impl Drop for AgentChild {
 
 /// Everything one host needs besides its processes.
 struct HostFiles {
-    dir: PathBuf,
     config: PathBuf,
     log: PathBuf,
 }
@@ -214,12 +213,17 @@ impl Fleet {
             agent_config(&spec, fake.socket(), &host_dir.join("state"), &endpoint.url())
                 .write(&config)
                 .map_err(|e| e.to_string())?;
-            files.push(HostFiles { log: host_dir.join("agent.log"), config, dir: host_dir });
+            files.push(HostFiles { log: host_dir.join("agent.log"), config });
             fakes.push(fake);
             introspection.push(endpoint);
         }
         let n = spec.hosts;
-        let watch = Watch { ever_draining: vec![false; n], ever_claimed: vec![false; n], abandoned: vec![false; n], ..Watch::default() };
+        let watch = Watch {
+            ever_draining: vec![false; n],
+            ever_claimed: vec![false; n],
+            abandoned: vec![false; n],
+            ..Watch::default()
+        };
         Ok(Fleet {
             spec,
             seeded,
@@ -239,16 +243,6 @@ impl Fleet {
     /// The moto server.
     pub fn moto(&self) -> &MotoServer {
         &self.moto
-    }
-
-    /// Host `i`'s fake Bottlerocket process.
-    pub fn fake(&self, i: usize) -> &FakeHostProcess {
-        &self.fakes[i]
-    }
-
-    /// Host `i`'s state directory (the agent's journal lives there).
-    pub fn state_dir(&self, i: usize) -> PathBuf {
-        self.files[i].dir.join("state")
     }
 
     /// Starts the monitor (once) and an agent on every host that has none.
@@ -317,7 +311,12 @@ impl Fleet {
 
     /// Plays systemd for every host and returns the first view for which `done` holds; fails
     /// when an agent exits by itself, a reboot cannot be played, or `timeout` passes.
-    pub fn run_until(&mut self, what: &str, timeout: Duration, mut done: impl FnMut(&View) -> bool) -> Result<View, String> {
+    pub fn run_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&View) -> bool,
+    ) -> Result<View, String> {
         let start = Instant::now();
         let mut last = None;
         loop {
@@ -331,7 +330,10 @@ impl Fleet {
                 Err(e) => eprintln!("reading the fleet: {e}"),
             }
             if start.elapsed() >= timeout {
-                return Err(format!("gave up after {timeout:?} waiting for {what}\nlast view: {last:#?}\n{}", self.tails()));
+                return Err(format!(
+                    "gave up after {timeout:?} waiting for {what}\nlast view: {last:#?}\n{}",
+                    self.tails()
+                ));
             }
             std::thread::sleep(TICK);
         }
@@ -362,7 +364,10 @@ impl Fleet {
         }
         let status = self.terminate_agent(i)?;
         if !status.success() {
-            return Err(format!("host {i}'s agent exited {status} after SIGTERM during the reboot\n{}", self.log_tail(i)));
+            return Err(format!(
+                "host {i}'s agent exited {status} after SIGTERM during the reboot\n{}",
+                self.log_tail(i)
+            ));
         }
         self.fakes[i].release_boot(BOOT_TIMEOUT).map_err(|e| format!("host {i} does not boot: {e}"))?;
         self.start_agent(i)
@@ -383,7 +388,8 @@ impl Fleet {
         if self.watcher.is_some() {
             return;
         }
-        let (moto, fakes, watch, stop) = (self.moto.clone(), self.fakes.clone(), self.watch.clone(), self.stop_watch.clone());
+        let (moto, fakes, watch, stop) =
+            (self.moto.clone(), self.fakes.clone(), self.watch.clone(), self.stop_watch.clone());
         let cluster = self.spec.cluster.clone();
         self.watcher = Some(std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
@@ -478,8 +484,18 @@ fn read_view(moto: &MotoServer, cluster: &str, fakes: &[FakeHostProcess]) -> Res
 
 fn start_fake(dir: &Path, spec: &FleetSpec) -> Result<FakeHostProcess, ProcessError> {
     let args = [
-        "--version", &spec.from, "--publish", &spec.to, "--refresh-time", "50ms", "--prepare-time", "300ms",
-        "--activate-time", "50ms", "--deactivate-time", "50ms",
+        "--version",
+        &spec.from,
+        "--publish",
+        &spec.to,
+        "--refresh-time",
+        "50ms",
+        "--prepare-time",
+        "300ms",
+        "--activate-time",
+        "50ms",
+        "--deactivate-time",
+        "50ms",
     ];
     FakeHostProcess::start(dir, &args, Boot::Gated)
 }
@@ -560,4 +576,91 @@ fn terminate(child: &mut Child) -> Result<ExitStatus, String> {
 /// so `MEASURE:` lines show with or without `--nocapture`.
 pub fn measure(what: &str, value: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr().lock(), "MEASURE: {what}: {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(status: &str, lease: Option<String>, down: bool) -> HostView {
+        let snapshot = HostSnapshot {
+            running_version: "1.0.0".into(),
+            update_state: None,
+            busy_with: None,
+            reboot_requests: 0,
+            boots: 0,
+            down: false,
+            faults: fake_bottlerocket::Faults::default(),
+            published: vec![],
+        };
+        HostView {
+            arn: "arn".into(),
+            status: status.into(),
+            lease,
+            drained: None,
+            status_attr: None,
+            opt_out: None,
+            running_tasks: 0,
+            host: (!down).then_some(snapshot),
+        }
+    }
+
+    fn claim(phase: ClaimPhase, expires_at: i64) -> Option<String> {
+        Some(Claim { phase, claimed_at: 0, expires_at, token: "abcd1234".into(), target: "1.1.0".into() }.encode())
+    }
+
+    fn watch(n: usize) -> Watch {
+        Watch {
+            ever_draining: vec![false; n],
+            ever_claimed: vec![false; n],
+            abandoned: vec![false; n],
+            ..Watch::default()
+        }
+    }
+
+    #[test]
+    fn the_monitor_counts_draining_and_rebooting_hosts_and_confirmed_live_claims() {
+        let now = WallTime::from_secs(1_000);
+        let view = View {
+            hosts: vec![
+                host("DRAINING", claim(ClaimPhase::Draining, 1_100), false),
+                host("DRAINING", claim(ClaimPhase::Rebooting, 1_100), true),
+                host("ACTIVE", claim(ClaimPhase::Claiming, 1_100), false),
+                host("ACTIVE", claim(ClaimPhase::Held, 990), false),
+                host("ACTIVE", Some("garbage".into()), false),
+            ],
+        };
+        let mut w = watch(5);
+        record(&mut w, &view, now);
+        assert_eq!((w.most_disrupted, w.most_live_claims, w.samples), (2, 3, 1));
+        assert_eq!(w.ever_draining, [true, true, false, false, false]);
+        assert_eq!(w.ever_claimed, [true; 5]);
+        let calm = View { hosts: (0..5).map(|_| host("ACTIVE", None, false)).collect() };
+        record(&mut w, &calm, now);
+        assert_eq!((w.most_disrupted, w.most_live_claims, w.samples), (2, 3, 2), "maxima are kept");
+    }
+
+    #[test]
+    fn an_abandoned_host_is_left_out_until_it_is_active_again() {
+        let now = WallTime::from_secs(1_000);
+        let mut w = watch(2);
+        w.abandoned[0] = true;
+        let both = View { hosts: vec![host("DRAINING", None, false), host("DRAINING", None, false)] };
+        record(&mut w, &both, now);
+        assert_eq!(w.most_disrupted, 1);
+        let back = View { hosts: vec![host("ACTIVE", None, false), host("ACTIVE", None, false)] };
+        record(&mut w, &back, now);
+        assert!(!w.abandoned[0]);
+        record(&mut w, &both, now);
+        assert_eq!(w.most_disrupted, 2);
+    }
+
+    #[test]
+    fn a_claim_lapses_only_after_its_expiry_plus_the_skew() {
+        let value = claim(ClaimPhase::Draining, 1_000).expect("a claim");
+        assert!(live_confirmed(&value, WallTime::from_secs(1_000)));
+        assert!(live_confirmed(&value, WallTime(1_000_999)));
+        assert!(!live_confirmed(&value, WallTime::from_secs(1_001)));
+        assert!(!live_confirmed(&claim(ClaimPhase::Claiming, 2_000).expect("a claim"), WallTime::from_secs(1_000)));
+    }
 }

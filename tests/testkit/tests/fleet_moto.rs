@@ -125,9 +125,15 @@ fn an_agent_killed_while_draining_lapses_and_recovers_on_restart() {
         .hosts
         .iter()
         .enumerate()
-        .find_map(|(i, h)| (i != x).then(|| h.lease.as_deref().and_then(|l| Claim::parse(l).ok())).flatten().map(|c| (i, c)))
-        .expect("the other host's claim");
-    assert!(taken.claimed_at > dead.expires_at, "host {y} claimed at {} before host {x}'s claim lapsed at {}", taken.claimed_at, dead.expires_at);
+        .filter(|(i, h)| *i != x && phase(h).is_some_and(|p| p != ClaimPhase::Claiming))
+        .find_map(|(i, h)| Some((i, Claim::parse(h.lease.as_deref()?).ok()?)))
+        .expect("the other host's confirmed claim");
+    assert!(
+        taken.claimed_at > dead.expires_at,
+        "host {y} claimed at {} before host {x}'s claim lapsed at {}",
+        taken.claimed_at,
+        dead.expires_at
+    );
     assert_eq!(v.hosts[x].lease.as_deref(), Some(left.as_str()), "nobody but its own host clears a claim");
     assert_eq!(v.hosts[x].status, "DRAINING", "nobody but its own agent re-activates it");
 
@@ -211,8 +217,10 @@ fn a_host_with_a_standalone_task_is_skipped_and_never_drained() {
     ok(fleet.moto().add_tasks(&cluster, &arn, Some("batch/nightly"), 1));
     ok(fleet.start_agents());
     let done = ok(fleet.run_until("the others updated and host 0 skipped", FLEET_DONE, |v| {
-        v.all_settled_on("1.1.0", &[0]) && v.hosts[0].status_attr.as_deref().is_some_and(|s| s.ends_with(":skipped"))
+        v.all_settled_on("1.1.0", &[0]) && v.hosts[0].status_attr.as_deref().is_some_and(|s| s.contains(":skipped"))
     }));
+    let status = done.hosts[0].status_attr.clone().unwrap_or_default();
+    assert!(status.contains("standalone"), "the status attribute gives no reason: {status}");
     let watch = fleet.watch();
     for i in 1..3 {
         assert_updated_once(&fleet, &done, i);

@@ -25,7 +25,10 @@ fn names() -> Names {
 }
 
 fn retry() -> RetryPolicy {
-    RetryPolicy { budget: Duration::from_secs(30), backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)) }
+    RetryPolicy {
+        budget: Duration::from_secs(30),
+        backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
+    }
 }
 
 /// Short timings: a long TTL (nothing lapses while held), a settle time, quick back-off.
@@ -56,7 +59,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Runs `f` with a lease client bound to `arn`, on the calling thread's own runtime.
-fn with_client<T>(moto: &MotoServer, cluster: &str, arn: &str, seed: u64, f: impl AsyncFnOnce(&LeaseClient<'_, EcsStore, SystemClock>) -> T) -> T {
+fn with_client<T>(
+    moto: &MotoServer,
+    cluster: &str,
+    arn: &str,
+    seed: u64,
+    f: impl AsyncFnOnce(&LeaseClient<'_, EcsStore, SystemClock>) -> T,
+) -> T {
     runtime().block_on(async {
         let store = store(moto, cluster, arn);
         let names = names();
@@ -133,7 +142,8 @@ fn contend(moto: &MotoServer, cluster: &str, arn: &str, seed: u64, n: u32, round
         for _ in 0..rounds {
             let held = acquire(client, &p).await.unwrap_or_else(|e| panic!("{arn}: acquire: {e}"));
             tally.enter();
-            let held = client.renew(&held, ClaimPhase::Held, p.ttl).await.unwrap_or_else(|e| panic!("{arn}: renew: {e}"));
+            let held =
+                client.renew(&held, ClaimPhase::Held, p.ttl).await.unwrap_or_else(|e| panic!("{arn}: renew: {e}"));
             assert_eq!(held.claim.phase, ClaimPhase::Held);
             SystemClock.sleep(client.jitter.between(Duration::from_millis(150), Duration::from_millis(350))).await;
             tally.leave();
@@ -251,7 +261,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// A claim in the agent's format for another host, `expires_in_s` from now (negative: past).
 fn claim_value(phase: ClaimPhase, expires_in_s: i64, token: &str) -> String {
     let now = SystemClock.now().as_secs();
-    Claim { phase, claimed_at: now - 600, expires_at: now + expires_in_s, token: token.into(), target: TARGET.into() }.encode()
+    Claim { phase, claimed_at: now - 600, expires_at: now + expires_in_s, token: token.into(), target: TARGET.into() }
+        .encode()
 }
 
 async fn put(moto: &MotoServer, cluster: &str, arn: &str, value: &str) {
@@ -309,7 +320,10 @@ fn an_unreadable_claim_takes_the_only_slot_until_it_is_removed() {
             let looks = moto.calls().expect("calls").of("ListAttributes");
             let current = claims(&moto, cluster);
             assert!(!got_in.load(Ordering::SeqCst), "got in past an unreadable claim");
-            assert!(current.iter().all(|(arn, _)| arn != live), "wrote a claim while the cluster was full: {current:?}");
+            assert!(
+                current.iter().all(|(arn, _)| arn != live),
+                "wrote a claim while the cluster was full: {current:?}"
+            );
             if looks >= 5 {
                 break;
             }

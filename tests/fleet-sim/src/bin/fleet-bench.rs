@@ -1,52 +1,301 @@
-use fleet_sim::{check, metrics::Figures, scenario::Scenario, sim};
+//! The fleet benchmark: simulates rollouts of the real agent and of the peers' strategies on the
+//! same fleet and prints the figures; `--sweep` runs many seeds with faults through the checker;
+//! `--svg` draws a rollout's timeline.
+//!
+//! ```text
+//! cargo run --release -p fleet-sim --bin fleet-bench                      # the table, 1,000 hosts
+//! cargo run --release -p fleet-sim --bin fleet-bench -- --sweep --seeds 200 --hosts 200 --n 5
+//! cargo run --release -p fleet-sim --bin fleet-bench -- --svg docs/rollout.svg --hosts 60 --n 5
+//! ```
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let hosts: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100);
-    let n: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let faults = args.get(3).is_some_and(|s| s == "faults");
-    let mut sc = if faults { Scenario::with_faults(hosts, n, 1) } else { Scenario::realistic(hosts, n, 1) };
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok()).map(std::time::Duration::from_secs);
-    if let Some(d) = env("WPM") { sc.wait_poll_max = d; }
-    if let Some(d) = env("UNP") { sc.update_now_poll = d; }
-    let run = sim::run(&sc).expect("run");
-    let f = Figures::of_trace("agent", &run.trace, run.wall);
-    println!("{f:#?}\nratio {:.3} finished {}", f.ratio(), run.finished);
-    println!("{:?}", run.trace.calls_by_op());
-    let mut calls = run.trace.calls.clone();
-    calls.sort_by_key(|c| c.at);
-    let (mut best, mut lo, mut at) = (0usize, 0usize, 0usize);
-    for hi in 0..calls.len() {
-        while calls[hi].at - calls[lo].at >= 1000 { lo += 1; }
-        if hi - lo + 1 > best { best = hi - lo + 1; at = lo; }
-    }
-    println!("peak window at {} (published {}):", calls[at].at, run.trace.published);
-    for c in &calls[at..at + best] { println!("   {} h{} {}", c.at, c.host, c.op); }
-    if let Ok(list) = std::env::var("SHOW") {
-        let ph = run.trace.phases();
-        for h in list.split(',') {
-            let i: usize = h.trim_start_matches('h').parse().unwrap();
-            println!("{h}: {:?}\n  events {:?}", ph[i], run.trace.hosts[i].events);
-            for e in run.trace.ecs.iter().filter(|e| e.host == i) { println!("    {} {:?} {:?}", e.at, e.by, e.change); }
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agent::config::parse_duration;
+use fleet_sim::check::{self, Violation};
+use fleet_sim::metrics::{human, Figures};
+use fleet_sim::peers;
+use fleet_sim::scenario::Scenario;
+use fleet_sim::sim::{self, Run};
+use fleet_sim::svg;
+
+const USAGE: &str = "usage: fleet-bench [--hosts H] [--n 1,10,50] [--seed S] [--no-peers] [--faults]
+                   [--wait-poll-max D] [--update-now-poll D] [--ecs-latency D] [--agent-defaults]
+                   [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--explain]
+  D is a duration such as 90s, 15m, 1h. Without --svg or --sweep: the benchmark table.";
+
+/// The command line.
+#[derive(Debug)]
+struct Args {
+    hosts: Option<usize>,
+    n: Vec<u32>,
+    seed: u64,
+    peers: bool,
+    faults: bool,
+    wait_poll_max: Option<Duration>,
+    update_now_poll: Option<Duration>,
+    ecs_latency: Duration,
+    agent_defaults: bool,
+    svg: Option<String>,
+    sweep: bool,
+    seeds: u64,
+    explain: bool,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        hosts: None,
+        n: vec![],
+        seed: 1,
+        peers: true,
+        faults: false,
+        wait_poll_max: None,
+        update_now_poll: None,
+        ecs_latency: Duration::from_millis(50),
+        agent_defaults: false,
+        svg: None,
+        sweep: false,
+        seeds: 200,
+        explain: false,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--hosts" => a.hosts = Some(number(&value()?)?),
+            "--n" => a.n = value()?.split(',').map(number).collect::<Result<_, _>>()?,
+            "--seed" | "--first-seed" => a.seed = number(&value()?)?,
+            "--seeds" => a.seeds = number(&value()?)?,
+            "--no-peers" => a.peers = false,
+            "--faults" => a.faults = true,
+            "--wait-poll-max" => a.wait_poll_max = Some(parse_duration(&value()?)?),
+            "--update-now-poll" => a.update_now_poll = Some(parse_duration(&value()?)?),
+            "--ecs-latency" => a.ecs_latency = parse_duration(&value()?)?,
+            "--agent-defaults" => a.agent_defaults = true,
+            "--svg" => a.svg = Some(value()?),
+            "--sweep" => a.sweep = true,
+            "--explain" => a.explain = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if std::env::var("RB").is_ok() {
-        let mut boots = vec![];
-        for h in &run.trace.hosts {
-            let mut req = None;
-            for (at, k) in &h.events {
-                match k {
-                    testkit::node::NodeEventKind::RebootRequested => req = Some(*at),
-                    testkit::node::NodeEventKind::Booted { .. } => { if let Some(r) = req.take() { boots.push((*at, *at - r)); } }
-                    _ => {}
-                }
+    Ok(a)
+}
+
+fn number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.trim().parse().map_err(|_| format!("`{s}` is not a number"))
+}
+
+impl Args {
+    /// The scenario for `hosts` and `n` with this command line's settings.
+    fn scenario(&self, hosts: usize, n: u32, seed: u64) -> Scenario {
+        let mut sc = if self.faults { Scenario::with_faults(hosts, n, seed) } else { Scenario::realistic(hosts, n, seed) };
+        sc.ecs_latency = self.ecs_latency;
+        if !self.agent_defaults {
+            // For a fleet this size: waiters may sleep long (the waiting policy bounds the tail by
+            // the count of hosts behind, not by this cap), and idle hosts need not look for the
+            // operator's update-now more than once per check.
+            sc.wait_poll_max = Duration::from_secs(3600);
+            sc.update_now_poll = Duration::from_secs(3600);
+        }
+        sc.wait_poll_max = self.wait_poll_max.unwrap_or(sc.wait_poll_max);
+        sc.update_now_poll = self.update_now_poll.unwrap_or(sc.update_now_poll);
+        sc
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("fleet-bench: {e}");
             }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
         }
-        boots.sort();
-        for b in boots.iter().take(200) { print!("{}/{} ", b.0 / 1000, b.1 / 1000); }
-        println!();
+    };
+    let result = if args.sweep {
+        sweep(&args)
+    } else if let Some(path) = &args.svg {
+        picture(&args, path)
+    } else {
+        table(&args)
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fleet-bench: {e}");
+            ExitCode::FAILURE
+        }
     }
-    let v = check::check(&run.trace);
-    println!("{} violations", v.len());
-    for x in v.iter().take(10) { println!("  {x}"); }
+}
+
+fn run(sc: &Scenario) -> Result<Run, String> {
+    sim::run(sc).map_err(|e| e.to_string())
+}
+
+/// The benchmark table: the agent at each N, then the peers' models on the same fleet.
+fn table(args: &Args) -> Result<ExitCode, String> {
+    let hosts = args.hosts.unwrap_or(1000);
+    let ns = if args.n.is_empty() { vec![1, 10, 50] } else { args.n.clone() };
+    let first = args.scenario(hosts, ns[0], args.seed);
+    println!(
+        "{hosts} hosts, seed {}: drain {}-{} min, download {}-{} min (before the drain), reboot {}-{} min; first checks spread over {} min; ECS latency {} ms{}",
+        args.seed,
+        first.drain_time.lo.as_secs() / 60,
+        first.drain_time.hi.as_secs() / 60,
+        first.prepare_time.lo.as_secs() / 60,
+        first.prepare_time.hi.as_secs() / 60,
+        first.reboot_time.lo.as_secs() / 60,
+        first.reboot_time.hi.as_secs() / 60,
+        first.check_interval.as_secs() / 60,
+        first.ecs_latency.as_millis(),
+        if args.faults { "; with faults" } else { "" },
+    );
+    println!(
+        "agent settings: defaults, except wait-poll-max {} and update-now-poll {}",
+        agent::config::format_duration(first.wait_poll_max),
+        agent::config::format_duration(first.update_now_poll)
+    );
+    println!();
+    header();
+    let mut violations = 0;
+    let mut breakdowns = vec![];
+    for &n in &ns {
+        let sc = args.scenario(hosts, n, args.seed);
+        let r = run(&sc)?;
+        let v = check::check(&r.trace);
+        violations += v.len();
+        let f = Figures::of_trace(&format!("agent, N = {n}"), &r.trace, r.wall);
+        row(&f, Some(v.len()));
+        breakdowns.push((n, f.updates, r.trace.calls_by_op(), busiest(&r, 1000), busiest(&r, 60_000)));
+    }
+    if args.peers {
+        let sc = args.scenario(hosts, 1, args.seed);
+        row(&peers::ecs_updater(&sc, args.ecs_latency), None);
+        row(&peers::kured(&sc, args.ecs_latency), None);
+    }
+    println!();
+    legend();
+    if args.explain {
+        for (n, updates, ops, second, minute) in breakdowns {
+            let per: Vec<String> = ops.iter().map(|(op, c)| format!("{op} {:.1}", *c as f64 / updates.max(1) as f64)).collect();
+            println!("\nN = {n}: calls per update over the whole run: {}", per.join(", "));
+            println!("  busiest second: {second}");
+            println!("  busiest minute: {minute}");
+        }
+    }
+    Ok(if violations == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn header() {
+    println!(
+        "| {:<42} | {:>3} | {:>10} | {:>10} | {:>5} | {:>5} | {:>23} | {:>6} | {:>5} | {:>6} | {:>6} | {:>4} |",
+        "strategy", "N", "makespan", "bound", "ratio", "util", "drained min mean/p50/p95/max", "calls", "peak", "peak60", "wall", "viol"
+    );
+    println!("|{:-<44}|{:-<5}|{:-<12}|{:-<12}|{:-<7}|{:-<7}|{:-<30}|{:-<8}|{:-<7}|{:-<8}|{:-<8}|{:-<6}|", "", "", "", "", "", "", "", "", "", "", "", "");
+}
+
+fn row(f: &Figures, violations: Option<usize>) {
+    let d = &f.drained_min;
+    println!(
+        "| {:<42} | {:>3} | {:>10} | {:>10} | {:>5.3} | {:>5.3} | {:>28} | {:>6.1} | {:>5} | {:>6.2} | {:>5.2}s | {:>4} |",
+        f.label,
+        f.max_concurrent,
+        human(f.makespan),
+        human(f.lower_bound),
+        f.ratio(),
+        f.utilisation,
+        format!("{:.1}/{:.1}/{:.1}/{:.1}", d.mean, d.p50, d.p95, d.max),
+        f.calls_per_update,
+        f.peak_calls_per_s,
+        f.sustained_calls_per_s,
+        f.wall.as_secs_f64(),
+        violations.map_or("-".to_string(), |v| v.to_string()),
+    );
+}
+
+fn legend() {
+    println!("makespan: publication to the last slot's release; bound: updates / N x mean slot time (claim to release);");
+    println!("ratio: makespan / bound; util: busy slot time / (N x makespan); calls: ECS calls per update (publication to makespan);");
+    println!("peak: most ECS calls fleet-wide in any 1 s; peak60: calls in the busiest minute, per second; wall: simulation time;");
+    println!("viol: checker violations. Peer rows are models of a schedule (see fleet_sim::peers), not the peers' code.");
+}
+
+/// What the calls of the busiest `window` ms were, by operation.
+fn busiest(r: &Run, window: u64) -> String {
+    let mut calls = r.trace.calls.clone();
+    calls.sort_by_key(|c| c.at);
+    let (mut best, mut lo, mut at) = (0, 0, 0);
+    for hi in 0..calls.len() {
+        while calls[hi].at - calls[lo].at >= window {
+            lo += 1;
+        }
+        if hi + 1 - lo > best {
+            (best, at) = (hi + 1 - lo, lo);
+        }
+    }
+    let mut ops: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let mut hosts = std::collections::BTreeSet::new();
+    for c in &calls[at..at + best] {
+        *ops.entry(c.op).or_default() += 1;
+        hosts.insert(c.host);
+    }
+    let since = calls.get(at).map_or(0, |c| c.at.saturating_sub(r.trace.published));
+    format!("{best} calls from {} hosts at +{}s: {ops:?}", hosts.len(), since / 1000)
+}
+
+/// Many seeds with every fault, each through the checker; fails if any run has a violation.
+fn sweep(args: &Args) -> Result<ExitCode, String> {
+    let hosts = args.hosts.unwrap_or(200);
+    let n = args.n.first().copied().unwrap_or(5);
+    println!("sweep: {} seeds from {}, {hosts} hosts, N = {n}, every fault", args.seeds, args.seed);
+    let started = std::time::Instant::now();
+    let mut failed: Vec<(u64, Vec<Violation>)> = vec![];
+    for seed in args.seed..args.seed + args.seeds {
+        let sc = Scenario { ecs_latency: args.ecs_latency, ..Scenario::with_faults(hosts, n, seed) };
+        let r = run(&sc)?;
+        let v = check::check(&r.trace);
+        let f = Figures::of_trace("", &r.trace, r.wall);
+        println!(
+            "seed {seed:>5}: {:>3} violations, {} updates, makespan {}, ratio {:.3}, digest {:016x}, {:.2}s",
+            v.len(),
+            f.updates,
+            human(f.makespan),
+            f.ratio(),
+            r.trace.digest(),
+            r.wall.as_secs_f64()
+        );
+        if !v.is_empty() || !r.finished {
+            failed.push((seed, v));
+        }
+    }
+    println!("{} seeds in {:.1}s; {} with violations", args.seeds, started.elapsed().as_secs_f64(), failed.len());
+    for (seed, v) in &failed {
+        println!("SIM_SEED={seed}:");
+        for x in v.iter().take(10) {
+            println!("  {x}");
+        }
+    }
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// One rollout drawn as an SVG timeline.
+fn picture(args: &Args, path: &str) -> Result<ExitCode, String> {
+    let hosts = args.hosts.unwrap_or(60);
+    let n = args.n.first().copied().unwrap_or(5);
+    let sc = args.scenario(hosts, n, args.seed);
+    let r = run(&sc)?;
+    let f = Figures::of_trace(&format!("agent, N = {n}"), &r.trace, r.wall);
+    let title = format!(
+        "Rollout of {hosts} hosts, at most {n} at once (seed {}): makespan {}, {:.2} x the lower bound",
+        args.seed,
+        human(f.makespan),
+        f.ratio()
+    );
+    std::fs::write(path, svg::timeline(&r.trace, &title)).map_err(|e| format!("cannot write {path}: {e}"))?;
+    header();
+    row(&f, Some(check::check(&r.trace).len()));
+    println!("wrote {path}");
+    Ok(ExitCode::SUCCESS)
 }
