@@ -428,3 +428,31 @@ async fn update_now_skips_the_window_wait_but_not_the_lease() {
     assert!(drained_at >= WallTime::from_secs(expiry), "b drained at {drained_at} while a's claim was live");
     assert_clean(&ecs, &b);
 }
+
+#[tokio::test(start_paused = true)]
+async fn ecs_down_for_minutes_mid_drain_never_reboots_and_recovers_afterwards() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/web"), 1);
+    ecs.set_drain_time(Duration::from_secs(600), Duration::from_secs(600));
+    let (arn, ecs2) = (n.arn.clone(), ecs.clone());
+    let outage = async move {
+        while ecs2.status(&arn) != Some(InstanceStatus::Draining) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        ecs2.set_faults(testkit::fake_ecs::EcsFaults { unavailable: true, ..Default::default() });
+    };
+    let agent = n.agent(Shutdown::never());
+    let (first, ()) = tokio::join!(agent.run(true), outage);
+    assert!(matches!(&first, Outcome::Failed { .. }), "{first:?}");
+    assert_eq!(n.host.reboot_requests(), 0, "no reboot without a verified lease");
+    assert!(n.record().in_flight.is_some(), "the undo could not reach ECS, so the record is kept");
+    assert_eq!(ecs.status(&n.arn), Some(InstanceStatus::Draining));
+    // Minutes later ECS is back; the next start finishes the undo, then updates normally.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    ecs.set_faults(testkit::fake_ecs::EcsFaults::default());
+    ecs.set_drain_time(Duration::from_secs(10), Duration::from_secs(10));
+    let outcomes = n.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes.last(), Some(&Outcome::Finished { result: "updated".into(), version: "1.1.0".into() }));
+    assert_clean(&ecs, &n);
+}
