@@ -74,6 +74,11 @@ if [ "$image" = 1 ]; then
     fi
     docker build --quiet --build-arg "VERSION=$version" -t "$tag" -f "$root/host-container-image/Dockerfile" "$context" >&2
     echo "IMAGE $tag"
+    # Earlier builds of this image lose their tag to the new one; drop those, and only those.
+    old=$(docker images -q -f dangling=true -f "label=org.opencontainers.image.title=br-update-agent")
+    if [ -n "$old" ]; then
+        docker rmi $old >/dev/null 2>&1 || true
+    fi
     image_size=$(docker image inspect -f '{{.Size}}' "$tag")
     printf 'image size:  %s bytes (%s MiB)\n' "$image_size" "$(awk -v b="$image_size" 'BEGIN { printf "%.2f", b / 1048576 }')"
 fi

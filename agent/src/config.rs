@@ -376,7 +376,7 @@ impl ClusterConfig {
             settle_time,
             clock_skew: dur("cluster.clock-skew", &r.clock_skew, "30s")?,
             lease_backoff,
-            wait_poll_max: positive("cluster.wait-poll-max", &r.wait_poll_max, "5m")?,
+            wait_poll_max: positive("cluster.wait-poll-max", &r.wait_poll_max, "1h")?,
             drain_timeout: positive("cluster.drain-timeout", &r.drain_timeout, "30m")?,
             drain_poll_interval,
             standalone_tasks: r.standalone_tasks.unwrap_or(StandalonePolicy::Skip),

@@ -196,6 +196,8 @@ pub struct LeaseParams {
 }
 
 /// How a claimer decides, after the settle time, whether it holds a slot.
+// The hidden variant is a test device, not room for future variants: no `non_exhaustive`.
+#[allow(clippy::manual_non_exhaustive)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LeaseRule {
     /// Hold only while fewer than N other live claims are seen: the rule the safety argument
@@ -228,9 +230,12 @@ impl LeaseRule {
     }
 }
 
-/// About how many waiters should look after each predicted release: enough that one of them
-/// finds the slot soon, few enough that the fleet does not stampede.
-const LOOKS_PER_RELEASE: f64 = 2.0;
+/// How many waiters should look around each predicted release: at least two, and at least
+/// thirty per slot time across the fleet, so a freed slot seldom idles for more than a
+/// thirtieth of a slot time (predictions are rough), while a thousand waiters do not stampede.
+fn looks_per_release(n: u32) -> f64 {
+    (30.0 / f64::from(n.max(1))).max(2.0)
+}
 
 /// Status results of hosts that do not compete for a slot.
 const PARKED: [&str; 3] = ["opted-out", "quarantined", "rolled-back"];
@@ -424,11 +429,17 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             if before.occupied.len() as u32 >= n {
                 let claims: Vec<&Claim> = before.occupied.iter().filter_map(|s| s.claim.as_ref().ok()).collect();
                 let slot = slot_estimate(&claims, self.clock.now(), params.ttl);
-                if waiting.needs_count(self.clock.now(), slot, n) {
-                    let counted = self.hosts_behind(target, n).await;
-                    waiting.counted(counted, self.clock.now(), self.jitter);
-                }
-                let competing = waiting.competing(self.clock.now(), slot, n);
+                let competing = if params.wait_poll_max > slot {
+                    if waiting.needs_count(self.clock.now(), slot, n) {
+                        if let Some(counted) = self.hosts_behind(target).await {
+                            waiting.counted(counted, self.clock.now(), self.jitter);
+                        }
+                    }
+                    waiting.competing(self.clock.now(), slot, n)
+                } else {
+                    // A cap within one slot time governs every sleep; counting would not pay.
+                    f64::INFINITY
+                };
                 let wait = self.full_wait(params, &claims, slot, competing, n);
                 tracing::info!(occupied = before.occupied.len(), max = n, wait_s = wait.as_secs(), "cluster full; waiting for a slot");
                 self.clock.sleep(wait).await;
@@ -459,8 +470,8 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
 
     /// How many other hosts are behind on `target` and so compete for the same slots, from the
     /// `<prefix>.status` attribute every agent publishes (opted-out and quarantined hosts do not
-    /// compete). Read once per wait; if it cannot be read, assume as many as there are slots.
-    async fn hosts_behind(&self, target: &str, n: u32) -> f64 {
+    /// compete); `None` if it cannot be read (the next look tries again).
+    async fn hosts_behind(&self, target: &str) -> Option<f64> {
         let read = with_retry(self.clock, self.jitter, &self.retry, "ListAttributes", || {
             self.store.list_attribute(&self.names.status)
         })
@@ -468,8 +479,8 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         let attrs = match read {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot count the hosts behind; assuming as many as there are slots");
-                return f64::from(n);
+                tracing::warn!(error = %e, "cannot count the hosts behind; aiming at the next releases meanwhile");
+                return None;
             }
         };
         let me = self.store.instance_arn();
@@ -479,7 +490,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             .filter(|a| status_competes(a.value.as_deref().unwrap_or(""), target))
             .count();
         tracing::info!(behind, target, "hosts behind on the target, competing for slots");
-        behind as f64
+        Some(behind as f64)
     }
 
     /// How long to sleep while the cluster is full.
@@ -487,23 +498,25 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// The claims say when slots may free up: a holder may finish one slot time after it claimed
     /// (the slot time judged from the holders' ages), and sooner once rebooting or verifying.
     /// With `competing` other hosts after the same slots, this host aims at a random one of the
-    /// next `competing / 2` predicted releases, so about two waiters look shortly after each
-    /// release rather than all of them after every release. Looks are spread over half a release
-    /// interval, and no sleep exceeds `wait_poll_max`, which also bounds the cost of a wrong
-    /// count.
+    /// next predicted releases, so that a few waiters look around each release
+    /// ([`looks_per_release`]) rather than all of them around every release. Looks are spread
+    /// over one release interval centred on the prediction, and no sleep exceeds
+    /// `wait_poll_max`, which also bounds the cost of a wrong count.
     fn full_wait(&self, params: &LeaseParams, claims: &[&Claim], slot: Duration, competing: f64, n: u32) -> Duration {
         let releases = release_times(claims, self.clock.now(), slot);
-        let ahead = (competing / LOOKS_PER_RELEASE).ceil().max(1.0) as u64;
+        // Saturates for an unbounded count: every release is then far beyond the cap.
+        let ahead = (competing / looks_per_release(n)).ceil().max(1.0) as u64;
         let k = self.jitter.next_u64() % ahead;
         // Past the releases in view, each further round of slots takes one more slot time.
         let len = releases.len() as u64;
-        let target = releases[(k % len) as usize] + slot * (k / len) as u32;
-        let spread = slot.div_f64(2.0 * f64::from(n.max(1)));
+        let rounds = u32::try_from(k / len).unwrap_or(u32::MAX);
+        let target = releases[(k % len) as usize].saturating_add(slot.saturating_mul(rounds));
+        let interval = slot / n.max(1);
         let cap = params.wait_poll_max;
-        if target + spread >= cap {
+        if target.saturating_add(interval / 2) >= cap {
             return self.jitter.between(cap / 2, cap);
         }
-        (target + self.jitter.up_to(spread)).max(params.backoff.base)
+        (target.saturating_sub(interval / 2) + self.jitter.up_to(interval)).max(params.backoff.base)
     }
 
     fn new_claim(&self, phase: ClaimPhase, target: &str, ttl: Duration) -> Result<Claim, LeaseError> {
@@ -613,6 +626,85 @@ mod tests {
         ] {
             assert!(Claim::parse(bad).is_err(), "{bad:?} must not parse");
         }
+    }
+
+    fn held(phase: ClaimPhase, claimed_at: i64, token: &str) -> Claim {
+        Claim { phase, claimed_at, expires_at: claimed_at + 600, token: token.into(), target: "1.26.1".into() }
+    }
+
+    fn census_of(claims: &[Claim]) -> Census {
+        Census {
+            occupied: claims.iter().map(|c| Seen { instance: format!("i-{}", c.token), claim: Ok(c.clone()) }).collect(),
+            lapsed: 0,
+            own: None,
+        }
+    }
+
+    #[test]
+    fn counting_others_refuses_at_n_where_lowest_claim_wins_proceeds() {
+        // Two others hold; our claim is older than one of them (a skewed clock can do that).
+        let others = [held(ClaimPhase::Draining, 100, "aaaa0001"), held(ClaimPhase::Draining, 300, "aaaa0002")];
+        let ours = held(ClaimPhase::Claiming, 200, "bbbb0001");
+        let after = census_of(&others);
+        assert!(!LeaseRule::CountOthers.holds(&ours, &after, 2));
+        assert!(LeaseRule::CountOthers.holds(&ours, &after, 3));
+        assert!(LeaseRule::UnsafeLowestClaimWins.holds(&ours, &after, 2), "second earliest of three");
+        assert!(!LeaseRule::UnsafeLowestClaimWins.holds(&ours, &after, 1));
+        let tie = held(ClaimPhase::Claiming, 100, "0000ffff");
+        assert!(LeaseRule::UnsafeLowestClaimWins.holds(&tie, &after, 1), "same second: the token decides");
+        let garbage = Census { occupied: vec![Seen { instance: "x".into(), claim: Err("bad".into()) }], lapsed: 0, own: None };
+        assert!(!LeaseRule::UnsafeLowestClaimWins.holds(&tie, &garbage, 1), "an unreadable claim ranks first");
+        assert_eq!(LeaseRule::default(), LeaseRule::CountOthers);
+    }
+
+    #[test]
+    fn only_hosts_behind_and_not_parked_compete() {
+        assert!(status_competes("v1:idle:1.26.0:-:up-to-date", "1.27.0"));
+        assert!(status_competes("v1:draining:1.26.0:1.27.0:in-progress", "1.27.0"));
+        assert!(status_competes("v1:idle:1.26.0:-:skipped-standalone-tasks", "1.27.0"));
+        assert!(!status_competes("v1:idle:1.27.0:-:updated", "1.27.0"));
+        assert!(!status_competes("v1:idle:1.26.0:-:opted-out", "1.27.0"));
+        assert!(!status_competes("v1:idle:1.26.0:-:quarantined", "1.27.0"));
+        assert!(!status_competes("garbage", "1.27.0"));
+    }
+
+    #[test]
+    fn slot_time_and_releases_follow_the_holders() {
+        let now = WallTime::from_secs(10_000);
+        let ttl = Duration::from_secs(600);
+        // Holders aged 100 s and 500 s: the slot is at least the oldest age and twice the mean.
+        let a = held(ClaimPhase::Draining, 9_900, "aaaa0001");
+        let b = held(ClaimPhase::Rebooting, 9_500, "aaaa0002");
+        let slot = slot_estimate(&[&a, &b], now, ttl);
+        assert_eq!(slot, Duration::from_secs(600));
+        let r = release_times(&[&a, &b], now, slot);
+        assert_eq!(r, [Duration::from_secs(100), Duration::from_secs(500)], "b overran less than a: b first");
+        // Young holders: half the TTL at least; an overrun verifying holder releases soon.
+        let young = held(ClaimPhase::Draining, 9_990, "aaaa0003");
+        assert_eq!(slot_estimate(&[&young], now, ttl), ttl / 2);
+        let late = held(ClaimPhase::Verifying, 9_000, "aaaa0004");
+        assert_eq!(release_times(&[&late], now, slot), [Duration::from_secs(15)]);
+        assert_eq!(release_times(&[], now, slot), [slot / 4], "never empty");
+    }
+
+    #[test]
+    fn the_count_of_competitors_runs_down_and_is_taken_again_at_about_half() {
+        let t0 = WallTime::from_secs(0);
+        let slot = Duration::from_secs(600);
+        let mut w = Waiting::default();
+        assert!(w.needs_count(t0, slot, 100));
+        assert_eq!(w.competing(t0, slot, 100), 100.0, "unknown: as many as the slots");
+        w.counted(1000.0, t0, &Jitter::seeded(1));
+        assert!((0.35..=0.65).contains(&w.recount_at));
+        // A hundred slots turn over every 600 s: a hundred served per slot time.
+        assert_eq!(w.competing(t0.plus(slot * 3), slot, 100), 700.0);
+        assert!(!w.needs_count(t0.plus(slot * 3), slot, 100));
+        assert!(w.needs_count(t0.plus(slot * 7), slot, 100));
+        assert_eq!(w.competing(t0.plus(slot * 20), slot, 100), 0.0);
+        w.counted(80.0, t0, &Jitter::seeded(1));
+        assert!(!w.needs_count(t0.plus(slot * 20), slot, 100), "a count within N is not taken again");
+        assert_eq!(looks_per_release(1), 30.0);
+        assert_eq!(looks_per_release(50), 2.0);
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn next_tick(start: Ms, from: Ms, step: Ms) -> Ms {
 pub fn ecs_updater(sc: &Scenario, latency: Duration) -> Figures {
     let started = std::time::Instant::now();
     let t = FleetTimings::draw(sc);
-    let rng = Jitter::seeded(mix(sc.seed, 0xec5_0dd));
+    let rng = Jitter::seeded(mix(sc.seed, 0xec50dd));
     let mut tally = Tally::new(latency);
     const RUN_EVERY: Ms = 12 * 3_600_000;
     // The schedule's phase is unrelated to the release.
@@ -140,7 +140,7 @@ pub fn ecs_updater(sc: &Scenario, latency: Duration) -> Figures {
 pub fn kured(sc: &Scenario, latency: Duration) -> Figures {
     let started = std::time::Instant::now();
     let t = FleetTimings::draw(sc);
-    let rng = Jitter::seeded(mix(sc.seed, 0x4b5e_d));
+    let rng = Jitter::seeded(mix(sc.seed, 0x4b5ed));
     let mut tally = Tally::new(latency);
     const PERIOD: Ms = 3_600_000;
     let phase: Vec<Ms> = (0..sc.hosts).map(|_| ms(rng.up_to(Duration::from_millis(PERIOD)))).collect();

@@ -61,6 +61,12 @@ pub struct FaultPlan {
     pub opted_out_fraction: f64,
 }
 
+impl Default for FaultPlan {
+    fn default() -> FaultPlan {
+        FaultPlan::none()
+    }
+}
+
 impl FaultPlan {
     /// Nothing goes wrong and every clock is right.
     pub fn none() -> FaultPlan {
@@ -112,6 +118,8 @@ pub struct Scenario {
     pub prepare_time: Span,
     /// How long a reboot keeps the host down.
     pub reboot_time: Span,
+    /// How long after the boot the host's ECS agent reconnects (it is gone while the host is).
+    pub ecs_agent_reconnect: Span,
     /// The check interval: the fleet's first checks spread over it by wave seed.
     pub check_interval: Duration,
     /// Every host checks at the same instant (one wave seed, no jitter): maximum contention.
@@ -139,8 +147,8 @@ pub const TARGET_VERSION: &str = "1.27.0";
 
 impl Scenario {
     /// A fleet of `hosts` with realistic timings (drain 2-10 min, reboot 2-4 min, download
-    /// 1-5 min before the drain), first checks spread over one hour, the agent's default
-    /// settings, no faults.
+    /// 1-5 min before the drain, the ECS agent back 15-60 s after boot), first checks spread
+    /// over one hour, the agent's default settings, no faults.
     pub fn realistic(hosts: usize, max_concurrent: u32, seed: u64) -> Scenario {
         let defaults = Config::default();
         Scenario {
@@ -150,6 +158,7 @@ impl Scenario {
             drain_time: Span::minutes(2, 10),
             prepare_time: Span::minutes(1, 5),
             reboot_time: Span::minutes(2, 4),
+            ecs_agent_reconnect: Span::new(Duration::from_secs(15), Duration::from_secs(60)),
             check_interval: Duration::from_secs(3600),
             same_instant: false,
             settle: defaults.cluster.settle_time,
@@ -184,11 +193,9 @@ impl Scenario {
     /// The agent's configuration on every host of this scenario: the defaults, except what the
     /// scenario sets.
     pub fn config(&self) -> Config {
-        let mut cfg = Config::default();
-        cfg.check_interval = self.check_interval;
-        if self.same_instant {
-            cfg.check_jitter = Duration::ZERO;
-        }
+        let defaults = Config::default();
+        let check_jitter = if self.same_instant { Duration::ZERO } else { defaults.check_jitter };
+        let mut cfg = Config { check_interval: self.check_interval, check_jitter, ..defaults };
         cfg.maintenance.update_now_poll = self.update_now_poll;
         let c = &mut cfg.cluster;
         c.max_concurrent = self.max_concurrent;

@@ -163,6 +163,7 @@ fn daemon_plan(sc: &Scenario, t0: Instant, i: usize) -> DaemonPlan {
         interruptions: VecDeque::from(interruptions),
         restart_delay: (f.restart_delay.lo, f.restart_delay.hi),
         restart_on_exit: true,
+        ecs_agent_reconnect: (sc.ecs_agent_reconnect.lo, sc.ecs_agent_reconnect.hi),
         rng,
     }
 }

@@ -107,6 +107,19 @@ pub struct Trace {
     pub calls: Vec<CallRecord>,
 }
 
+/// How often the hosts of a run went through each fault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Agent processes killed mid-step.
+    pub crashes: usize,
+    /// Agents stopped by SIGTERM (not for a reboot).
+    pub sigterms: usize,
+    /// Accepted reboot requests.
+    pub reboots: usize,
+    /// Boots that came back on a version other than the target.
+    pub rollbacks: usize,
+}
+
 /// A half-open interval `[start, end)` of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Interval {
@@ -261,6 +274,41 @@ impl Trace {
             h.write(&format!("{i}|{:?}\n", host.end));
         }
         h.finish()
+    }
+
+    /// The last `k` recorded transitions (cluster changes, reboots, boots, agent starts and
+    /// stops) at or before `at`, one per line, for failure reports.
+    pub fn transitions_before(&self, at: Ms, k: usize) -> Vec<String> {
+        let mut all: Vec<(Ms, String)> = self
+            .ecs
+            .iter()
+            .filter(|e| e.at <= at)
+            .map(|e| (e.at, format!("{} {:?} {:?}", self.name(e.host), e.by, e.change)))
+            .collect();
+        for (i, h) in self.hosts.iter().enumerate() {
+            all.extend(h.events.iter().filter(|(t, _)| *t <= at).map(|(t, kind)| (*t, format!("{} {kind:?}", self.name(i)))));
+        }
+        all.sort();
+        let from = all.len().saturating_sub(k);
+        all[from..].iter().map(|(t, line)| format!("{} {line}", crate::check::clock(*t))).collect()
+    }
+
+    /// How many events of each kind the hosts went through: agent crashes, SIGTERMs, reboots,
+    /// and boots that came back on the old version.
+    pub fn fault_counts(&self) -> FaultCounts {
+        let mut c = FaultCounts::default();
+        for h in &self.hosts {
+            for (_, kind) in &h.events {
+                match kind {
+                    NodeEventKind::AgentCrashed => c.crashes += 1,
+                    NodeEventKind::AgentTerminated => c.sigterms += 1,
+                    NodeEventKind::RebootRequested => c.reboots += 1,
+                    NodeEventKind::Booted { version } if *version != self.target => c.rollbacks += 1,
+                    _ => {}
+                }
+            }
+        }
+        c
     }
 
     /// Calls per operation.

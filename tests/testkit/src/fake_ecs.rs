@@ -368,6 +368,13 @@ fn rejected(op: &'static str, code: &str, message: impl Into<String>) -> Cluster
     ClusterError::Rejected { op, code: code.into(), message: message.into() }
 }
 
+impl FakeEcsHost {
+    /// The cluster this handle belongs to (for the part of the world around the agent).
+    pub fn cluster(&self) -> &FakeEcs {
+        &self.ecs
+    }
+}
+
 impl ClusterStore for FakeEcsHost {
     fn instance_arn(&self) -> &str {
         &self.arn
@@ -375,28 +382,31 @@ impl ClusterStore for FakeEcsHost {
 
     async fn list_attribute(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
         self.ecs.enter("ListAttributes", &self.arn).await?;
-        let mut s = self.ecs.0.borrow_mut();
-        let staleness = s.faults.staleness;
-        let lag = s.jitter.up_to(staleness);
-        let now = Instant::now();
-        let at = now.checked_sub(lag).unwrap_or(now);
-        let horizon = now.checked_sub(s.max_staleness).unwrap_or(now);
-        let State { visible, instances, .. } = &mut *s;
-        let Some(candidates) = visible.get_mut(name) else { return Ok(vec![]) };
-        // An instance that dropped the attribute before any read can reach back to is gone for good.
-        candidates.retain(|arn| {
-            instances.get(&**arn).and_then(|i| i.attrs.get(name)).and_then(|h| h.last()).is_some_and(|(t, v)| v.is_some() || *t >= horizon)
-        });
-        let found: Vec<Attribute> = candidates
-            .iter()
-            .filter_map(|arn| {
-                let i = instances.get(&**arn)?;
-                i.as_of(name, at).map(|v| Attribute { target: arn.to_string(), name: name.into(), value: Some(v.clone()) })
-            })
-            .collect();
+        let (found, pages, latency) = {
+            let mut s = self.ecs.0.borrow_mut();
+            let staleness = s.faults.staleness;
+            let lag = s.jitter.up_to(staleness);
+            let now = Instant::now();
+            let at = now.checked_sub(lag).unwrap_or(now);
+            let horizon = now.checked_sub(s.max_staleness).unwrap_or(now);
+            let latency = s.faults.latency;
+            let State { visible, instances, .. } = &mut *s;
+            let Some(candidates) = visible.get_mut(name) else { return Ok(vec![]) };
+            // An instance that dropped the attribute before any read can reach back to is gone for good.
+            candidates.retain(|arn| {
+                instances.get(&**arn).and_then(|i| i.attrs.get(name)).and_then(|h| h.last()).is_some_and(|(t, v)| v.is_some() || *t >= horizon)
+            });
+            let found: Vec<Attribute> = candidates
+                .iter()
+                .filter_map(|arn| {
+                    let i = instances.get(&**arn)?;
+                    i.as_of(name, at).map(|v| Attribute { target: arn.to_string(), name: name.into(), value: Some(v.clone()) })
+                })
+                .collect();
+            let pages = found.len().div_ceil(LIST_PAGE);
+            (found, pages, latency)
+        };
         // ECS answers at most 100 attributes per page; every further page is another request.
-        let (pages, latency) = (found.len().div_ceil(LIST_PAGE), s.faults.latency);
-        drop(s);
         for _ in 1..pages {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;

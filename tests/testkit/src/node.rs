@@ -109,6 +109,9 @@ pub struct DaemonPlan {
     pub restart_delay: (Duration, Duration),
     /// Whether an agent that ends on its own is started again (systemd `Restart=always`).
     pub restart_on_exit: bool,
+    /// The ECS agent on the host disconnects when the host goes down and reconnects this long
+    /// after the boot (uniform in the range); zero leaves it connected throughout.
+    pub ecs_agent_reconnect: (Duration, Duration),
     /// Draws reboot times, restart delays and rollbacks.
     pub rng: Jitter,
 }
@@ -122,6 +125,7 @@ impl DaemonPlan {
             interruptions: VecDeque::new(),
             restart_delay: (Duration::ZERO, Duration::ZERO),
             restart_on_exit: false,
+            ecs_agent_reconnect: (Duration::ZERO, Duration::ZERO),
             rng: Jitter::seeded(0),
         }
     }
@@ -267,12 +271,13 @@ impl Node {
     /// and SIGTERMs at the planned instants (then a new agent after the restart delay).
     pub async fn run_daemon_with(&self, plan: &mut DaemonPlan, stop: Shutdown) {
         let mut reboots = self.reboots.subscribe();
+        let mut reconnect = None;
         while !stop.requested() {
             let before = *reboots.borrow_and_update();
-            let next = self.supervise(plan, &stop, &mut reboots).await;
+            let next = self.supervise(plan, &stop, &mut reboots, &mut reconnect).await;
             // However the agent ended, a reboot it asked for on the way out still happens.
             if *reboots.borrow() != before {
-                self.reboot(plan).await;
+                reconnect = self.reboot(plan).await;
                 continue;
             }
             match next {
@@ -291,26 +296,36 @@ impl Node {
         }
     }
 
-    /// Starts one agent process and waits for whatever ends it.
-    async fn supervise(&self, plan: &mut DaemonPlan, stop: &Shutdown, reboots: &mut watch::Receiver<usize>) -> Next {
+    /// Starts one agent process and waits for whatever ends it; meanwhile the host's ECS agent
+    /// reconnects at `reconnect`, if it is due to.
+    async fn supervise(
+        &self,
+        plan: &mut DaemonPlan,
+        stop: &Shutdown,
+        reboots: &mut watch::Receiver<usize>,
+        reconnect: &mut Option<Instant>,
+    ) -> Next {
         let (trigger, shutdown) = Shutdown::new();
         let agent = self.recorded_agent(shutdown);
         self.note(NodeEventKind::AgentStarted);
         let run = agent.run(false);
         tokio::pin!(run);
         let upcoming = plan.next_interruption(Instant::now());
-        let interrupt_at = async {
-            match upcoming {
-                Some((at, _)) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+        let interrupt_at = sleep_until_or_never(upcoming.map(|(at, _)| at));
+        tokio::pin!(interrupt_at);
+        let next = loop {
+            let reconnect_at = sleep_until_or_never(*reconnect);
+            tokio::select! {
+                biased;
+                _ = stop.wait() => break Next::Stop,
+                _ = reboots.changed() => break Next::Reboot,
+                _ = &mut interrupt_at => break Next::Interrupted,
+                _ = reconnect_at => {
+                    self.set_ecs_agent_connected(true);
+                    *reconnect = None;
+                }
+                _ = &mut run => return Next::Ended,
             }
-        };
-        let next = tokio::select! {
-            biased;
-            _ = stop.wait() => Next::Stop,
-            _ = reboots.changed() => Next::Reboot,
-            _ = interrupt_at => Next::Interrupted,
-            _ = &mut run => return Next::Ended,
         };
         match (next, upcoming) {
             (Next::Interrupted, Some((_, Interruption::Crash))) => {
@@ -328,21 +343,41 @@ impl Node {
     }
 
     /// The host goes down (the agent has already stopped), stays down for the reboot time and
-    /// boots, rolling back by the plan's chance.
-    async fn reboot(&self, plan: &mut DaemonPlan) {
+    /// boots, rolling back by the plan's chance; returns when its ECS agent will reconnect.
+    async fn reboot(&self, plan: &mut DaemonPlan) -> Option<Instant> {
         let down = plan.rng.between(plan.reboot_time.0, plan.reboot_time.1);
         let rollback = plan.chance(plan.rollback_chance);
+        let (lo, hi) = plan.ecs_agent_reconnect;
+        let disconnects = !hi.is_zero();
+        if disconnects {
+            self.set_ecs_agent_connected(false);
+        }
         self.clock.sleep(down).await;
         if plan.rollback_chance > 0.0 {
             self.host.set_faults(fake_bottlerocket::Faults { rollback_on_boot: rollback, ..self.host.faults() });
         }
         self.host.boot();
         self.note(NodeEventKind::Booted { version: self.host.running_version() });
+        disconnects.then(|| Instant::now() + plan.rng.between(lo, hi))
+    }
+
+    fn set_ecs_agent_connected(&self, connected: bool) {
+        if let Some(e) = &self.ecs {
+            e.cluster().set_agent_connected(&self.arn, connected);
+        }
     }
 
     /// The wall time on this host.
     pub fn now(&self) -> WallTime {
         self.clock.now()
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,7 +10,7 @@ use agent::config::Config;
 use agent::user_data::{decode_base64, parse_document, HostContainer};
 
 /// Examples that must exist: deleting or renaming one is a change the docs must follow.
-const REQUIRED: &[&str] = &["basic", "three-at-a-time", "dry-run"];
+const REQUIRED: &[&str] = &["basic", "three-at-a-time", "dry-run", "maintenance-window"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -190,16 +190,16 @@ fn table(args: &Args) -> Result<ExitCode, String> {
 
 fn header() {
     println!(
-        "| {:<42} | {:>3} | {:>10} | {:>10} | {:>5} | {:>5} | {:>23} | {:>6} | {:>5} | {:>6} | {:>6} | {:>4} |",
+        "| {:<43} | {:>3} | {:>10} | {:>10} | {:>5} | {:>5} | {:>23} | {:>6} | {:>5} | {:>6} | {:>6} | {:>4} |",
         "strategy", "N", "makespan", "bound", "ratio", "util", "drained min mean/p50/p95/max", "calls", "peak", "peak60", "wall", "viol"
     );
-    println!("|{:-<44}|{:-<5}|{:-<12}|{:-<12}|{:-<7}|{:-<7}|{:-<30}|{:-<8}|{:-<7}|{:-<8}|{:-<8}|{:-<6}|", "", "", "", "", "", "", "", "", "", "", "", "");
+    println!("|{:-<45}|{:-<5}|{:-<12}|{:-<12}|{:-<7}|{:-<7}|{:-<30}|{:-<8}|{:-<7}|{:-<8}|{:-<8}|{:-<6}|", "", "", "", "", "", "", "", "", "", "", "", "");
 }
 
 fn row(f: &Figures, violations: Option<usize>) {
     let d = &f.drained_min;
     println!(
-        "| {:<42} | {:>3} | {:>10} | {:>10} | {:>5.3} | {:>5.3} | {:>28} | {:>6.1} | {:>5} | {:>6.2} | {:>5.2}s | {:>4} |",
+        "| {:<43} | {:>3} | {:>10} | {:>10} | {:>5.3} | {:>5.3} | {:>28} | {:>6.1} | {:>5} | {:>6.2} | {:>5.2}s | {:>4} |",
         f.label,
         f.max_concurrent,
         human(f.makespan),
@@ -249,11 +249,18 @@ fn busiest(r: &Run, window: u64) -> String {
 fn sweep(args: &Args) -> Result<ExitCode, String> {
     let hosts = args.hosts.unwrap_or(200);
     let n = args.n.first().copied().unwrap_or(5);
-    println!("sweep: {} seeds from {}, {hosts} hosts, N = {n}, every fault", args.seeds, args.seed);
+    let settings = args.scenario(hosts, n, args.seed);
+    println!(
+        "sweep: {} seeds from {}, {hosts} hosts, N = {n}, every fault; wait-poll-max {}, update-now-poll {}",
+        args.seeds,
+        args.seed,
+        agent::config::format_duration(settings.wait_poll_max),
+        agent::config::format_duration(settings.update_now_poll)
+    );
     let started = std::time::Instant::now();
     let mut failed: Vec<(u64, Vec<Violation>)> = vec![];
     for seed in args.seed..args.seed + args.seeds {
-        let sc = Scenario { ecs_latency: args.ecs_latency, ..Scenario::with_faults(hosts, n, seed) };
+        let sc = Scenario { faults: fleet_sim::scenario::FaultPlan::everything(), ..args.scenario(hosts, n, seed) };
         let r = run(&sc)?;
         let v = check::check(&r.trace);
         let f = Figures::of_trace("", &r.trace, r.wall);
