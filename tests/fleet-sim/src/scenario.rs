@@ -138,6 +138,8 @@ pub struct Scenario {
     pub faults: FaultPlan,
     /// The run stops here even if hosts are still updating (they are then reported).
     pub time_limit: Duration,
+    /// Maintenance windows every host uses (`None`: the agent's default, any time).
+    pub maintenance: Option<agent::config::Maintenance>,
 }
 
 /// The version every host runs at the start.
@@ -168,6 +170,7 @@ impl Scenario {
             rule: LeaseRule::CountOthers,
             faults: FaultPlan::none(),
             time_limit: Duration::ZERO,
+            maintenance: None,
         }
         .with_time_limit()
     }
@@ -196,6 +199,9 @@ impl Scenario {
         let defaults = Config::default();
         let check_jitter = if self.same_instant { Duration::ZERO } else { defaults.check_jitter };
         let mut cfg = Config { check_interval: self.check_interval, check_jitter, ..defaults };
+        if let Some(m) = &self.maintenance {
+            cfg.maintenance = m.clone();
+        }
         cfg.maintenance.update_now_poll = self.update_now_poll;
         let c = &mut cfg.cluster;
         c.max_concurrent = self.max_concurrent;
