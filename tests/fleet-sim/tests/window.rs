@@ -1,7 +1,6 @@
 //! 1,000 hosts, the lease, and a daily 4-hour maintenance window: the fleet spreads its drains over
 //! the window (not its opening minute), none starts outside it, and the checker finds nothing.
 
-use std::time::Duration;
 
 use agent::config::Config;
 use fleet_sim::check;
