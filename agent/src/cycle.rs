@@ -824,7 +824,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             tracing::warn!("our claim was replaced during the reboot; finishing the return to service without it");
             return Ok(None);
         }
-        match lease.renew(&Held { claim }, ClaimPhase::Verifying, self.cfg.cluster.lease_ttl).await {
+        match lease.renew_seen(&me.attributes, &Held { claim }, ClaimPhase::Verifying, self.cfg.cluster.lease_ttl).await {
             Ok(h) => Ok(Some(h)),
             Err(LeaseError::Lost(why)) => {
                 tracing::warn!(reason = %why, "claim lapsed during the reboot; finishing the return to service without it");

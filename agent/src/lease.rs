@@ -547,7 +547,18 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             self.store.describe_self()
         })
         .await?;
-        self.check_own(&me.attributes, held)?;
+        self.renew_seen(&me.attributes, held, phase, ttl).await
+    }
+
+    /// [`Self::renew`] against attributes the caller has just read, saving a second read.
+    pub async fn renew_seen(
+        &self,
+        attrs: &std::collections::BTreeMap<String, String>,
+        held: &Held,
+        phase: ClaimPhase,
+        ttl: Duration,
+    ) -> Result<Held, LeaseError> {
+        self.check_own(attrs, held)?;
         let claim = self.renewed(held, phase, ttl);
         self.write(&claim).await?;
         Ok(Held { claim })
