@@ -224,6 +224,7 @@ impl EcsStore {
             }
             tasks.push(TaskInfo {
                 arn: arn.clone(),
+                stopping: false,
                 started_by: task.started_by().map(str::to_owned),
                 group: task.group().map(str::to_owned),
             });
@@ -356,6 +357,30 @@ impl ClusterStore for EcsStore {
             tasks.extend(self.describe_task_chunk(chunk).await?);
         }
         Ok(tasks)
+    }
+
+    async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
+        const OP: &str = "ListContainerInstances";
+        let mut arns = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..self.max_pages {
+            let out = self
+                .client
+                .list_container_instances()
+                .cluster(&self.cluster)
+                .status(ContainerInstanceStatus::Draining)
+                .max_results(self.page_size)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify(OP, e))?;
+            arns.extend(out.container_instance_arns().iter().cloned());
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                _ => return Ok(arns),
+            }
+        }
+        Err(ClusterError::Incomplete { op: OP, message: format!("more than {} pages of DRAINING instances", self.max_pages) })
     }
 
     async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {

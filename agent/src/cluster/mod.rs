@@ -58,11 +58,15 @@ pub struct InstanceInfo {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// A task on this instance whose desired status is RUNNING.
+/// A task on this instance that has not stopped yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskInfo {
     /// Its ARN.
     pub arn: String,
+    /// ECS has decided to stop it (desired status STOPPED) but its last status is not STOPPED
+    /// yet: a replaced service task still serving through its load balancer's deregistration
+    /// delay and its stop timeout.
+    pub stopping: bool,
     /// `startedBy`: `ecs-svc/...` for service (and daemon) tasks, anything else or nothing for
     /// standalone ones.
     pub started_by: Option<String>,
@@ -95,6 +99,15 @@ pub enum ClusterError {
         /// The ECS operation.
         op: &'static str,
         /// What failed.
+        message: String,
+    },
+    /// A listing could not be read to its end (a page cap, an entry without a target): the
+    /// answer would under-count, so callers that count for safety must wait instead.
+    #[error("{op}: incomplete answer: {message}")]
+    Incomplete {
+        /// The ECS operation.
+        op: &'static str,
+        /// What was missing.
         message: String,
     },
     /// ECS refused the request (invalid parameter, limit, not found, access denied, ...).
@@ -130,9 +143,13 @@ pub trait ClusterStore {
     fn describe_self(&self) -> impl Future<Output = Result<InstanceInfo, ClusterError>>;
     /// UpdateContainerInstancesState for this instance.
     fn set_status(&self, status: SetStatus) -> impl Future<Output = Result<(), ClusterError>>;
-    /// The tasks on this instance whose desired status is RUNNING (ListTasks every page, then
-    /// DescribeTasks for `startedBy` and `group`).
+    /// The tasks on this instance that have not stopped: desired status RUNNING, or desired
+    /// status STOPPED with a last status that is not STOPPED yet (ListTasks for both desired
+    /// statuses, every page, then DescribeTasks). A listing cut short is an error.
     fn running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>>;
+    /// The ARNs of the cluster's instances whose status is DRAINING (ListContainerInstances
+    /// with status DRAINING, every page). A listing cut short is an error.
+    fn draining_instances(&self) -> impl Future<Output = Result<Vec<String>, ClusterError>>;
     /// The cluster's tags (fleet-wide settings every host reads alike).
     fn cluster_tags(&self) -> impl Future<Output = Result<BTreeMap<String, String>, ClusterError>>;
 }
@@ -158,6 +175,9 @@ impl<T: ClusterStore> ClusterStore for &T {
     }
     fn running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>> {
         (**self).running_tasks()
+    }
+    fn draining_instances(&self) -> impl Future<Output = Result<Vec<String>, ClusterError>> {
+        (**self).draining_instances()
     }
     fn cluster_tags(&self) -> impl Future<Output = Result<BTreeMap<String, String>, ClusterError>> {
         (**self).cluster_tags()
@@ -201,6 +221,7 @@ mod tests {
     fn service_tasks_are_told_from_standalone_ones() {
         let t = |sb: Option<&str>, g: Option<&str>| TaskInfo {
             arn: "t".into(),
+            stopping: false,
             started_by: sb.map(Into::into),
             group: g.map(Into::into),
         };

@@ -515,8 +515,21 @@ impl ClusterStore for FakeEcsHost {
         Ok(inst
             .tasks
             .iter()
-            .map(|t| TaskInfo { arn: t.arn.clone(), started_by: t.started_by.clone(), group: None })
+            .map(|t| TaskInfo { arn: t.arn.clone(), started_by: t.started_by.clone(), group: None, stopping: false })
             .collect())
+    }
+
+    async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
+        self.ecs.enter("ListContainerInstances", &self.arn).await?;
+        let s = self.ecs.0.borrow();
+        let found: Vec<String> =
+            s.instances.iter().filter(|(_, i)| i.status == InstanceStatus::Draining).map(|(a, _)| a.clone()).collect();
+        let pages = found.len().div_ceil(LIST_PAGE);
+        drop(s);
+        for _ in 1..pages {
+            self.ecs.0.borrow_mut().count_call("ListContainerInstances", &self.arn);
+        }
+        Ok(found)
     }
 
     async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {
