@@ -150,6 +150,7 @@ struct RawCluster {
     standalone_task_timeout: Option<String>,
     reboot_allowance: Option<String>,
     agent_connect_timeout: Option<String>,
+    count_foreign_draining: Option<bool>,
     ecs_retry_budget: Option<String>,
     ecs_backoff_min: Option<String>,
     ecs_backoff_max: Option<String>,
@@ -240,6 +241,9 @@ pub struct ClusterConfig {
     pub reboot_allowance: Duration,
     /// How long to wait for the ECS agent to reconnect after boot.
     pub agent_connect_timeout: Duration,
+    /// Count DRAINING instances that no agent drained (an operator, ECS scale-in) as out of
+    /// service, taking a slot.
+    pub count_foreign_draining: bool,
     /// How long one ECS call is retried when throttled or unavailable.
     pub ecs_retry_budget: Duration,
     /// Back-off between ECS retries.
@@ -383,6 +387,7 @@ impl ClusterConfig {
             standalone_task_timeout: positive("cluster.standalone-task-timeout", &r.standalone_task_timeout, "1h")?,
             reboot_allowance: positive("cluster.reboot-allowance", &r.reboot_allowance, "20m")?,
             agent_connect_timeout: positive("cluster.agent-connect-timeout", &r.agent_connect_timeout, "10m")?,
+            count_foreign_draining: r.count_foreign_draining.unwrap_or(true),
             ecs_retry_budget: positive("cluster.ecs-retry-budget", &r.ecs_retry_budget, "2m")?,
             ecs_backoff,
         })
@@ -564,6 +569,7 @@ impl From<&Config> for Printable {
             StandalonePolicy::Skip => "skip",
         };
         cluster.insert("standalone-tasks".into(), policy.into());
+        cluster.insert("count-foreign-draining".into(), k.count_foreign_draining.into());
         let m = &c.maintenance;
         let mut maintenance = toml::Table::new();
         maintenance.insert("time-zone".into(), m.windows.zone.name().into());

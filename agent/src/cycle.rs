@@ -26,7 +26,9 @@ use crate::lease::{ClaimPhase, Held, LeaseClient, LeaseError, LeaseParams, Lease
 use crate::os_api::commands::{self, CommandError, RebootRequest};
 use crate::os_api::{Action, OsApi, OsInfo, UpdateState, UpdateStatus};
 use crate::shutdown::Shutdown;
+use crate::keeper::ClaimKeeper;
 use crate::slot::Schedule;
+use crate::status::Status;
 
 /// How one round ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +115,37 @@ struct Flags {
     update_now: bool,
 }
 
+/// The tasks still on the instance, by what ECS does about them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TasksLeft {
+    /// Service tasks ECS will stop and replace elsewhere.
+    services: usize,
+    /// Tasks ECS is stopping already (a load balancer may still drain their connections).
+    stopping: usize,
+    /// Tasks ECS leaves alone (RunTask, scheduled tasks).
+    standalone: usize,
+}
+
+impl TasksLeft {
+    fn of(tasks: &[TaskInfo]) -> TasksLeft {
+        let mut left = TasksLeft::default();
+        for t in tasks {
+            match (t.stopping, t.is_service_task()) {
+                (true, _) => left.stopping += 1,
+                (false, true) => left.services += 1,
+                (false, false) => left.standalone += 1,
+            }
+        }
+        left
+    }
+}
+
+impl std::fmt::Display for TasksLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} service, {} stopping and {} standalone task(s)", self.services, self.stopping, self.standalone)
+    }
+}
+
 /// Why a round stopped early.
 enum Halt {
     /// A signal: undo and exit.
@@ -146,7 +179,14 @@ pub struct Agent<O, S, K, J> {
     pub names: Names,
     /// The signal to stop.
     pub shutdown: Shutdown,
+    /// The status this process last published (start with `Default::default()`).
+    pub published: StatusMemo,
 }
+
+/// The status attribute as this process last wrote it, so that `since` survives rewrites and an
+/// unchanged status is not written again.
+#[derive(Default)]
+pub struct StatusMemo(std::cell::RefCell<Option<Status>>);
 
 impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// Runs until shutdown (or after one round with `once`). Returns the last round's outcome.
@@ -160,6 +200,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         let mut failures = 0u32;
         loop {
+            // An undo that could not finish keeps its record: finish it before anything new.
+            if self.load_record().in_flight.is_some() && !self.cfg.dry_run {
+                if let Some(o @ (Outcome::Interrupted | Outcome::Rebooting { .. })) = self.recover_until_done().await {
+                    return self.after_reboot_request(o, once).await;
+                }
+            }
             let mut now_requested = false;
             if !once {
                 let wait = self.next_wait(failures).await;
@@ -361,6 +407,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.standalone_precheck().await?;
         let held = self.take_slot(&mut flight, bypass).await?;
         let held = self.drain(&mut flight, held, bypass).await?;
+        // The drain may have run long since the last renewal: activate only under a claim with
+        // at least half its life left.
+        let held = match held {
+            Some(h) => Some(self.keep_claim(h, ClaimPhase::Draining, self.cfg.cluster.lease_ttl).await?),
+            None => None,
+        };
         self.activate(&mut flight).await?;
         self.reboot(&mut flight, held).await
     }
@@ -493,7 +545,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             backoff: c.lease_backoff,
             wait_poll_max: c.wait_poll_max,
             rule: LeaseRule::CountOthers,
+            foreign_draining: c.count_foreign_draining,
         }
+    }
+
+    /// How close to its expiry a claim may be renewed or acted on (see [`LeaseParams::margin`]).
+    fn margin(&self) -> Duration {
+        self.lease_params(1).margin()
     }
 
     /// Under the skip policy, a host with standalone tasks does not even contend for a slot (the
@@ -507,9 +565,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             .ecs("ListTasks", || store.running_tasks())
             .await
             .map_err(|e| failed(format!("cannot list tasks: {e}")))?;
-        match tasks.iter().find(|t| !t.is_service_task()) {
+        match tasks.iter().find(|t| !t.is_service_task() && !t.stopping) {
             Some(t) => {
-                let n = tasks.iter().filter(|t| !t.is_service_task()).count();
+                let n = TasksLeft::of(&tasks).standalone;
                 let reason = format!("{n} standalone task(s) would not be moved by ECS, e.g. {}", t.arn);
                 tracing::info!(reason = %reason, "skipping this round without taking a slot");
                 Err(Halt::Done(Outcome::Skipped { reason }))
@@ -547,7 +605,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.window_fit(bypass).map_err(LeaseError::NotNow)?;
             self.fleet_limit().await
         };
-        let held = self.interruptible(lease.acquire(&params, &flight.target_version, gate)).await?;
+        let target = flight.target_version.clone();
+        let waiting = |holders: Vec<String>| {
+            let detail = format!("slots held by {}", holders.join(" "));
+            let target = target.clone();
+            async move { self.publish("waiting", Some(&target), "waiting-for-slot", &detail).await }
+        };
+        let held = self.interruptible(lease.acquire(&params, &flight.target_version, gate, waiting)).await?;
         let held = match held {
             Ok(h) => h,
             Err(LeaseError::NotNow(reason)) => {
@@ -573,45 +637,54 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
         let tasks = self.ecs_or_undo("ListTasks", || store.running_tasks()).await?;
-        let standalone: Vec<&TaskInfo> = tasks.iter().filter(|t| !t.is_service_task()).collect();
+        let standalone: Vec<&TaskInfo> = tasks.iter().filter(|t| !t.is_service_task() && !t.stopping).collect();
         if !standalone.is_empty() && self.cfg.cluster.standalone_tasks == StandalonePolicy::Skip {
             let reason = format!("{} standalone task(s) would not be moved by ECS, e.g. {}", standalone.len(), standalone[0].arn);
             self.undo(&reason).await;
             return Err(Halt::Done(Outcome::Skipped { reason }));
         }
         let lease = self.lease().ok_or_else(|| failed("no cluster"))?;
-        if let Err(e) = lease.check_own(&me.attributes, &held) {
+        if let Err(e) = lease.check_own(&me.attributes, &held, self.margin()) {
             let reason = format!("cannot keep the slot: {e}");
             self.undo(&reason).await;
             return Err(failed(reason));
         }
+        let before = held.claim.clone();
         held.claim = lease.renewed(&held, ClaimPhase::Draining, self.cfg.cluster.lease_ttl);
         // One write: the claim's new phase, the marker that says we drained, and the status.
-        let mut attrs = vec![
-            (self.names.lease.clone(), held.claim.encode()),
-            (self.names.status.clone(), self.status_value("draining", &flight.from_version, &flight.target_version, "in-progress")),
-        ];
-        match me.status {
-            InstanceStatus::Active => {
-                flight.step = Step::Draining;
-                flight.drained_by_us = true;
-                self.announce(flight)?;
-                attrs.push((self.names.drained.clone(), format!("by-agent:{}", held.claim.token)));
-                self.ecs_or_undo("PutAttributes", || store.put_attributes(&attrs)).await?;
-                self.ecs_or_undo("UpdateContainerInstancesState", || store.set_status(SetStatus::Draining)).await?;
-                tracing::info!(instance = store.instance_arn(), "instance set to DRAINING");
-            }
+        let status = self.status_value("draining", &flight.from_version, &flight.target_version, "in-progress", "");
+        let mut attrs = vec![(self.names.lease.clone(), held.claim.encode()), (self.names.status.clone(), status.encode())];
+        let ours = match me.status {
+            InstanceStatus::Active => true,
             InstanceStatus::Draining => {
                 tracing::info!("instance already DRAINING by someone else; will not re-activate it");
-                flight.step = Step::Draining;
-                self.announce(flight)?;
-                self.ecs_or_undo("PutAttributes", || store.put_attributes(&attrs)).await?;
+                false
             }
             InstanceStatus::Other(s) => {
                 let reason = format!("instance is {s}, not ACTIVE");
                 self.undo(&reason).await;
                 return Err(Halt::Done(Outcome::Skipped { reason }));
             }
+        };
+        flight.step = Step::Draining;
+        flight.drained_by_us = ours;
+        self.announce(flight)?;
+        if ours {
+            attrs.push((self.names.drained.clone(), format!("by-agent:{}", held.claim.token)));
+        }
+        self.ecs_or_undo("PutAttributes", || store.put_attributes(&attrs)).await?;
+        *self.published.0.borrow_mut() = Some(status);
+        // The write must have landed while others still counted the claim it renews; otherwise
+        // another host may hold the slot already, and this one must not drain.
+        if let Err(e) = lease.in_time(&before, self.margin()) {
+            let reason = format!("cannot keep the slot: {e}");
+            tracing::error!(reason = %reason, "stopping before the drain");
+            self.undo(&reason).await;
+            return Err(failed(reason));
+        }
+        if ours {
+            self.ecs_or_undo("UpdateContainerInstancesState", || store.set_status(SetStatus::Draining)).await?;
+            tracing::info!(instance = store.instance_arn(), "instance set to DRAINING");
         }
         held = self.wait_drained(store, held).await?;
         Ok(Some(held))
@@ -638,20 +711,25 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let start = self.clock.now();
         loop {
             let tasks = self.ecs_or_undo("ListTasks", || store.running_tasks()).await?;
-            let services = tasks.iter().filter(|t| t.is_service_task()).count();
-            let standalone = tasks.len() - services;
+            let left = TasksLeft::of(&tasks);
             let waited = self.clock.now().since(start);
             if tasks.is_empty() {
-                tracing::info!(waited_s = waited.as_secs(), "drained: no running tasks");
+                tracing::info!(waited_s = waited.as_secs(), "drained: every task on the instance has stopped");
                 return Ok(held);
             }
-            let limit = if services == 0 { c.standalone_task_timeout } else { c.drain_timeout };
-            if waited >= limit {
-                let reason = format!("drain timed out after {}s with {services} service and {standalone} standalone task(s) left", waited.as_secs());
+            if left.standalone > 0 && c.standalone_tasks == StandalonePolicy::Skip {
+                let reason = format!("{} standalone task(s) started during the drain would not be moved by ECS", left.standalone);
                 self.undo(&reason).await;
                 return Err(Halt::Done(Outcome::Skipped { reason }));
             }
-            tracing::info!(services, standalone, waited_s = waited.as_secs(), "waiting for tasks to leave");
+            let limit = if left.services + left.stopping == 0 { c.standalone_task_timeout } else { c.drain_timeout };
+            if waited >= limit {
+                let reason = format!("drain timed out after {}s with {left} left", waited.as_secs());
+                self.undo(&reason).await;
+                return Err(Halt::Done(Outcome::Skipped { reason }));
+            }
+            tracing::info!(services = left.services, stopping = left.stopping, standalone = left.standalone,
+                waited_s = waited.as_secs(), "waiting for tasks to stop");
             held = self.keep_claim(held, ClaimPhase::Draining, c.lease_ttl).await?;
             self.interruptible(self.clock.sleep(c.drain_poll_interval)).await?;
         }
@@ -664,7 +742,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if held.claim.phase == phase && left > ttl / 2 {
             return Ok(held);
         }
-        match self.interruptible(lease.renew(&held, phase, ttl)).await? {
+        match self.interruptible(lease.renew(&held, phase, ttl, self.margin())).await? {
             Ok(h) => Ok(h),
             Err(e) => {
                 let reason = format!("cannot keep the slot: {e}");
@@ -698,14 +776,23 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     }
 
     async fn reboot(&self, flight: &mut InFlight, held: Option<Held>) -> Step_<Outcome> {
-        if let Some(h) = held {
+        let held = match held {
             // The claim must outlive shutdown, boot and our restart: nobody may take our slot
             // while this host is down.
-            self.keep_claim(h, ClaimPhase::Rebooting, self.cfg.cluster.reboot_allowance).await?;
-        }
+            Some(h) => Some(self.keep_claim(h, ClaimPhase::Rebooting, self.cfg.cluster.reboot_allowance).await?),
+            None => None,
+        };
         flight.step = Step::Rebooting;
         self.announce(flight)?;
         self.publish_status("rebooting", Some(&flight.target_version), &Outcome::Rebooting { target: flight.target_version.clone() }).await;
+        // Publishing may have been retried for a while: reboot only under a claim others count.
+        if let (Some(lease), Some(h)) = (self.lease(), &held) {
+            if let Err(e) = lease.in_time(&h.claim, self.margin()) {
+                let reason = format!("cannot keep the slot: {e}");
+                self.undo(&reason).await;
+                return Err(failed(reason));
+            }
+        }
         let b = &self.cfg.commands.reboot;
         // Not interruptible: once asked, SIGTERM is the expected end, and the request is quick.
         match commands::request_reboot(&self.os, &self.clock, &self.jitter, b).await {
@@ -723,15 +810,33 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     // ---------------------------------------------------------------- recovery
 
     /// Finishes or undoes what a previous run left, retrying until it is done (or shutdown).
+    /// After a reboot the claim is kept alive the whole way back into service.
     async fn recover_until_done(&self) -> Option<Outcome> {
-        let mut attempt = 0;
+        if self.cfg.dry_run {
+            self.report_leftovers().await;
+            return None;
+        }
+        let rebooted = self.load_record().in_flight.filter(|f| f.step == Step::Rebooting);
+        match rebooted {
+            Some(f) => self.finish_with_claim_kept(f).await,
+            None => self.retry_until_done(|| self.recover()).await,
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, backing off between tries; `Interrupted` on shutdown.
+    async fn retry_until_done<F, Fut>(&self, mut attempt: F) -> Option<Outcome>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<Outcome>, String>>,
+    {
+        let mut tries = 0;
         loop {
-            match self.recover().await {
+            match attempt().await {
                 Ok(o) => return o,
                 Err(reason) => {
-                    let delay = self.cfg.cluster.ecs_backoff.delay(attempt, &self.jitter).max(Duration::from_secs(5));
+                    let delay = self.cfg.cluster.ecs_backoff.delay(tries, &self.jitter).max(Duration::from_secs(5));
                     tracing::error!(reason = %reason, retry_s = delay.as_secs(), "recovery incomplete; will retry");
-                    attempt += 1;
+                    tries += 1;
                     if self.interruptible(self.clock.sleep(delay)).await.is_err() {
                         return Some(Outcome::Interrupted);
                     }
@@ -740,11 +845,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
     }
 
-    /// On start: after a reboot, verify and return to service; before one, undo.
+    /// On start, before a reboot: undo what a previous run left (with no record, anything of
+    /// ours on the instance is a leftover).
     pub async fn recover(&self) -> Result<Option<Outcome>, String> {
-        let record = self.load_record();
-        match record.in_flight {
-            Some(f) if f.step == Step::Rebooting => self.finish_after_reboot(f).await.map(Some),
+        match self.load_record().in_flight {
+            Some(f) if f.step == Step::Rebooting => Err("an update after a reboot is finished with its claim kept".into()),
             Some(f) => {
                 tracing::warn!(step = ?f.step, target = %f.target_version, "previous run stopped before the reboot; undoing");
                 if self.undo_inner(&format!("interrupted at {:?}", f.step)).await {
@@ -754,6 +859,22 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 }
             }
             None => self.release_strays().await.map(|_| None),
+        }
+    }
+
+    /// Dry run: say what a real start would finish or undo, and touch nothing.
+    async fn report_leftovers(&self) {
+        if let Some(f) = self.load_record().in_flight {
+            let act = if f.step == Step::Rebooting { "finish (verify and return to service)" } else { "undo" };
+            tracing::warn!(step = ?f.step, target = %f.target_version, action = act, "dry run: found an update in flight; would {act} it, changing nothing");
+        }
+        let Some(store) = &self.cluster else { return };
+        if let Ok(me) = store.describe_self().await {
+            let has_claim = me.attributes.contains_key(&self.names.lease);
+            let has_marker = me.attributes.contains_key(&self.names.drained);
+            if has_claim || has_marker {
+                tracing::warn!(has_claim, has_marker, status = ?me.status, "dry run: found our claim or drain marker; would clean them up, changing nothing");
+            }
         }
     }
 
@@ -775,12 +896,42 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
     }
 
-    async fn finish_after_reboot(&self, f: InFlight) -> Result<Outcome, String> {
-        let os = self.os.os_info().await.map_err(|e| format!("cannot read /os after boot: {e}"))?;
-        let status = commands::read_status(&self.os, &self.clock, &self.jitter, &self.cfg.commands.status)
-            .await
-            .map_err(|e| format!("cannot read update status after boot: {e}"))?;
-        let held = self.renew_after_boot(&f).await?;
+    /// After the reboot: renew the claim before anything else, keep it alive in the background,
+    /// and verify and return to service under it, however long that takes.
+    async fn finish_with_claim_kept(&self, f: InFlight) -> Option<Outcome> {
+        let keeper = match (self.lease(), &f.lease_token) {
+            (Some(lease), Some(_)) if !self.names.is_off(|o| o.claim_keeper) => {
+                Some(ClaimKeeper::new(lease, self.cfg.cluster.lease_ttl, self.margin()))
+            }
+            _ => None,
+        };
+        let Some(keeper) = keeper else {
+            return self.retry_until_done(|| async { self.finish_after_reboot(&f, None).await.map(Some) }).await;
+        };
+        let token = f.lease_token.clone().unwrap_or_default();
+        let first = self.retry_until_done(|| async {
+            keeper.first_renewal(&token).await.map(|_| None).map_err(|e| format!("cannot renew the claim after boot: {e}"))
+        });
+        if let Some(o) = first.await {
+            return Some(o);
+        }
+        let work = self.retry_until_done(|| async { self.finish_after_reboot(&f, Some(&keeper)).await.map(Some) });
+        tokio::select! {
+            biased;
+            o = work => o,
+            _ = keeper.run() => None,
+        }
+    }
+
+    async fn finish_after_reboot(&self, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>) -> Result<Outcome, String> {
+        let os = self.after_boot(self.os.os_info().await, "cannot read /os after boot").await?;
+        let status = self
+            .after_boot(commands::read_status(&self.os, &self.clock, &self.jitter, &self.cfg.commands.status).await, "cannot read update status after boot")
+            .await?;
+        if keeper.is_none() {
+            // Without a keeper (no claim, or the fix switched off) the claim is renewed once, here.
+            self.renew_after_boot(f).await?;
+        }
         let result = if os.version_id == f.target_version {
             tracing::info!(from = %f.from_version, to = %os.version_id, "booted into the new version");
             "updated"
@@ -789,6 +940,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 s.update_state == UpdateState::Ready && s.staged_version() == Some(f.target_version.as_str())
             });
             if staged_ready {
+                let held = match keeper {
+                    Some(k) => k.stop().await,
+                    None => None,
+                };
                 return self.reboot_again(f, held).await;
             }
             let mut r = self.load_record();
@@ -801,7 +956,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             tracing::warn!(expected = %f.target_version, running = %os.version_id, "running an unexpected version");
             "unexpected-version"
         };
-        self.return_to_service(&f).await?;
+        self.return_to_service(f, keeper).await?;
         if let Some(end) = f.window_end.filter(|end| self.clock.now() > *end) {
             tracing::warn!(window_closed = %end, over_s = self.clock.now().since(end).as_secs(),
                 "update ran over the maintenance window (it was already under way when the window closed)");
@@ -812,7 +967,20 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         Ok(outcome)
     }
 
-    /// First thing after boot: renew the claim so nobody takes our slot while we verify.
+    /// A read after boot; a failure is published as the reason the host holds its slot.
+    async fn after_boot<T, E: std::fmt::Display>(&self, read: Result<T, E>, what: &str) -> Result<T, String> {
+        match read {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let reason = format!("{what}: {e}");
+                self.publish("held", None, "held-after-boot", &reason).await;
+                Err(reason)
+            }
+        }
+    }
+
+    /// Without a keeper: renew the claim once, after the version check (only a negative control
+    /// or a claim-less start takes this path).
     async fn renew_after_boot(&self, f: &InFlight) -> Result<Option<Held>, String> {
         let (Some(lease), Some(token)) = (self.lease(), &f.lease_token) else { return Ok(None) };
         let me = self.ecs("DescribeContainerInstances", || lease.store.describe_self()).await.map_err(|e| e.to_string())?;
@@ -824,7 +992,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             tracing::warn!("our claim was replaced during the reboot; finishing the return to service without it");
             return Ok(None);
         }
-        match lease.renew_seen(&me.attributes, &Held { claim }, ClaimPhase::Verifying, self.cfg.cluster.lease_ttl).await {
+        let ttl = self.cfg.cluster.lease_ttl;
+        match lease.renew_seen(&me.attributes, &Held { claim }, ClaimPhase::Verifying, ttl, self.margin()).await {
             Ok(h) => Ok(Some(h)),
             Err(LeaseError::Lost(why)) => {
                 tracing::warn!(reason = %why, "claim lapsed during the reboot; finishing the return to service without it");
@@ -836,7 +1005,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     /// The host came back on the old version with the update still Ready: the reboot never
     /// happened (we were stopped before it took). Ask again, but only while holding the slot.
-    async fn reboot_again(&self, f: InFlight, held: Option<Held>) -> Result<Outcome, String> {
+    async fn reboot_again(&self, f: &InFlight, held: Option<Held>) -> Result<Outcome, String> {
         if self.cluster.is_some() && held.is_none() {
             tracing::warn!("reboot never happened and the slot is gone; undoing");
             return if self.undo_inner("reboot never happened").await { Ok(Outcome::Failed { reason: "reboot never happened".into() }) } else { Err("undo incomplete".into()) };
@@ -844,10 +1013,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         tracing::warn!(target = %f.target_version, "reboot never happened; asking again");
         if let Some(h) = held {
             let lease = self.lease().ok_or("no cluster")?;
-            lease.renew(&h, ClaimPhase::Rebooting, self.cfg.cluster.reboot_allowance).await.map_err(|e| e.to_string())?;
+            lease.renew(&h, ClaimPhase::Rebooting, self.cfg.cluster.reboot_allowance, self.margin()).await.map_err(|e| e.to_string())?;
         }
         match commands::request_reboot(&self.os, &self.clock, &self.jitter, &self.cfg.commands.reboot).await {
-            Ok(_) => Ok(Outcome::Rebooting { target: f.target_version }),
+            Ok(_) => Ok(Outcome::Rebooting { target: f.target_version.clone() }),
             Err(e) => {
                 let reason = format!("reboot refused: {e}");
                 if self.undo_inner(&reason).await { Ok(Outcome::Failed { reason }) } else { Err(reason) }
@@ -855,34 +1024,58 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
     }
 
-    /// After boot: wait for the ECS agent, set ACTIVE if we drained, clear marker and claim.
-    async fn return_to_service(&self, f: &InFlight) -> Result<(), String> {
+    /// After boot: wait for the ECS agent (holding the slot for as long as it takes), set ACTIVE
+    /// if we drained, stop keeping the claim, and clear marker and claim.
+    async fn return_to_service(&self, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>) -> Result<(), String> {
         let Some(store) = &self.cluster else { return Ok(()) };
         let c = &self.cfg.cluster;
         let start = self.clock.now();
+        let mut said = false;
         let me = loop {
             let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
             if me.agent_connected {
                 break me;
             }
-            if self.clock.now().since(start) >= c.agent_connect_timeout {
-                tracing::warn!("ECS agent still not connected; returning the instance to service anyway");
-                break me;
+            let waited = self.clock.now().since(start);
+            if waited >= c.agent_connect_timeout && !said {
+                // Returning to service without the ECS agent would hand the next host a slot while
+                // this one cannot run tasks: hold the slot, and say so.
+                let reason = format!("ECS agent not connected {}s after boot; holding the slot", waited.as_secs());
+                tracing::error!(reason = %reason, "cannot return to service; the rollout waits for this host");
+                self.publish("held", Some(&f.target_version), "held-ecs-agent", &reason).await;
+                said = true;
+            } else if !said {
+                tracing::info!(waited_s = waited.as_secs(), "waiting for the ECS agent to connect");
             }
-            tracing::info!("waiting for the ECS agent to connect");
-            if self.interruptible(self.clock.sleep(c.drain_poll_interval)).await.is_err() {
+            let poll = if said { (c.drain_poll_interval * 4).min(Duration::from_secs(60)).max(c.drain_poll_interval) } else { c.drain_poll_interval };
+            if self.interruptible(self.clock.sleep(poll)).await.is_err() {
                 return Err("stopped by signal while waiting for the ECS agent; the next start resumes".into());
             }
         };
+        if let Some(k) = keeper {
+            k.stop().await;
+        }
         let ours = f.drained_by_us || me.attributes.contains_key(&self.names.drained);
         self.restore_instance(store, ours, &me.status).await
     }
 
+    /// Sets ACTIVE when we drained the instance, then removes marker and claim (in that order,
+    /// so the marker outlives the drain).
     async fn restore_instance(&self, store: &S, ours: bool, status: &InstanceStatus) -> Result<(), String> {
-        if ours && *status == InstanceStatus::Draining {
+        let set_active = if self.names.is_off(|o| o.undo_sets_active_always) {
+            ours && *status == InstanceStatus::Draining
+        } else {
+            // A read just after DRAINING was set may still say ACTIVE or nothing: trust the
+            // marker, not the read (setting ACTIVE twice is harmless).
+            ours && matches!(status, InstanceStatus::Active | InstanceStatus::Draining)
+                || ours && *status == InstanceStatus::Other("UNKNOWN".into())
+        };
+        if set_active {
             self.ecs("UpdateContainerInstancesState", || store.set_status(SetStatus::Active)).await.map_err(|e| e.to_string())?;
-            tracing::info!("instance set back to ACTIVE");
-        } else if !ours && *status == InstanceStatus::Draining {
+            tracing::info!(read_as = ?status, "instance set to ACTIVE");
+        } else if ours {
+            tracing::warn!(status = ?status, "instance is neither ACTIVE nor DRAINING; not setting it ACTIVE");
+        } else if *status == InstanceStatus::Draining {
             tracing::info!("instance was drained by someone else; leaving it DRAINING");
         }
         let names = [self.names.drained.clone(), self.names.lease.clone()];
@@ -899,49 +1092,72 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     }
 
     /// Undoes a round that stopped before the reboot; logs but does not return failures (a
-    /// failed undo keeps the record, so the next start tries again).
+    /// failed undo keeps the record, so the next round or start tries again).
     async fn undo(&self, why: &str) {
         if !self.undo_inner(why).await {
-            tracing::error!(reason = why, "undo incomplete; the in-flight record is kept and the next start retries");
+            tracing::error!(reason = why, "undo incomplete; the in-flight record is kept and is retried before the next round");
         }
     }
 
-    /// Deactivates what we activated, re-activates what we drained, withdraws our claim, and
-    /// clears the record; true when everything is done.
+    /// Deactivates what we activated, re-activates what we drained, withdraws our claim, clears
+    /// the record and publishes the state; true when everything is done. A failed deactivation
+    /// still returns the instance to service and releases the slot (the record is kept, so the
+    /// deactivation is tried again).
     async fn undo_inner(&self, why: &str) -> bool {
+        if self.cfg.dry_run {
+            tracing::info!(reason = why, "dry run: would undo the update round; changing nothing");
+            return true;
+        }
         tracing::warn!(reason = why, "undoing the update round");
         let record = self.load_record();
         let flight = record.in_flight.clone();
-        if flight.as_ref().is_some_and(|f| matches!(f.step, Step::Activating | Step::Rebooting)) {
-            let b = &self.cfg.commands.deactivate;
-            match commands::run_command(&self.os, &self.clock, &self.jitter, Action::Deactivate, b).await {
-                Ok(_) => tracing::info!("update deactivated: the next boot keeps the running version"),
-                Err(CommandError::NotAllowed { .. }) => tracing::info!("nothing active to deactivate"),
-                Err(CommandError::NotFound { .. }) => tracing::info!("nothing staged to deactivate"),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot deactivate the update");
-                    return false;
-                }
-            }
-        }
-        if let Some(store) = &self.cluster {
-            let me = match self.ecs("DescribeContainerInstances", || store.describe_self()).await {
-                Ok(me) => me,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read own instance to undo");
-                    return false;
-                }
-            };
-            let ours = flight.as_ref().is_some_and(|f| f.drained_by_us) || me.attributes.contains_key(&self.names.drained);
-            if let Err(e) = self.restore_instance(store, ours, &me.status).await {
-                tracing::error!(error = %e, "cannot return the instance to service");
-                return false;
-            }
-        }
-        match self.clear_in_flight(&format!("undone: {why}")) {
+        let deactivated = match flight.as_ref().filter(|f| matches!(f.step, Step::Activating | Step::Rebooting)) {
+            Some(_) => self.deactivate().await,
+            None => true,
+        };
+        let restored = match &self.cluster {
+            Some(store) => self.restore_after_undo(store, flight.as_ref()).await,
+            None => true,
+        };
+        let cleared = deactivated && restored && match self.clear_in_flight(&format!("undone: {why}")) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "cannot clear the in-flight record");
+                false
+            }
+        };
+        let (result, detail) = if cleared { ("undone", why.to_string()) } else { ("undo-incomplete", format!("{why}; retrying")) };
+        self.publish("idle", None, result, &detail).await;
+        cleared
+    }
+
+    async fn deactivate(&self) -> bool {
+        let b = &self.cfg.commands.deactivate;
+        match commands::run_command(&self.os, &self.clock, &self.jitter, Action::Deactivate, b).await {
+            Ok(_) => tracing::info!("update deactivated: the next boot keeps the running version"),
+            Err(CommandError::NotAllowed { .. }) => tracing::info!("nothing active to deactivate"),
+            Err(CommandError::NotFound { .. }) => tracing::info!("nothing staged to deactivate"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot deactivate the update; returning to service anyway and trying again later");
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn restore_after_undo(&self, store: &S, flight: Option<&InFlight>) -> bool {
+        let me = match self.ecs("DescribeContainerInstances", || store.describe_self()).await {
+            Ok(me) => me,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read own instance to undo");
+                return false;
+            }
+        };
+        let ours = flight.is_some_and(|f| f.drained_by_us) || me.attributes.contains_key(&self.names.drained);
+        match self.restore_instance(store, ours, &me.status).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot return the instance to service");
                 false
             }
         }
@@ -949,14 +1165,36 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     // ---------------------------------------------------------------- status
 
-    /// `v1:<phase>:<running>:<target>:<result>`, cut to ECS's value rules.
-    fn status_value(&self, phase: &str, running: &str, target: &str, result: &str) -> String {
-        let v = format!("v1:{phase}:{running}:{target}:{result}");
-        v.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.@/:".contains(*c)).take(128).collect()
+    /// The status value for `phase` and `result`, keeping `since` while neither changed.
+    fn status_value(&self, phase: &str, running: &str, target: &str, result: &str, detail: &str) -> Status {
+        let mut st = Status {
+            phase: phase.into(),
+            running: running.into(),
+            target: target.into(),
+            result: result.into(),
+            since: Some(self.clock.now()),
+            detail: detail.into(),
+        };
+        if let Some(last) = self.published.0.borrow().as_ref() {
+            if (&last.phase, &last.result) == (&st.phase, &st.result) {
+                st.since = last.since;
+            }
+        }
+        st
     }
 
-    /// Keeps `<prefix>.status` on the instance current, so the fleet can be read from ECS alone.
+    /// Keeps `<prefix>.status` on the instance current after a round, so the fleet can be read
+    /// from ECS alone.
     async fn publish_status(&self, phase: &str, target: Option<&str>, outcome: &Outcome) {
+        let detail = match outcome {
+            Outcome::Skipped { reason } | Outcome::Failed { reason } => reason.as_str(),
+            _ => "",
+        };
+        self.publish(phase, target, outcome.token(), detail).await;
+    }
+
+    /// Writes the status attribute unless it says what it said last time (never in a dry run).
+    async fn publish(&self, phase: &str, target: Option<&str>, result: &str, detail: &str) {
         let Some(store) = &self.cluster else { return };
         if self.cfg.dry_run {
             return;
@@ -965,9 +1203,15 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Ok(os) => os.version_id,
             Err(_) => "-".into(),
         };
-        let attrs = [(self.names.status.clone(), self.status_value(phase, &running, target.unwrap_or("-"), outcome.token()))];
-        if let Err(e) = self.ecs("PutAttributes", || store.put_attributes(&attrs)).await {
-            tracing::warn!(error = %e, "cannot publish status attribute");
+        let st = self.status_value(phase, &running, target.unwrap_or("-"), result, detail);
+        if self.published.0.borrow().as_ref().is_some_and(|last| last.same_as(&st)) {
+            return;
+        }
+        let attrs = [(self.names.status.clone(), st.encode())];
+        match self.ecs("PutAttributes", || store.put_attributes(&attrs)).await {
+            Ok(()) => *self.published.0.borrow_mut() = Some(st),
+            Err(e) => tracing::warn!(error = %e, "cannot publish status attribute"),
         }
     }
 }
+

@@ -45,6 +45,24 @@ pub struct Names {
     /// unsafe rule fails. `None` (as [`Names::new`] sets it) everywhere else.
     #[doc(hidden)]
     pub rule_override: Option<LeaseRule>,
+    /// Negative controls: safety fixes a simulation switches off to show its checker catches
+    /// the hole each one closes. Only in builds with the `negative-controls` feature.
+    #[cfg(feature = "negative-controls")]
+    pub unsafe_off: UnsafeOff,
+}
+
+/// Safety fixes that a simulation may switch off, one at a time, to show that its checker
+/// catches the hole each closes. Only builds with the `negative-controls` feature can set them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnsafeOff {
+    /// Count live claims only, not instances out of service (drained marker, DRAINING).
+    pub out_of_service_count: bool,
+    /// Accept a renewal whatever time its write landed.
+    pub late_renewal_check: bool,
+    /// After boot, renew once after the version check and keep nothing alive meanwhile.
+    pub claim_keeper: bool,
+    /// Undo sets ACTIVE only when one read says DRAINING.
+    pub undo_sets_active_always: bool,
 }
 
 impl Names {
@@ -60,6 +78,21 @@ impl Names {
             paused_tag: n("paused"),
             max_concurrent_tag: n("max-concurrent"),
             rule_override: None,
+            #[cfg(feature = "negative-controls")]
+            unsafe_off: UnsafeOff::default(),
+        }
+    }
+
+    /// Whether the fix `pick` selects is switched off (never, outside negative-control builds).
+    #[allow(unused_variables)]
+    pub fn is_off(&self, pick: fn(&UnsafeOff) -> bool) -> bool {
+        #[cfg(feature = "negative-controls")]
+        {
+            pick(&self.unsafe_off)
+        }
+        #[cfg(not(feature = "negative-controls"))]
+        {
+            false
         }
     }
 }
@@ -193,6 +226,21 @@ pub struct LeaseParams {
     pub wait_poll_max: Duration,
     /// How the count after the settle time decides.
     pub rule: LeaseRule,
+    /// Count DRAINING instances that no agent drained as taking a slot.
+    pub foreign_draining: bool,
+}
+
+impl LeaseParams {
+    /// What each census reads.
+    pub fn scope(&self) -> CensusScope {
+        CensusScope { skew: self.skew, foreign_draining: self.foreign_draining }
+    }
+
+    /// How long before a claim's expiry its holder must have finished writing a renewal, and
+    /// must stop acting on it: readers may be `settle` behind the store, and clocks `skew` apart.
+    pub fn margin(&self) -> Duration {
+        self.settle.saturating_add(self.skew)
+    }
 }
 
 /// How a claimer decides, after the settle time, whether it holds a slot.
@@ -216,7 +264,7 @@ impl LeaseRule {
     /// Whether `own` holds one of `n` slots given the other claims `after` shows.
     fn holds(self, own: &Claim, after: &Census, n: u32) -> bool {
         match self {
-            LeaseRule::CountOthers => (after.occupied.len() as u32) < n,
+            LeaseRule::CountOthers => (after.taken() as u32) < n,
             LeaseRule::UnsafeLowestClaimWins => {
                 let mine = (own.claimed_at, own.token.as_str());
                 let earlier = after
@@ -224,7 +272,7 @@ impl LeaseRule {
                     .iter()
                     .filter(|s| s.claim.as_ref().map_or(true, |c| (c.claimed_at, c.token.as_str()) < mine))
                     .count();
-                (earlier as u32) < n
+                ((earlier + after.out_of_service.len()) as u32) < n
             }
         }
     }
@@ -275,14 +323,9 @@ impl Waiting {
     }
 }
 
-/// Whether a `v1:<phase>:<running>:<target>:<result>` status names a host that still has to
-/// move to `target` (and is not parked).
+/// Whether a status value names a host that still has to move to `target` (and is not parked).
 fn status_competes(value: &str, target: &str) -> bool {
-    let fields: Vec<&str> = value.split(':').collect();
-    match fields.as_slice() {
-        [_, _, running, _, result] => *running != target && !PARKED.contains(result),
-        _ => false,
-    }
+    crate::status::Status::parse(value).is_some_and(|s| s.running != target && !PARKED.contains(&s.result.as_str()))
 }
 
 /// How long a slot lasts, judged from the holders: at least the oldest holder's age, twice
@@ -341,21 +384,82 @@ pub enum LeaseError {
     Unencodable(String),
 }
 
-/// What one look at the claims found.
+/// Why an instance without a live claim still takes a slot: it is out of service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutOfService {
+    /// It carries an agent's drained marker: drained for an update and not yet back, whatever
+    /// its claim says (the agent may be down, crash-looping or stuck after boot).
+    DrainedByAgent {
+        /// The claim it still shows, lapsed (or none).
+        lapsed_claim: Option<Claim>,
+    },
+    /// It is DRAINING with no agent's marker: an operator or ECS (managed draining on scale-in)
+    /// drained it.
+    DrainingByOthers,
+}
+
+/// An instance that takes a slot without a live claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Occupant {
+    /// Its container instance ARN.
+    pub instance: String,
+    /// Why.
+    pub why: OutOfService,
+}
+
+/// What one look at the cluster found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Census {
-    /// Other instances' claims that take a slot.
+    /// Other instances' claims that take a slot (live, or unreadable).
     pub occupied: Vec<Seen>,
-    /// Other instances' claims that lapsed.
+    /// Other instances without a live claim that take a slot because they are out of service.
+    pub out_of_service: Vec<Occupant>,
+    /// Other instances' claims that lapsed (and are not out of service).
     pub lapsed: usize,
     /// This host's own claim, if the store shows one.
     pub own: Option<Result<Claim, String>>,
 }
 
+impl Census {
+    /// How many slots the others take.
+    pub fn taken(&self) -> usize {
+        self.occupied.len() + self.out_of_service.len()
+    }
+
+    /// Who holds the slots, one short phrase each, for logs and the status detail.
+    pub fn holders(&self, now: WallTime) -> Vec<String> {
+        let claims = self.occupied.iter().map(|s| {
+            let id = crate::status::short_id(&s.instance);
+            match &s.claim {
+                Ok(c) => format!("{id} claim-{} {}s-left", c.phase.code(), WallTime::from_secs(c.expires_at).since(now).as_secs()),
+                Err(_) => format!("{id} unreadable-claim"),
+            }
+        });
+        let out = self.out_of_service.iter().map(|o| {
+            let id = crate::status::short_id(&o.instance);
+            match &o.why {
+                OutOfService::DrainedByAgent { lapsed_claim: Some(_) } => format!("{id} drained-by-agent claim-lapsed"),
+                OutOfService::DrainedByAgent { lapsed_claim: None } => format!("{id} drained-by-agent no-claim"),
+                OutOfService::DrainingByOthers => format!("{id} draining-not-by-agent"),
+            }
+        });
+        claims.chain(out).collect()
+    }
+}
+
 impl fmt::Display for Census {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} occupied, {} lapsed", self.occupied.len(), self.lapsed)
+        write!(f, "{} claimed, {} out of service, {} lapsed", self.occupied.len(), self.out_of_service.len(), self.lapsed)
     }
+}
+
+/// What a census reads besides the claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CensusScope {
+    /// Allowed clock skew between hosts.
+    pub skew: Duration,
+    /// Count DRAINING instances that no agent drained (`cluster.count-foreign-draining`).
+    pub foreign_draining: bool,
 }
 
 /// The lease operations of one host: whole-cluster reads, writes on its own instance only.
@@ -373,20 +477,35 @@ pub struct LeaseClient<'a, S, K> {
 }
 
 impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
-    /// Reads every claim in the cluster and sorts them out.
-    pub async fn census(&self, skew: Duration) -> Result<Census, LeaseError> {
-        let attrs = with_retry(self.clock, self.jitter, &self.retry, "ListAttributes", || {
-            self.store.list_attribute(&self.names.lease)
-        })
-        .await?;
-        Ok(self.sort(attrs, skew))
+    /// Reads every claim, every drained marker and (by `scope`) every DRAINING instance of the
+    /// cluster, and sorts out which other instances take a slot. Any listing that cannot be read
+    /// whole is an error: the count must never come out low.
+    pub async fn census(&self, scope: CensusScope) -> Result<Census, LeaseError> {
+        let claims = self.list(&self.names.lease).await?;
+        if self.names.is_off(|o| o.out_of_service_count) {
+            return Ok(self.sort(claims, vec![], vec![], scope.skew));
+        }
+        let markers = self.list(&self.names.drained).await?;
+        let draining = if scope.foreign_draining {
+            with_retry(self.clock, self.jitter, &self.retry, "ListContainerInstances", || self.store.draining_instances())
+                .await?
+        } else {
+            vec![]
+        };
+        Ok(self.sort(claims, markers, draining, scope.skew))
     }
 
-    fn sort(&self, attrs: Vec<Attribute>, skew: Duration) -> Census {
+    async fn list(&self, name: &str) -> Result<Vec<Attribute>, LeaseError> {
+        let attrs = with_retry(self.clock, self.jitter, &self.retry, "ListAttributes", || self.store.list_attribute(name)).await?;
+        Ok(attrs.into_iter().filter(|a| a.name == name).collect())
+    }
+
+    fn sort(&self, claims: Vec<Attribute>, markers: Vec<Attribute>, draining: Vec<String>, skew: Duration) -> Census {
         let now = self.clock.now();
         let me = self.store.instance_arn();
-        let mut census = Census { occupied: vec![], lapsed: 0, own: None };
-        for a in attrs.into_iter().filter(|a| a.name == self.names.lease) {
+        let mut census = Census { occupied: vec![], out_of_service: vec![], lapsed: 0, own: None };
+        let mut lapsed: std::collections::BTreeMap<String, Option<Claim>> = Default::default();
+        for a in claims {
             let value = a.value.unwrap_or_default();
             let claim = Claim::parse(&value).map_err(|why| format!("{why} in `{value}`"));
             if a.target == me {
@@ -400,22 +519,47 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             if seen.occupies(now, skew) {
                 census.occupied.push(seen);
             } else {
-                census.lapsed += 1;
+                lapsed.insert(seen.instance, seen.claim.ok());
             }
         }
+        let claimed: std::collections::BTreeSet<String> = census.occupied.iter().map(|s| s.instance.clone()).collect();
+        let marked: std::collections::BTreeSet<String> =
+            markers.into_iter().map(|a| a.target).filter(|t| t != me && !claimed.contains(t)).collect();
+        for instance in &marked {
+            let lapsed_claim = lapsed.remove(instance).flatten();
+            census.out_of_service.push(Occupant { instance: instance.clone(), why: OutOfService::DrainedByAgent { lapsed_claim } });
+        }
+        for instance in draining {
+            if instance == me || claimed.contains(&instance) || marked.contains(&instance) {
+                continue;
+            }
+            // A lapsed claim on a DRAINING instance without a marker: it was DRAINING before its
+            // agent claimed (someone else drained it), so it is counted as such.
+            lapsed.remove(&instance);
+            census.out_of_service.push(Occupant { instance, why: OutOfService::DrainingByOthers });
+        }
+        census.lapsed = lapsed.len();
         census
     }
 
     /// Takes one of `params.max_concurrent` slots; returns once held. Loops (sleeping) while the
     /// cluster is full or a race is lost; `paused` is asked before each attempt and, while it says
-    /// so, no claim is written.
-    pub async fn acquire<P, PF>(&self, params: &LeaseParams, target: &str, mut paused: P) -> Result<Held, LeaseError>
+    /// so, no claim is written. `waiting` hears who holds the slots each time the cluster is full.
+    pub async fn acquire<P, PF, W, WF>(
+        &self,
+        params: &LeaseParams,
+        target: &str,
+        mut paused: P,
+        mut waiting: W,
+    ) -> Result<Held, LeaseError>
     where
         P: FnMut() -> PF,
         PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
+        W: FnMut(Vec<String>) -> WF,
+        WF: std::future::Future<Output = ()>,
     {
         let mut lost_races = 0u32;
-        let mut waiting = Waiting::default();
+        let mut estimate = Waiting::default();
         loop {
             // The cluster tags may pause the fleet or change N; None means paused.
             let Some(n) = paused().await? else {
@@ -425,30 +569,20 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                 continue;
             };
             let n = n.max(1);
-            let before = self.census(params.skew).await?;
-            if before.occupied.len() as u32 >= n {
-                let claims: Vec<&Claim> = before.occupied.iter().filter_map(|s| s.claim.as_ref().ok()).collect();
-                let slot = slot_estimate(&claims, self.clock.now(), params.ttl);
-                let competing = if params.wait_poll_max > slot {
-                    if waiting.needs_count(self.clock.now(), slot, n) {
-                        if let Some(counted) = self.hosts_behind(target).await {
-                            waiting.counted(counted, self.clock.now(), self.jitter);
-                        }
-                    }
-                    waiting.competing(self.clock.now(), slot, n)
-                } else {
-                    // A cap within one slot time governs every sleep; counting would not pay.
-                    f64::INFINITY
-                };
-                let wait = self.full_wait(params, &claims, slot, competing, n);
-                tracing::info!(occupied = before.occupied.len(), max = n, wait_s = wait.as_secs(), "cluster full; waiting for a slot");
+            let before = self.census(params.scope()).await?;
+            if before.taken() as u32 >= n {
+                let holders = before.holders(self.clock.now());
+                let wait = self.wait_while_full(params, &before, target, n, &mut estimate).await;
+                tracing::info!(taken = before.taken(), max = n, holders = %holders.join(", "), wait_s = wait.as_secs(),
+                    "cluster full; waiting for a slot");
+                waiting(holders).await;
                 self.clock.sleep(wait).await;
                 continue;
             }
             let claim = self.new_claim(ClaimPhase::Claiming, target, params.ttl)?;
             self.write(&claim).await?;
             self.clock.sleep(params.settle).await;
-            let after = match self.census(params.skew).await {
+            let after = match self.census(params.scope()).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.release_quietly().await;
@@ -457,15 +591,40 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             };
             let rule = self.names.rule_override.unwrap_or(params.rule);
             if rule.holds(&claim, &after, n) {
-                tracing::info!(occupied = after.occupied.len(), max = n, token = %claim.token, "slot taken");
+                if let Err(e) = self.in_time(&claim, params.margin()) {
+                    // The settle and the count took so long that the claim may already look
+                    // lapsed to others: it never held.
+                    self.release_quietly().await;
+                    return Err(e);
+                }
+                tracing::info!(taken = after.taken(), max = n, token = %claim.token, "slot taken");
                 return Ok(Held { claim });
             }
             self.release().await?;
             let wait = params.backoff.delay(lost_races, self.jitter);
             lost_races += 1;
-            tracing::info!(occupied = after.occupied.len(), max = n, wait_s = wait.as_secs(), "lost the race for a slot; withdrew and backing off");
+            tracing::info!(taken = after.taken(), max = n, wait_s = wait.as_secs(), "lost the race for a slot; withdrew and backing off");
             self.clock.sleep(wait).await;
         }
+    }
+
+    /// How long to sleep while `census` shows the cluster full, from the holders' claims and (on
+    /// long waits) a count of the hosts competing for the same slots.
+    async fn wait_while_full(&self, params: &LeaseParams, census: &Census, target: &str, n: u32, estimate: &mut Waiting) -> Duration {
+        let claims: Vec<&Claim> = census.occupied.iter().filter_map(|s| s.claim.as_ref().ok()).collect();
+        let slot = slot_estimate(&claims, self.clock.now(), params.ttl);
+        let competing = if params.wait_poll_max > slot {
+            if estimate.needs_count(self.clock.now(), slot, n) {
+                if let Some(counted) = self.hosts_behind(target).await {
+                    estimate.counted(counted, self.clock.now(), self.jitter);
+                }
+            }
+            estimate.competing(self.clock.now(), slot, n)
+        } else {
+            // A cap within one slot time governs every sleep; counting would not pay.
+            f64::INFINITY
+        };
+        self.full_wait(params, &claims, slot, competing, n)
     }
 
     /// How many other hosts are behind on `target` and so compete for the same slots, from the
@@ -541,13 +700,15 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     }
 
     /// Checks that the store still shows our claim unexpired, then rewrites it with a new phase
-    /// and an expiry `ttl` from now. Fails with [`LeaseError::Lost`] otherwise.
-    pub async fn renew(&self, held: &Held, phase: ClaimPhase, ttl: Duration) -> Result<Held, LeaseError> {
+    /// and an expiry `ttl` from now. Fails with [`LeaseError::Lost`] otherwise, and also when the
+    /// write lands too late (less than `margin` before the old expiry): others may have counted
+    /// the old claim as lapsed by then, and taken the slot.
+    pub async fn renew(&self, held: &Held, phase: ClaimPhase, ttl: Duration, margin: Duration) -> Result<Held, LeaseError> {
         let me = with_retry(self.clock, self.jitter, &self.retry, "DescribeContainerInstances", || {
             self.store.describe_self()
         })
         .await?;
-        self.renew_seen(&me.attributes, held, phase, ttl).await
+        self.renew_seen(&me.attributes, held, phase, ttl, margin).await
     }
 
     /// [`Self::renew`] against attributes the caller has just read, saving a second read.
@@ -557,22 +718,49 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         held: &Held,
         phase: ClaimPhase,
         ttl: Duration,
+        margin: Duration,
     ) -> Result<Held, LeaseError> {
-        self.check_own(attrs, held)?;
+        self.check_own(attrs, held, margin)?;
         let claim = self.renewed(held, phase, ttl);
         self.write(&claim).await?;
+        self.in_time(&held.claim, margin)?;
         Ok(Held { claim })
     }
 
-    /// Whether `attrs` (our instance's, freshly read) still carry our unexpired claim.
-    pub fn check_own(&self, attrs: &std::collections::BTreeMap<String, String>, held: &Held) -> Result<(), LeaseError> {
-        let now = self.clock.now();
+    /// Whether it is still more than `margin` before `claim` expires, by this host's clock: a
+    /// write that completed by then is seen by every reader before any could count the claim as
+    /// lapsed, and an act started by then happens under a claim others still count.
+    pub fn in_time(&self, claim: &Claim, margin: Duration) -> Result<(), LeaseError> {
+        if self.names.is_off(|o| o.late_renewal_check) {
+            return Ok(());
+        }
+        Self::before_deadline(claim, margin, self.clock.now())
+    }
+
+    fn before_deadline(claim: &Claim, margin: Duration, now: WallTime) -> Result<(), LeaseError> {
+        let deadline = WallTime::from_secs(claim.expires_at).minus(margin);
+        if now >= deadline {
+            return Err(LeaseError::Lost(format!(
+                "too late: it is {now}, and the claim expiring at {} had to be renewed by {deadline}",
+                WallTime::from_secs(claim.expires_at)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `attrs` (our instance's, freshly read) still carry our claim, more than `margin`
+    /// before its expiry.
+    pub fn check_own(
+        &self,
+        attrs: &std::collections::BTreeMap<String, String>,
+        held: &Held,
+        margin: Duration,
+    ) -> Result<(), LeaseError> {
         match attrs.get(&self.names.lease).map(|v| Claim::parse(v)) {
             Some(Ok(c)) if c.token == held.claim.token => {
-                if WallTime::from_secs(c.expires_at) <= now {
-                    return Err(LeaseError::Lost(format!("our claim expired at {}", WallTime::from_secs(c.expires_at))));
-                }
-                Ok(())
+                // Without the fix only an expiry already past counted, when the claim was read.
+                let margin = if self.names.is_off(|o| o.late_renewal_check) { Duration::ZERO } else { margin };
+                Self::before_deadline(&c, margin, self.clock.now())
             }
             Some(Ok(c)) => Err(LeaseError::Lost(format!("claim replaced by token {}", c.token))),
             Some(Err(why)) => Err(LeaseError::Lost(format!("claim unreadable: {why}"))),
@@ -646,7 +834,7 @@ mod tests {
     fn census_of(claims: &[Claim]) -> Census {
         Census {
             occupied: claims.iter().map(|c| Seen { instance: format!("i-{}", c.token), claim: Ok(c.clone()) }).collect(),
-            lapsed: 0,
+            out_of_service: vec![], lapsed: 0,
             own: None,
         }
     }
@@ -663,7 +851,7 @@ mod tests {
         assert!(!LeaseRule::UnsafeLowestClaimWins.holds(&ours, &after, 1));
         let tie = held(ClaimPhase::Claiming, 100, "0000ffff");
         assert!(LeaseRule::UnsafeLowestClaimWins.holds(&tie, &after, 1), "same second: the token decides");
-        let garbage = Census { occupied: vec![Seen { instance: "x".into(), claim: Err("bad".into()) }], lapsed: 0, own: None };
+        let garbage = Census { occupied: vec![Seen { instance: "x".into(), claim: Err("bad".into()) }], out_of_service: vec![], lapsed: 0, own: None };
         assert!(!LeaseRule::UnsafeLowestClaimWins.holds(&tie, &garbage, 1), "an unreadable claim ranks first");
         assert_eq!(LeaseRule::default(), LeaseRule::CountOthers);
     }

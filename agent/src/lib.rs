@@ -11,6 +11,8 @@
 //! - [`slot`]: when this host checks for updates (wave seed, jitter, maintenance windows).
 //! - [`window`]: weekly maintenance windows in a named time zone.
 //! - [`journal`]: the in-flight record that survives reboots.
+//! - [`keeper`]: keeps a claim alive in the background while the instance is out of service.
+//! - [`status`]: the status attribute operators and waiting hosts read.
 //! - [`cycle`]: the update state machine that ties the above together.
 //! - [`shutdown`], [`logging`]: signals and structured logs.
 
@@ -21,10 +23,12 @@ pub mod config;
 pub mod cycle;
 pub mod discovery;
 pub mod journal;
+pub mod keeper;
 pub mod lease;
 pub mod logging;
 pub mod os_api;
 pub mod shutdown;
 pub mod slot;
+pub mod status;
 pub mod user_data;
 pub mod window;

@@ -212,8 +212,8 @@ pub fn reason(e: &crate::trace::EndState) -> Option<String> {
     if e.last_result.as_deref() == Some("rolled-back") || !e.quarantined.is_empty() {
         return Some("rolled-back".into());
     }
-    let token = e.status_attribute.as_deref()?.rsplit(':').next()?;
-    (PARKED.contains(&token) || token.starts_with("skipped-")).then(|| token.to_string())
+    let token = agent::status::Status::parse(e.status_attribute.as_deref()?)?.result;
+    (PARKED.contains(&token.as_str()) || token.starts_with("skipped-")).then_some(token)
 }
 
 #[cfg(test)]

@@ -195,7 +195,7 @@ fn is_done(ecs: &FakeEcs, h: &SimHost) -> bool {
         return true;
     }
     let names = Names::new(&h.node.cfg.cluster.attribute_prefix);
-    let token = ecs.attribute(&h.node.arn, &names.status).and_then(|v| v.rsplit(':').next().map(str::to_string));
+    let token = ecs.attribute(&h.node.arn, &names.status).and_then(|v| agent::status::Status::parse(&v)).map(|s| s.result);
     match token.as_deref() {
         Some("opted-out") => h.plan.opted_out,
         Some(t) if t.starts_with("skipped") => h.plan.standalone,

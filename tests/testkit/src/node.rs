@@ -220,6 +220,7 @@ impl Node {
             names: Names { rule_override: self.lease_rule, ..Names::new(&self.cfg.cluster.attribute_prefix) },
             cfg: self.cfg.clone(),
             shutdown,
+            published: Default::default(),
         }
     }
 

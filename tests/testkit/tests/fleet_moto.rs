@@ -6,6 +6,7 @@
 //! Needs the built binaries: `cargo build --workspace --all-targets` first. Timeouts are safety
 //! nets far above what a scenario takes; figures are printed (`MEASURE:`), never asserted.
 
+use agent::status::Status;
 use std::time::{Duration, Instant};
 
 use agent::cluster::ecs::EcsStore;
@@ -217,7 +218,7 @@ fn a_host_with_a_standalone_task_is_skipped_and_never_drained() {
     ok(fleet.moto().add_tasks(&cluster, &arn, Some("batch/nightly"), 1));
     ok(fleet.start_agents());
     let done = ok(fleet.run_until("the others updated and host 0 skipped", FLEET_DONE, |v| {
-        v.all_settled_on("1.1.0", &[0]) && v.hosts[0].status_attr.as_deref().is_some_and(|s| s.contains(":skipped"))
+        v.all_settled_on("1.1.0", &[0]) && v.hosts[0].status_attr.as_deref().and_then(Status::parse).is_some_and(|s| s.result.starts_with("skipped"))
     }));
     let status = done.hosts[0].status_attr.clone().unwrap_or_default();
     assert!(status.contains("standalone"), "the status attribute gives no reason: {status}");
@@ -241,7 +242,7 @@ fn an_opted_out_host_is_untouched() {
         .expect("opt host 0 out through ECS");
     ok(fleet.start_agents());
     let done = ok(fleet.run_until("the others updated and host 0 opted out", FLEET_DONE, |v| {
-        v.all_settled_on("1.1.0", &[0]) && v.hosts[0].status_attr.as_deref().is_some_and(|s| s.ends_with(":opted-out"))
+        v.all_settled_on("1.1.0", &[0]) && v.hosts[0].status_attr.as_deref().and_then(Status::parse).is_some_and(|s| s.result == "opted-out")
     }));
     let watch = fleet.watch();
     for i in 1..3 {

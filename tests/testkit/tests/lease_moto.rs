@@ -41,6 +41,7 @@ fn params(n: u32) -> LeaseParams {
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
         wait_poll_max: Duration::from_millis(500),
         rule: LeaseRule::default(),
+        foreign_draining: true,
     }
 }
 
@@ -77,7 +78,7 @@ fn with_client<T>(
 
 async fn acquire(client: &LeaseClient<'_, EcsStore, SystemClock>, params: &LeaseParams) -> Result<Held, LeaseError> {
     let n = params.max_concurrent;
-    tokio::time::timeout(PATIENCE, client.acquire(params, TARGET, || async move { Ok(Some(n)) }))
+    tokio::time::timeout(PATIENCE, client.acquire(params, TARGET, || async move { Ok(Some(n)) }, |_| async {}))
         .await
         .expect("acquire finished within the safety net")
 }
@@ -143,7 +144,7 @@ fn contend(moto: &MotoServer, cluster: &str, arn: &str, seed: u64, n: u32, round
             let held = acquire(client, &p).await.unwrap_or_else(|e| panic!("{arn}: acquire: {e}"));
             tally.enter();
             let held =
-                client.renew(&held, ClaimPhase::Held, p.ttl).await.unwrap_or_else(|e| panic!("{arn}: renew: {e}"));
+                client.renew(&held, ClaimPhase::Held, p.ttl, params(1).margin()).await.unwrap_or_else(|e| panic!("{arn}: renew: {e}"));
             assert_eq!(held.claim.phase, ClaimPhase::Held);
             SystemClock.sleep(client.jitter.between(Duration::from_millis(150), Duration::from_millis(350))).await;
             tally.leave();
@@ -226,7 +227,7 @@ fn the_checks_fire_when_a_host_counts_against_a_larger_limit() {
             with_client(&moto, cluster, a, 1, async |client| {
                 let held = acquire(client, &params(1)).await.expect("a takes the only slot");
                 tally.enter();
-                client.renew(&held, ClaimPhase::Held, params(1).ttl).await.expect("a confirms");
+                client.renew(&held, ClaimPhase::Held, params(1).ttl, params(1).margin()).await.expect("a confirms");
                 a_holds.store(true, Ordering::SeqCst);
                 while !b_done.load(Ordering::SeqCst) {
                     SystemClock.sleep(Duration::from_millis(20)).await;
@@ -239,7 +240,7 @@ fn the_checks_fire_when_a_host_counts_against_a_larger_limit() {
         with_client(&moto, cluster, b, 2, async |client| {
             let held = acquire(client, &params(2)).await.expect("b counts against N = 2");
             tally.enter();
-            client.renew(&held, ClaimPhase::Held, params(2).ttl).await.expect("b confirms");
+            client.renew(&held, ClaimPhase::Held, params(2).ttl, params(1).margin()).await.expect("b confirms");
             let confirmed_now = claims(&moto, cluster).iter().filter(|(_, v)| confirmed(v)).count();
             assert_eq!(confirmed_now, 2, "the store shows both confirmed claims");
             tally.leave();
@@ -281,7 +282,7 @@ fn a_dead_hosts_lapsed_claim_does_not_block_and_is_left_alone() {
     let stale = claim_value(ClaimPhase::Draining, -60, "deadbeef");
     runtime().block_on(put(&moto, cluster, dead, &stale));
     with_client(&moto, cluster, live, 7, async |client| {
-        let census = client.census(Duration::from_secs(1)).await.expect("census");
+        let census = client.census(params(1).scope()).await.expect("census");
         assert_eq!((census.occupied.len(), census.lapsed), (0, 1), "{census:?}");
         moto.reset_calls().expect("reset calls");
         let held = acquire(client, &params(1)).await.expect("the lapsed claim does not block");
@@ -305,7 +306,7 @@ fn an_unreadable_claim_takes_the_only_slot_until_it_is_removed() {
     std::thread::scope(|s| {
         let contender = s.spawn(|| {
             with_client(&moto, cluster, live, 9, async |client| {
-                let census = client.census(Duration::from_secs(1)).await.expect("census");
+                let census = client.census(params(1).scope()).await.expect("census");
                 assert_eq!(census.occupied.len(), 1, "the unreadable claim occupies: {census:?}");
                 assert!(census.occupied[0].claim.is_err(), "{census:?}");
                 let held = acquire(client, &params(1)).await.expect("acquire once the slot is free");
@@ -345,16 +346,16 @@ fn a_holder_whose_claim_is_gone_replaced_or_lapsed_loses_it() {
     with_client(&moto, cluster, me, 11, async |client| {
         let p = params(1);
         let held = acquire(client, &p).await.expect("acquire");
-        let held = client.renew(&held, ClaimPhase::Draining, p.ttl).await.expect("an intact claim renews");
+        let held = client.renew(&held, ClaimPhase::Draining, p.ttl, params(1).margin()).await.expect("an intact claim renews");
         assert_eq!(Claim::parse(&claims(&moto, cluster)[0].1).map(|c| c.phase), Ok(ClaimPhase::Draining));
 
         delete(&moto, cluster, me).await;
-        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl).await, "gone");
+        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl, params(1).margin()).await, "gone");
         assert!(claims(&moto, cluster).is_empty(), "a lost renewal writes nothing");
 
         let held = acquire(client, &p).await.expect("acquire again");
         put(&moto, cluster, me, &claim_value(ClaimPhase::Held, 300, "0ddba11")).await;
-        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl).await, "replaced");
+        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl, params(1).margin()).await, "replaced");
         assert_eq!(Claim::parse(&claims(&moto, cluster)[0].1).map(|c| c.token), Ok("0ddba11".to_owned()));
 
         let held = {
@@ -362,13 +363,13 @@ fn a_holder_whose_claim_is_gone_replaced_or_lapsed_loses_it() {
             acquire(client, &p).await.expect("acquire a third time")
         };
         put(&moto, cluster, me, "garbage").await;
-        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl).await, "unreadable");
+        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl, params(1).margin()).await, "unreadable");
 
         delete(&moto, cluster, me).await;
         let held = acquire(client, &p).await.expect("acquire a fourth time");
         let lapsed = Claim { expires_at: SystemClock.now().as_secs() - 5, ..held.claim.clone() };
         put(&moto, cluster, me, &lapsed.encode()).await;
-        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl).await, "expired");
+        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl, params(1).margin()).await, "expired");
     });
 }
 
