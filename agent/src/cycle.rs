@@ -1112,7 +1112,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let record = self.load_record();
         let flight = record.in_flight.clone();
         let deactivated = match flight.as_ref().filter(|f| matches!(f.step, Step::Activating | Step::Rebooting)) {
-            Some(_) => self.deactivate().await,
+            Some(f) => self.deactivate().await || {
+                // Keep a record that says "activated, not rebooted": the next try undoes it,
+                // it does not take the host for one back from a reboot.
+                self.keep_for_retry(f);
+                false
+            },
             None => true,
         };
         let restored = match &self.cluster {
@@ -1129,6 +1134,14 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let (result, detail) = if cleared { ("undone", why.to_string()) } else { ("undo-incomplete", format!("{why}; retrying")) };
         self.publish("idle", None, result, &detail).await;
         cleared
+    }
+
+    fn keep_for_retry(&self, f: &InFlight) {
+        let mut r = self.load_record();
+        r.in_flight = Some(InFlight { step: Step::Activating, ..f.clone() });
+        if let Err(e) = self.journal.store(&r) {
+            tracing::error!(error = %e, "cannot keep the in-flight record for a retry");
+        }
     }
 
     async fn deactivate(&self) -> bool {

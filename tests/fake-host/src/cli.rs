@@ -21,7 +21,9 @@ usage: fake-bottlerocket --socket PATH --version V [options]
   --prepare-time D         work time of prepare (default 2s)
   --activate-time D        work time of activate (default 200ms)
   --deactivate-time D      work time of deactivate (default 200ms)
-  --fail WHAT              refresh|prepare|activate|reboot|rollback|malformed-status (repeatable)
+  --fail WHAT              refresh|prepare|activate|deactivate|reboot|rollback|malformed-status|api-errors
+                           (repeatable)
+  --api-errors-after-boot D  after each boot, every API request answers 500 for D
   --on-reboot CMD          run `sh -c CMD` after an accepted reboot (env FAKE_SOCKET, FAKE_OLD_VERSION)
   --boot-delay D           time down after the reboot command (default 1s)
 
@@ -32,7 +34,7 @@ Prints `READY <socket>` on stdout once listening; SIGTERM or SIGINT stops it.";
 const VALUE_FLAGS: &[&str] = &[
     "--socket", "--version", "--variant", "--arch", "--publish", "--version-lock", "--seed",
     "--refresh-time", "--prepare-time", "--activate-time", "--deactivate-time", "--fail",
-    "--on-reboot", "--boot-delay",
+    "--on-reboot", "--boot-delay", "--api-errors-after-boot",
 ];
 /// Flags without a value.
 const SWITCHES: &[&str] = &["-h", "--help", "--ignore-waves"];
@@ -129,6 +131,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation, 
             "--fail" => add_fault(&mut config.faults, &flag, &value)?,
             "--on-reboot" => on_reboot = Some(value),
             "--boot-delay" => boot_delay = duration(&flag, &value)?,
+            "--api-errors-after-boot" => config.faults.api_errors_after_boot = duration(&flag, &value)?,
             _ => return Err(ArgError::Unknown(arg)),
         }
     }
@@ -164,11 +167,13 @@ fn add_fault(faults: &mut Faults, flag: &str, value: &str) -> Result<(), ArgErro
         "reboot" => faults.reboot_refused = true,
         "rollback" => faults.rollback_on_boot = true,
         "malformed-status" => faults.malformed_status = true,
+        "deactivate" => faults.deactivate_fails = true,
+        "api-errors" => faults.api_errors = true,
         _ => {
             return Err(invalid(
                 flag,
                 value,
-                "expected refresh, prepare, activate, reboot, rollback or malformed-status",
+                "expected refresh, prepare, activate, deactivate, reboot, rollback, malformed-status or api-errors",
             ))
         }
     }

@@ -58,6 +58,12 @@ pub struct FaultsPatch {
     pub rollback_on_boot: Option<bool>,
     /// See [`Faults::malformed_status`].
     pub malformed_status: Option<bool>,
+    /// See [`Faults::deactivate_fails`].
+    pub deactivate_fails: Option<bool>,
+    /// See [`Faults::api_errors`].
+    pub api_errors: Option<bool>,
+    /// See [`Faults::api_errors_after_boot`], in milliseconds.
+    pub api_errors_after_boot_ms: Option<u64>,
 }
 
 impl FaultsPatch {
@@ -70,6 +76,11 @@ impl FaultsPatch {
             reboot_refused: self.reboot_refused.unwrap_or(faults.reboot_refused),
             rollback_on_boot: self.rollback_on_boot.unwrap_or(faults.rollback_on_boot),
             malformed_status: self.malformed_status.unwrap_or(faults.malformed_status),
+            deactivate_fails: self.deactivate_fails.unwrap_or(faults.deactivate_fails),
+            api_errors: self.api_errors.unwrap_or(faults.api_errors),
+            api_errors_after_boot: self
+                .api_errors_after_boot_ms
+                .map_or(faults.api_errors_after_boot, std::time::Duration::from_millis),
         }
     }
 }

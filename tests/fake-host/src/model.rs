@@ -77,6 +77,12 @@ pub struct Faults {
     pub rollback_on_boot: bool,
     /// A `GET /updates/status` that would answer 200 answers 200 with a body that does not parse.
     pub malformed_status: bool,
+    /// Deactivate work ends Failed (the update stays active).
+    pub deactivate_fails: bool,
+    /// Every API request (not `/fake/*`) answers 500, as a new version whose apiserver is broken.
+    pub api_errors: bool,
+    /// After each boot, every API request answers 500 for this long (zero: never).
+    pub api_errors_after_boot: Duration,
 }
 
 /// What an accepted reboot request does to reachability.
@@ -201,6 +207,7 @@ pub struct HostModel {
     last_timestamp: Option<DateTime<Utc>>,
     reboot_requests: usize,
     boots: usize,
+    booted_at: Option<Instant>,
     down: Option<Down>,
 }
 
@@ -218,6 +225,7 @@ impl HostModel {
             last_timestamp: None,
             reboot_requests: 0,
             boots: 0,
+            booted_at: None,
             down: None,
         }
     }
@@ -276,6 +284,12 @@ impl HostModel {
     /// The configuration the host was created with (published list, faults and durations current).
     pub fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// Whether API requests fail at `now` (the `api_errors` faults).
+    pub fn api_failing(&self, now: Instant) -> bool {
+        let f = &self.config.faults;
+        f.api_errors || self.booted_at.is_some_and(|at| now < at + f.api_errors_after_boot)
     }
 
     /// The injected faults in force.
@@ -397,7 +411,8 @@ impl HostModel {
         self.boot_at(now);
     }
 
-    fn boot_at(&mut self, _at: Instant) {
+    fn boot_at(&mut self, at: Instant) {
+        self.booted_at = Some(at);
         let old = self.running.clone();
         if let Some(next) = self.ready_version() {
             if self.config.faults.rollback_on_boot {
@@ -523,6 +538,9 @@ impl HostModel {
     }
 
     fn finish_deactivate(&mut self) -> Result<String, String> {
+        if self.config.faults.deactivate_fails {
+            return Err("Failed to mark the active partition set to boot next (injected fault)\n".into());
+        }
         let status = self.initialised_status();
         set_active_next(status, true);
         status.update_state = UpdateState::Staged;

@@ -100,6 +100,9 @@ pub fn route(model: &mut HostModel, now: Instant, method: &str, path_and_query: 
     if method != want {
         return FakeResponse::empty(404);
     }
+    if model.api_failing(now) && !is_control(path) {
+        return FakeResponse::text(500, "Internal server error (injected fault)");
+    }
     answer(model, now, query, body)
 }
 

@@ -42,6 +42,16 @@ pub struct EcsFaults {
     pub unavailable: bool,
     /// Each call takes this long.
     pub latency: Duration,
+    /// Every Nth PutAttributes fleet-wide (0: none) takes [`EcsFaults::slow_write`] to land, as a
+    /// write retried through throttling or a slow network would.
+    pub slow_write_every: u64,
+    /// How long a slow write takes before it lands and the call returns.
+    pub slow_write: Duration,
+    /// DescribeContainerInstances reports the instance's status as it was this long ago
+    /// (ECS's reads are eventually consistent; right after DRAINING a describe may say ACTIVE).
+    pub status_lag: Duration,
+    /// ListAttributes and ListContainerInstances fail as a listing cut short.
+    pub incomplete_lists: bool,
 }
 
 /// Who changed the cluster.
@@ -111,9 +121,25 @@ struct Instance {
     /// Each attribute's history of (when, value); `None` is a deletion.
     attrs: BTreeMap<String, Vec<(Instant, Option<String>)>>,
     tasks: Vec<Task>,
+    /// Every status change, oldest first (for reads that lag).
+    status_log: Vec<(Instant, InstanceStatus)>,
 }
 
 impl Instance {
+    /// The status a read lagging `lag` behind sees.
+    fn status_seen(&self, lag: Duration) -> InstanceStatus {
+        let now = Instant::now();
+        let at = now.checked_sub(lag).unwrap_or(now);
+        match self.status_log.iter().rev().find(|(t, _)| *t <= at) {
+            Some((_, st)) => st.clone(),
+            None if lag.is_zero() => self.status.clone(),
+            None => InstanceStatus::Active,
+        }
+    }
+    fn set_status(&mut self, status: InstanceStatus) {
+        self.status_log.push((Instant::now(), status.clone()));
+        self.status = status;
+    }
     fn current(&self, name: &str) -> Option<&String> {
         self.attrs.get(name)?.last()?.1.as_ref()
     }
@@ -145,6 +171,8 @@ struct State {
     visible: BTreeMap<String, BTreeSet<Rc<str>>>,
     /// The longest staleness ever set: how far back any read may look.
     max_staleness: Duration,
+    /// PutAttributes calls so far (for the slow-write fault).
+    puts: u64,
 }
 
 impl State {
@@ -191,6 +219,7 @@ impl FakeEcs {
             history: Vec::new(),
             visible: BTreeMap::new(),
             max_staleness: Duration::ZERO,
+            puts: 0,
         })))
     }
 
@@ -207,6 +236,7 @@ impl FakeEcs {
                 agent_connected: true,
                 attrs: BTreeMap::new(),
                 tasks: vec![],
+                status_log: vec![],
             },
         );
         arn
@@ -271,7 +301,7 @@ impl FakeEcs {
     pub fn operator_set_status(&self, arn: &str, status: InstanceStatus) {
         let mut s = self.0.borrow_mut();
         let Some(i) = s.instances.get_mut(arn) else { return };
-        i.status = status.clone();
+        i.set_status(status.clone());
         let target = i.arn.clone();
         s.record(Instant::now(), &target, Actor::Operator, EcsChange::Status(status));
     }
@@ -382,6 +412,9 @@ impl ClusterStore for FakeEcsHost {
 
     async fn list_attribute(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
         self.ecs.enter("ListAttributes", &self.arn).await?;
+        if self.ecs.0.borrow().faults.incomplete_lists {
+            return Err(ClusterError::Incomplete { op: "ListAttributes", message: "page cap reached (injected)".into() });
+        }
         let (found, pages, latency) = {
             let mut s = self.ecs.0.borrow_mut();
             let staleness = s.faults.staleness;
@@ -419,6 +452,15 @@ impl ClusterStore for FakeEcsHost {
     async fn put_attributes(&self, attrs: &[(String, String)]) -> Result<(), ClusterError> {
         const OP: &str = "PutAttributes";
         self.ecs.enter(OP, &self.arn).await?;
+        let slow = {
+            let mut s = self.ecs.0.borrow_mut();
+            s.puts += 1;
+            let f = &s.faults;
+            (f.slow_write_every > 0 && s.puts.is_multiple_of(f.slow_write_every)).then_some(f.slow_write)
+        };
+        if let Some(d) = slow {
+            tokio::time::sleep(d).await;
+        }
         if attrs.len() > 10 {
             return Err(rejected(OP, "InvalidParameterException", "at most 10 attributes per call"));
         }
@@ -470,9 +512,10 @@ impl ClusterStore for FakeEcsHost {
         let mut s = self.ecs.0.borrow_mut();
         FakeEcs::settle_tasks(&mut s);
         let inst = s.instances.get(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
+        let status = inst.status_seen(s.faults.status_lag);
         Ok(InstanceInfo {
             arn: self.arn.clone(),
-            status: inst.status.clone(),
+            status,
             agent_connected: inst.agent_connected,
             running_tasks: inst.tasks.len() as u32,
             attributes: inst.attrs.keys().filter_map(|k| inst.current(k).map(|v| (k.clone(), v.clone()))).collect(),
@@ -489,13 +532,13 @@ impl ClusterStore for FakeEcsHost {
         let now = Instant::now();
         match (status, &inst.status) {
             (SetStatus::Draining, InstanceStatus::Active | InstanceStatus::Draining) => {
-                inst.status = InstanceStatus::Draining;
+                inst.set_status(InstanceStatus::Draining);
                 for t in inst.tasks.iter_mut().filter(|t| t.started_by.as_deref().is_some_and(|b| b.starts_with("ecs-svc/"))) {
                     t.stops_at.get_or_insert(now + drain);
                 }
             }
             (SetStatus::Active, InstanceStatus::Active | InstanceStatus::Draining) => {
-                inst.status = InstanceStatus::Active;
+                inst.set_status(InstanceStatus::Active);
                 for t in &mut inst.tasks {
                     t.stops_at = None;
                 }
@@ -521,9 +564,18 @@ impl ClusterStore for FakeEcsHost {
 
     async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
         self.ecs.enter("ListContainerInstances", &self.arn).await?;
-        let s = self.ecs.0.borrow();
-        let found: Vec<String> =
-            s.instances.iter().filter(|(_, i)| i.status == InstanceStatus::Draining).map(|(a, _)| a.clone()).collect();
+        if self.ecs.0.borrow().faults.incomplete_lists {
+            return Err(ClusterError::Incomplete { op: "ListContainerInstances", message: "page cap reached (injected)".into() });
+        }
+        let mut s = self.ecs.0.borrow_mut();
+        // Status reads lag like attribute reads: a change younger than the lag is not seen yet.
+        let lag = { let staleness = s.faults.staleness; s.jitter.up_to(staleness) };
+        let found: Vec<String> = s
+            .instances
+            .iter()
+            .filter(|(_, i)| i.status_seen(lag) == InstanceStatus::Draining)
+            .map(|(a, _)| a.clone())
+            .collect();
         let pages = found.len().div_ceil(LIST_PAGE);
         drop(s);
         for _ in 1..pages {

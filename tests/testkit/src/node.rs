@@ -17,7 +17,7 @@ use agent::clock::{Clock, VirtualClock, WallTime};
 use agent::config::Config;
 use agent::cycle::{Agent, Outcome};
 use agent::journal::{Journal, MemoryJournal, Record};
-use agent::lease::{LeaseRule, Names};
+use agent::lease::{LeaseRule, Names, UnsafeOff};
 use agent::os_api::{Action, ActionReply, OsApi, OsApiError, OsInfo, StatusRead, UpdateSettings};
 use agent::shutdown::{Shutdown, Trigger};
 use fake_bottlerocket::FakeHost;
@@ -164,6 +164,8 @@ pub struct Node {
     /// Simulations only: the lease rule this host's agents apply instead of the configured one
     /// (to show that an unsafe rule fails); `None` runs the agent as configured.
     pub lease_rule: Option<LeaseRule>,
+    /// Negative controls: the safety fixes this host's agents run without (none by default).
+    pub unsafe_off: UnsafeOff,
     starts: std::cell::Cell<u64>,
     history: Rc<RefCell<Vec<NodeEvent>>>,
     reboots: Rc<watch::Sender<usize>>,
@@ -190,6 +192,7 @@ impl Node {
             cfg,
             seed,
             lease_rule: None,
+            unsafe_off: UnsafeOff::default(),
             starts: 0.into(),
             history: Rc::default(),
             reboots,
@@ -217,7 +220,11 @@ impl Node {
             clock: self.clock.clone(),
             journal: self.journal.clone(),
             jitter: Jitter::seeded(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(n)),
-            names: Names { rule_override: self.lease_rule, ..Names::new(&self.cfg.cluster.attribute_prefix) },
+            names: Names {
+                rule_override: self.lease_rule,
+                unsafe_off: self.unsafe_off,
+                ..Names::new(&self.cfg.cluster.attribute_prefix)
+            },
             cfg: self.cfg.clone(),
             shutdown,
             published: Default::default(),

@@ -4,80 +4,18 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use agent::clock::{Clock, VirtualClock, WallTime};
+use agent::clock::{Clock, WallTime};
 use agent::cluster::InstanceStatus;
 use agent::config::Config;
 use agent::cycle::Outcome;
 use agent::journal::Journal;
 use agent::shutdown::Shutdown;
-use fake_bottlerocket::{CommandDurations, FakeHost, Faults, HostConfig};
+use fake_bottlerocket::Faults;
 use testkit::fake_ecs::FakeEcs;
 use testkit::node::Node;
 
-const REBOOT: Duration = Duration::from_secs(120);
-
-/// The test config; `extra` holds top-level keys, then optionally `[cluster]` keys after a line
-/// `[cluster]` (merged into the cluster table).
-fn config(extra: &str) -> Config {
-    let (top, cluster) = match extra.split_once("[cluster]") {
-        Some((t, c)) => (t, c),
-        None => (extra, ""),
-    };
-    let text = format!(
-        r#"
-check-interval = "1h"
-check-jitter = "0s"
-{top}
-[commands]
-poll-interval = "1s"
-[cluster]
-{cluster}
-settle-time = "5s"
-lease-ttl = "10m"
-drain-poll-interval = "5s"
-drain-timeout = "10m"
-lease-backoff-min = "5s"
-lease-backoff-max = "1m"
-wait-poll-max = "1m"
-agent-connect-timeout = "2m"
-"#
-    );
-    Config::parse(&text, "test").expect("test config is valid")
-}
-
-fn host(faults: Faults) -> FakeHost {
-    FakeHost::new(HostConfig {
-        version: "1.0.0".into(),
-        published: vec!["1.0.0".into(), "1.1.0".into()],
-        durations: CommandDurations::all(Duration::from_secs(2)),
-        faults,
-        ..HostConfig::default()
-    })
-}
-
-fn clock() -> VirtualClock {
-    VirtualClock::new(WallTime::from_secs(1_800_000_000), 0)
-}
-
-fn node(name: &str, ecs: Option<&FakeEcs>, cfg: Config) -> Node {
-    Node::new(name, host(Faults::default()), ecs, clock(), cfg, 7)
-}
-
-fn lease(n: &Node) -> String {
-    format!("{}.lease", n.cfg.cluster.attribute_prefix)
-}
-
-fn drained(n: &Node) -> String {
-    format!("{}.drained", n.cfg.cluster.attribute_prefix)
-}
-
-/// Nothing of ours is left on the instance and nothing is in flight.
-fn assert_clean(ecs: &FakeEcs, n: &Node) {
-    assert_eq!(ecs.status(&n.arn), Some(InstanceStatus::Active), "{}: instance must be ACTIVE", n.name);
-    assert_eq!(ecs.attribute(&n.arn, &lease(n)), None, "{}: claim left behind", n.name);
-    assert_eq!(ecs.attribute(&n.arn, &drained(n)), None, "{}: drain marker left behind", n.name);
-    assert_eq!(n.record().in_flight, None, "{}: in-flight record left behind", n.name);
-}
+mod common;
+use common::*;
 
 #[tokio::test(start_paused = true)]
 async fn standalone_host_updates_through_a_reboot() {

@@ -1,0 +1,379 @@
+//! The at-most-N promise at the edges of time, one test per hole, on paused time against the
+//! in-memory host and cluster. Each hole has its negative control: the same scenario with that
+//! one fix switched off (`UnsafeOff`) must show the hole, so every test here fails when its fix
+//! is taken out.
+
+use std::time::Duration;
+
+use agent::backoff::{Backoff, Jitter};
+use agent::clock::WallTime;
+use agent::cluster::retry::RetryPolicy;
+use agent::cluster::InstanceStatus;
+use agent::cycle::Outcome;
+use agent::lease::{Claim, ClaimPhase, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names, UnsafeOff};
+use agent::shutdown::Shutdown;
+use agent::status::{short_id, Status};
+use fake_bottlerocket::Faults;
+use testkit::fake_ecs::{EcsChange, EcsFaults, FakeEcs};
+use testkit::node::Node;
+
+mod common;
+use common::*;
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// The most instances that were DRAINING at one instant, from the cluster's recorded history.
+fn most_draining_at_once(ecs: &FakeEcs) -> usize {
+    let mut draining = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for e in ecs.history() {
+        if let EcsChange::Status(s) = &e.change {
+            if *s == InstanceStatus::Draining {
+                draining.insert(e.instance.clone());
+            } else {
+                draining.remove(&e.instance);
+            }
+            most = most.max(draining.len());
+        }
+    }
+    most
+}
+
+fn status_of(ecs: &FakeEcs, n: &Node) -> Status {
+    let v = ecs.attribute(&n.arn, "br-update.status").unwrap_or_default();
+    Status::parse(&v).unwrap_or_else(|| panic!("{}: unreadable status `{v}`", n.name))
+}
+
+/// Runs `n`'s agent until its instance is DRAINING, then kills it (-9): only ECS and the
+/// journal remain.
+async fn crash_mid_drain(n: &Node, ecs: &FakeEcs) {
+    let agent = n.agent(Shutdown::never());
+    let run = agent.run(true);
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            o = &mut run => panic!("{}: round ended before the crash: {o:?}", n.name),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if ecs.status(&n.arn) == Some(InstanceStatus::Draining) {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- hole 1: out of service counts
+
+/// Host a's agent dies mid-drain and stays down for an hour, far past its claim's TTL; then b
+/// looks for a slot (N = 1). Returns the most instances DRAINING at once.
+async fn dead_holder_scenario(b_off: UnsafeOff) -> (FakeEcs, Node, Node, usize) {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    let mut b = node("b", Some(&ecs), config(""));
+    b.unsafe_off = b_off;
+    ecs.add_tasks(&a.arn, Some("ecs-svc/web"), 2);
+    ecs.set_drain_time(30 * MIN, 30 * MIN);
+    crash_mid_drain(&a, &ecs).await;
+    tokio::time::sleep(60 * MIN).await;
+    let _ = tokio::time::timeout(120 * MIN, b.agent(Shutdown::never()).run(true)).await;
+    let most = most_draining_at_once(&ecs);
+    (ecs, a, b, most)
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole1_an_instance_drained_by_a_dead_agent_keeps_its_slot_after_its_claim_lapses() {
+    let (ecs, a, b, most) = dead_holder_scenario(UnsafeOff::default()).await;
+    assert_eq!(most, 1, "b drained while a, drained by its dead agent, was still out of service");
+    assert_eq!(ecs.status(&b.arn), Some(InstanceStatus::Active));
+    let st = status_of(&ecs, &b);
+    assert_eq!((st.phase.as_str(), st.result.as_str()), ("waiting", "waiting-for-slot"), "{st:?}");
+    assert!(st.detail.contains(short_id(&a.arn)) && st.detail.contains("drained-by-agent"), "b's status must name who holds the slot: {st:?}");
+    // a's agent comes back: it undoes its round (and takes the slot again for its own update).
+    ecs.set_drain_time(Duration::from_secs(10), Duration::from_secs(10));
+    let outcomes = a.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes.last(), Some(&Outcome::Finished { result: "updated".into(), version: "1.1.0".into() }));
+    let outcomes = b.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes.last(), Some(&Outcome::Finished { result: "updated".into(), version: "1.1.0".into() }));
+    assert_clean(&ecs, &a);
+    assert_clean(&ecs, &b);
+    assert_eq!(most_draining_at_once(&ecs), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole1_negative_control_counting_live_claims_only_drains_two_at_n1() {
+    let (_, _, _, most) = dead_holder_scenario(UnsafeOff { out_of_service_count: true, ..UnsafeOff::default() }).await;
+    assert_eq!(most, 2, "without counting out-of-service instances, b takes the dead holder's slot");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole1_an_instance_drained_by_someone_else_takes_a_slot_unless_configured_not_to() {
+    let ecs = FakeEcs::new("c", 1);
+    let other = ecs.register("scaled-in");
+    ecs.operator_set_status(&other, InstanceStatus::Draining);
+    let a = node("a", Some(&ecs), config(""));
+    let waited = tokio::time::timeout(60 * MIN, a.agent(Shutdown::never()).run(true)).await;
+    assert!(waited.is_err(), "a must wait while another instance is DRAINING (N = 1)");
+    let st = status_of(&ecs, &a);
+    assert!(st.detail.contains(short_id(&other)) && st.detail.contains("draining-not-by-agent"), "{st:?}");
+    assert_eq!(ecs.attribute(&a.arn, &lease(&a)), None, "no claim left while waiting");
+
+    let b = node("b", Some(&ecs), config("[cluster]\ncount-foreign-draining = false"));
+    let outcomes = b.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes.last(), Some(&Outcome::Finished { result: "updated".into(), version: "1.1.0".into() }));
+    assert_eq!(ecs.status(&other), Some(InstanceStatus::Draining), "never touched");
+}
+
+// ---------------------------------------------------------------- hole 2: late renewals
+
+fn lease_params() -> LeaseParams {
+    LeaseParams {
+        max_concurrent: 1,
+        ttl: 10 * MIN,
+        settle: Duration::from_secs(5),
+        skew: Duration::from_secs(30),
+        backoff: Backoff::new(Duration::from_secs(5), MIN),
+        wait_poll_max: MIN,
+        rule: LeaseRule::CountOthers,
+        foreign_draining: true,
+    }
+}
+
+/// a holds a slot; nine minutes in, its renewal's write takes two minutes to land (past the
+/// claim's expiry), while b looks for a slot as soon as a's claim has lapsed for it. Returns
+/// whether a's renewal succeeded and whether b took a slot.
+async fn late_renewal_scenario(a_off: UnsafeOff) -> (Result<(), LeaseError>, bool) {
+    let ecs = FakeEcs::new("c", 1);
+    let (arn_a, arn_b) = (ecs.register("a"), ecs.register("b"));
+    let (store_a, store_b) = (ecs.host(&arn_a), ecs.host(&arn_b));
+    let (clock_a, clock_b) = (clock(), clock());
+    let (jitter_a, jitter_b) = (Jitter::seeded(1), Jitter::seeded(2));
+    let names_a = Names { unsafe_off: a_off, ..Names::new("br-update") };
+    let names_b = Names::new("br-update");
+    let retry = RetryPolicy { budget: 2 * MIN, backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)) };
+    let a = LeaseClient { store: &store_a, clock: &clock_a, jitter: &jitter_a, names: &names_a, retry };
+    let b = LeaseClient { store: &store_b, clock: &clock_b, jitter: &jitter_b, names: &names_b, retry };
+    let p = lease_params();
+    let held = a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {}).await.expect("a holds");
+    tokio::time::sleep(9 * MIN).await;
+    ecs.set_faults(EcsFaults { slow_write_every: 1, slow_write: 2 * MIN, ..EcsFaults::default() });
+    let renew_a = a.renew(&held, ClaimPhase::Draining, p.ttl, p.margin());
+    let take_b = async {
+        tokio::time::sleep(MIN + Duration::from_secs(35)).await;
+        ecs.set_faults(EcsFaults::default());
+        tokio::time::timeout(5 * MIN, b.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {})).await
+    };
+    let (renewed, taken) = tokio::join!(renew_a, take_b);
+    (renewed.map(|_| ()), matches!(taken, Ok(Ok(_))))
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole2_a_renewal_that_lands_after_the_old_expiry_loses_the_claim() {
+    let (renewed, b_took) = late_renewal_scenario(UnsafeOff::default()).await;
+    assert!(b_took, "b saw a's claim lapse and took the slot");
+    assert!(matches!(renewed, Err(LeaseError::Lost(ref why)) if why.contains("too late")), "{renewed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole2_negative_control_accepting_late_renewals_gives_two_holders() {
+    let (renewed, b_took) = late_renewal_scenario(UnsafeOff { late_renewal_check: true, ..UnsafeOff::default() }).await;
+    assert!(b_took && renewed.is_ok(), "both hold: renewal {renewed:?}, b took {b_took}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole2_a_claim_within_the_margin_of_its_expiry_is_not_renewed() {
+    let ecs = FakeEcs::new("c", 1);
+    let arn = ecs.register("a");
+    let store = ecs.host(&arn);
+    let (clk, jitter, names) = (clock(), Jitter::seeded(1), Names::new("br-update"));
+    let retry = RetryPolicy { budget: MIN, backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)) };
+    let a = LeaseClient { store: &store, clock: &clk, jitter: &jitter, names: &names, retry };
+    let p = lease_params();
+    let held = a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {}).await.expect("holds");
+    // 20 s before expiry: inside the 35 s margin (settle 5 s + skew 30 s).
+    tokio::time::sleep(10 * MIN - Duration::from_secs(20)).await;
+    let r = a.renew(&held, ClaimPhase::Draining, p.ttl, p.margin()).await;
+    assert!(matches!(r, Err(LeaseError::Lost(_))), "{r:?}");
+    assert!(a.in_time(&held.claim, p.margin()).is_err());
+}
+
+// ---------------------------------------------------------------- hole 3: after boot
+
+/// a updates (N = 1); after the boot, `trouble` keeps it from returning to service for 40
+/// minutes (four claim lifetimes). Samples a's claim every minute meanwhile; returns whether it
+/// was live at every sample, the status seen at 30 minutes, and the final outcome.
+async fn after_boot_scenario(off: UnsafeOff, trouble: AfterBoot) -> (bool, Status, Outcome, FakeEcs, Node) {
+    let ecs = FakeEcs::new("c", 1);
+    let mut a = node("a", Some(&ecs), config(""));
+    a.unsafe_off = off;
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+    tokio::time::sleep(REBOOT).await;
+    match trouble {
+        AfterBoot::EcsAgentAway => ecs.set_agent_connected(&a.arn, false),
+        AfterBoot::ApiFails => a.host.set_faults(Faults { api_errors_after_boot: 40 * MIN, ..Faults::default() }),
+    }
+    a.host.boot();
+    let agent = a.agent(Shutdown::never());
+    let watcher = async {
+        let mut always_live = true;
+        let mut at_30 = None;
+        for minute in 1..=40 {
+            tokio::time::sleep(MIN).await;
+            let claim = ecs.attribute(&a.arn, &lease(&a)).and_then(|v| Claim::parse(&v).ok());
+            always_live &= claim.is_some_and(|c| WallTime::from_secs(c.expires_at) > a.now());
+            if minute == 30 {
+                at_30 = Some(status_of(&ecs, &a));
+            }
+        }
+        ecs.set_agent_connected(&a.arn, true);
+        (always_live, at_30.expect("sampled"))
+    };
+    let (outcome, (live, st)) = tokio::join!(agent.run(true), watcher);
+    (live, st, outcome, ecs, a)
+}
+
+#[derive(Clone, Copy)]
+enum AfterBoot {
+    EcsAgentAway,
+    ApiFails,
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole3_the_claim_stays_live_while_the_ecs_agent_is_away_longer_than_its_ttl() {
+    let (live, st, outcome, ecs, a) = after_boot_scenario(UnsafeOff::default(), AfterBoot::EcsAgentAway).await;
+    assert!(live, "the claim lapsed while the instance was out of service");
+    assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-ecs-agent"), "{st:?}");
+    assert!(st.detail.contains("ECS agent"), "{st:?}");
+    assert_eq!(ecs.status(&a.arn), Some(InstanceStatus::Active));
+    assert_eq!(outcome, Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+    assert_clean(&ecs, &a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole3_the_claim_stays_live_while_the_new_versions_api_fails() {
+    let (live, st, outcome, ecs, a) = after_boot_scenario(UnsafeOff::default(), AfterBoot::ApiFails).await;
+    assert!(live, "the claim lapsed while the API failed after boot");
+    assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-after-boot"), "{st:?}");
+    assert_eq!(outcome, Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+    assert_clean(&ecs, &a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole3_negative_control_without_the_keeper_the_claim_lapses_after_boot() {
+    let off = UnsafeOff { claim_keeper: true, ..UnsafeOff::default() };
+    let (live, ..) = after_boot_scenario(off, AfterBoot::ApiFails).await;
+    assert!(!live, "without the keeper the claim must be seen lapsed while the API fails");
+}
+
+// ---------------------------------------------------------------- hole 4: undo and stale reads
+
+/// a drains; five seconds after DRAINING is set it is stopped (SIGTERM) while describes lag a
+/// minute behind (they still say ACTIVE). Returns a's instance status after the undo.
+async fn stale_undo_scenario(off: UnsafeOff) -> (FakeEcs, Node) {
+    let ecs = FakeEcs::new("c", 1);
+    let mut a = node("a", Some(&ecs), config(""));
+    a.unsafe_off = off;
+    ecs.add_tasks(&a.arn, Some("ecs-svc/slow"), 1);
+    ecs.set_drain_time(60 * MIN, 60 * MIN);
+    ecs.set_faults(EcsFaults { status_lag: MIN, ..EcsFaults::default() });
+    let (trigger, shutdown) = Shutdown::new();
+    let agent = a.agent(shutdown);
+    let killer = async {
+        while ecs.status(&a.arn) != Some(InstanceStatus::Draining) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        trigger.fire();
+    };
+    let (outcome, ()) = tokio::join!(agent.run(true), killer);
+    assert_eq!(outcome, Outcome::Interrupted);
+    (ecs, a)
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole4_undo_sets_active_even_when_a_stale_read_still_says_active() {
+    let (ecs, a) = stale_undo_scenario(UnsafeOff::default()).await;
+    assert_clean(&ecs, &a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole4_negative_control_trusting_the_stale_read_leaves_the_instance_draining() {
+    let (ecs, a) = stale_undo_scenario(UnsafeOff { undo_sets_active_always: true, ..UnsafeOff::default() }).await;
+    assert_eq!(ecs.status(&a.arn), Some(InstanceStatus::Draining));
+    assert_eq!(ecs.attribute(&a.arn, &drained(&a)), None, "marker deleted: nothing would ever repair it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole4_a_failed_deactivate_still_returns_the_instance_and_releases_the_slot() {
+    let ecs = FakeEcs::new("c", 1);
+    let faults = Faults { reboot_refused: true, deactivate_fails: true, ..Faults::default() };
+    let a = Node::new("a", host(faults), Some(&ecs), clock(), config(""), 5);
+    let outcome = a.agent(Shutdown::never()).run(true).await;
+    assert!(matches!(&outcome, Outcome::Failed { reason } if reason.contains("reboot")), "{outcome:?}");
+    assert_eq!(ecs.status(&a.arn), Some(InstanceStatus::Active), "returned to service");
+    assert_eq!(ecs.attribute(&a.arn, &lease(&a)), None, "slot released");
+    assert_eq!(ecs.attribute(&a.arn, &drained(&a)), None);
+    assert!(a.record().in_flight.is_some(), "the record is kept, so the deactivation is tried again");
+    assert_eq!(status_of(&ecs, &a).result, "failed");
+    // The deactivation works next time: the record goes, and the update is no longer active.
+    a.host.set_faults(Faults::default());
+    assert_eq!(a.agent(Shutdown::never()).recover().await, Ok(None));
+    assert_eq!(a.record().in_flight, None);
+    assert_ne!(a.host.update_state(), Some(fake_bottlerocket::UpdateState::Ready));
+}
+
+// ---------------------------------------------------------------- hole 6: partial listings
+
+#[tokio::test(start_paused = true)]
+async fn hole6_an_incomplete_listing_makes_the_host_wait_instead_of_claiming() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    ecs.set_faults(EcsFaults { incomplete_lists: true, ..EcsFaults::default() });
+    let outcome = a.agent(Shutdown::never()).run(true).await;
+    assert!(matches!(&outcome, Outcome::Failed { reason } if reason.contains("incomplete")), "{outcome:?}");
+    let claimed = ecs.history().iter().any(|e| matches!(&e.change, EcsChange::Put { name, .. } if *name == lease(&a)));
+    assert!(!claimed, "a claim was written on an incomplete count");
+    assert_eq!(most_draining_at_once(&ecs), 0);
+    assert_clean(&ecs, &a);
+}
+
+// ---------------------------------------------------------------- hole 7: dry run
+
+#[tokio::test(start_paused = true)]
+async fn hole7_dry_run_writes_nothing_even_with_an_undo_pending() {
+    let ecs = FakeEcs::new("c", 1);
+    let mut a = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&a.arn, Some("ecs-svc/slow"), 1);
+    ecs.set_drain_time(60 * MIN, 60 * MIN);
+    crash_mid_drain(&a, &ecs).await;
+    let (writes, record) = (ecs.history().len(), a.record());
+    a.host.clear_requests();
+    a.cfg.dry_run = true;
+    let outcome = a.agent(Shutdown::never()).run(true).await;
+    assert!(matches!(outcome, Outcome::DryRun { .. }), "{outcome:?}");
+    assert_eq!(ecs.history().len(), writes, "dry run changed ECS: {:?}", &ecs.history()[writes..]);
+    assert_eq!(a.record(), record, "dry run changed the journal");
+    assert!(!a.host.requests().iter().any(|r| r.starts_with("POST")), "dry run posted: {:?}", a.host.requests());
+    assert_eq!(ecs.status(&a.arn), Some(InstanceStatus::Draining));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole7_dry_run_writes_nothing_after_a_reboot_either() {
+    let ecs = FakeEcs::new("c", 1);
+    let mut a = node("a", Some(&ecs), config(""));
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+    a.host.boot();
+    let (writes, record) = (ecs.history().len(), a.record());
+    a.cfg.dry_run = true;
+    let _ = a.agent(Shutdown::never()).run(true).await;
+    assert_eq!(ecs.history().len(), writes, "dry run changed ECS: {:?}", &ecs.history()[writes..]);
+    assert_eq!(a.record(), record, "dry run changed the journal");
+}
+
+// ---------------------------------------------------------------- hole 9: status after undo
+
+#[tokio::test(start_paused = true)]
+async fn hole9_the_status_attribute_tells_the_real_state_after_an_undo() {
+    let (ecs, a) = stale_undo_scenario(UnsafeOff::default()).await;
+    let st = status_of(&ecs, &a);
+    assert_eq!((st.phase.as_str(), st.result.as_str()), ("idle", "undone"), "{st:?}");
+    assert!(st.detail.contains("signal"), "{st:?}");
+}
