@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use fake_bottlerocket::{UpdateCommand, UpdateState};
 use tempfile::TempDir;
+use testkit::introspection::{Answer, FakeIntrospection};
 use testkit::process::{
     journal_path, read_journal, run_agent, AgentConfig, AgentProcess, Boot, FakeHostProcess, Memory,
 };
@@ -188,6 +189,28 @@ fn sigterm_during_prepare_exits_cleanly_and_a_restarted_agent_finishes() {
     assert_eq!(host.requests_of("POST /actions/prepare-update"), 1, "the interrupted download was used");
     let status = third.stop(EXIT).expect("agent exits");
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sigterm_while_discovering_the_cluster_exits_0_having_changed_nothing() {
+    // Nothing listens at the introspection URL, as before the ECS agent has started.
+    let introspection = FakeIntrospection::start(Answer::Refuse);
+    let url = introspection.url();
+    let host = Host::start(&["--version", "1.0.0", "--publish", "1.1.0"], Boot::Auto, |c| {
+        c.set_raw("cluster.enabled", "true").set_str("cluster.introspection-url", &url);
+    });
+    let mut agent = host.agent();
+    agent.log().wait_for("ECS agent not ready; retrying", STEP).expect("the agent waits for the ECS agent");
+    let status = agent.stop(EXIT).expect("agent exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "a stop during discovery is a clean stop: {}", agent.log().tail());
+    assert!(
+        agent.log().contains("stopped by signal during discovery; nothing was changed"),
+        "{}",
+        agent.log().tail()
+    );
+    assert!(!agent.log().contains("coordinating through ECS"), "{}", agent.log().tail());
+    assert_eq!(host.fake.api_requests().expect("request log"), Vec::<String>::new(), "the host saw no request");
+    assert!(!host.state_dir.exists(), "the state dir must not be created");
 }
 
 /// Makes a good config bad.
