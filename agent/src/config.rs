@@ -173,6 +173,7 @@ struct RawCluster {
     ecs_retry_budget: Option<String>,
     ecs_backoff_min: Option<String>,
     ecs_backoff_max: Option<String>,
+    count_foreign_draining: Option<bool>,
 }
 
 /// The validated configuration the agent runs with.
@@ -264,6 +265,9 @@ pub struct ClusterConfig {
     pub ecs_retry_budget: Duration,
     /// Back-off between ECS retries.
     pub ecs_backoff: Backoff,
+    /// Whether an instance DRAINING without this agent's marker (an operator, ECS managed
+    /// draining) takes one of the N slots.
+    pub count_foreign_draining: bool,
 }
 
 impl Default for Config {
@@ -414,6 +418,7 @@ impl ClusterConfig {
             agent_connect_timeout: positive("cluster.agent-connect-timeout", &r.agent_connect_timeout, "10m")?,
             ecs_retry_budget: positive("cluster.ecs-retry-budget", &r.ecs_retry_budget, "2m")?,
             ecs_backoff,
+            count_foreign_draining: r.count_foreign_draining.unwrap_or(true),
         })
     }
 
@@ -741,6 +746,7 @@ impl From<&Config> for Printable {
         ] {
             cluster.insert(key.into(), f(v).into());
         }
+        cluster.insert("count-foreign-draining".into(), k.count_foreign_draining.into());
         let policy = match k.standalone_tasks {
             StandalonePolicy::Wait => "wait",
             StandalonePolicy::Skip => "skip",
@@ -1007,6 +1013,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn count_foreign_draining_defaults_to_true_and_prints() {
+        assert!(Config::default().cluster.count_foreign_draining);
+        let c = ok("[cluster]\ncount-foreign-draining = false");
+        assert!(!c.cluster.count_foreign_draining);
+        let printed = c.to_toml();
+        assert!(printed.contains("count-foreign-draining = false"), "{printed}");
+        assert_eq!(Config::parse(&printed, "printed").expect("round trip"), c);
+        assert!(err("[cluster]\ncount-foreign-draining = \"yes\"").contains("count-foreign-draining"));
     }
 
     #[test]
