@@ -25,8 +25,8 @@ impl Jitter {
         if hi <= lo {
             return lo;
         }
-        let span = (hi - lo).as_millis() as u64;
-        lo + Duration::from_millis(self.0.borrow_mut().random_range(0..=span))
+        let span = u64::try_from((hi - lo).as_millis()).unwrap_or(u64::MAX);
+        lo.saturating_add(Duration::from_millis(self.0.borrow_mut().random_range(0..=span)))
     }
     /// A uniformly random duration in `[0, max]`.
     pub fn up_to(&self, max: Duration) -> Duration {

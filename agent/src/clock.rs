@@ -65,7 +65,7 @@ impl Clock for SystemClock {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        WallTime(since.as_millis() as i64)
+        WallTime(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
     }
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> {
         tokio::time::sleep(d)
@@ -97,7 +97,7 @@ impl VirtualClock {
 impl Clock for VirtualClock {
     fn now(&self) -> WallTime {
         let elapsed = tokio::time::Instant::now().duration_since(self.start);
-        WallTime(self.epoch.0 + elapsed.as_millis() as i64 + self.skew_ms)
+        WallTime(self.epoch.plus(elapsed).0.saturating_add(self.skew_ms))
     }
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> {
         tokio::time::sleep(d)

@@ -2,8 +2,9 @@
 //!
 //! Two levels, so that every problem is reported before the agent touches anything: [`RawConfig`]
 //! is what serde reads (unknown keys and wrong types fail here, with the line of the key), and
-//! [`Config::from_raw`] checks values (zero limits, negative or malformed durations, settle time
-//! shorter than zero, ...) and names the key at fault.
+//! [`Config::from_raw`] checks values (zero limits, negative or malformed durations, ...) and then
+//! [`Config::validate`] the rules the lease's safety argument and the agent's pacing rely on
+//! (floors, the renewal margin, the instance ARN); both name the key at fault.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,6 +48,25 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+/// The longest duration any key accepts. No setting needs more than a year, and with this bound
+/// no sum or multiple of config durations, nor any instant they are added to, can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// `cluster.settle-time` floor: it must cover ECS's read staleness, about a second.
+pub const MIN_SETTLE_TIME: Duration = Duration::from_secs(1);
+/// `check-interval` floor: each round asks the local API and ECS; shorter is a hot loop.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// `maintenance.update-now-poll` floor: each look is an ECS call from every waiting host.
+pub const MIN_UPDATE_NOW_POLL: Duration = Duration::from_secs(10);
+/// `cluster.wait-poll-max` floor: each look while the cluster is full lists every claim.
+pub const MIN_WAIT_POLL_MAX: Duration = Duration::from_secs(1);
+/// `cluster.drain-poll-interval` floor: each check lists the instance's tasks.
+pub const MIN_DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// `commands.poll-interval` floor: each poll is a request on the local API socket.
+pub const MIN_COMMAND_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// `cluster.reboot-allowance` floor: no host shuts down, boots and restarts the agent faster.
+pub const MIN_REBOOT_ALLOWANCE: Duration = Duration::from_secs(60);
 
 fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Value { key: key.to_string(), reason: reason.into() }
@@ -154,6 +174,7 @@ struct RawCluster {
     ecs_retry_budget: Option<String>,
     ecs_backoff_min: Option<String>,
     ecs_backoff_max: Option<String>,
+    count_foreign_draining: Option<bool>,
 }
 
 /// The validated configuration the agent runs with.
@@ -248,6 +269,9 @@ pub struct ClusterConfig {
     pub ecs_retry_budget: Duration,
     /// Back-off between ECS retries.
     pub ecs_backoff: Backoff,
+    /// Whether an instance DRAINING without this agent's marker (an operator, ECS managed
+    /// draining) takes one of the N slots.
+    pub count_foreign_draining: bool,
 }
 
 impl Default for Config {
@@ -297,7 +321,7 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(bad("log-level", format!("`{log_level}` is not a log filter (try `info` or `debug`)")));
         }
-        Ok(Config {
+        let config = Config {
             dry_run: raw.dry_run.unwrap_or(false),
             log_format: raw.log_format.unwrap_or(LogFormat::Text),
             log_level,
@@ -312,7 +336,26 @@ impl Config {
             commands,
             cluster: ClusterConfig::from_raw(raw.cluster)?,
             maintenance: Maintenance::from_raw(raw.maintenance)?,
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules that relate values or bound them from below (see the README's "Rules a
+    /// config must follow"); the first rule broken is reported with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least("check-interval", self.check_interval, MIN_CHECK_INTERVAL, "each round asks the local API and ECS; less is a hot loop")?;
+        let c = &self.commands;
+        for budget in [&c.refresh, &c.prepare, &c.activate, &c.deactivate, &c.reboot, &c.status] {
+            at_least("commands.poll-interval", budget.poll_interval, MIN_COMMAND_POLL_INTERVAL, "each poll is a request on the API socket")?;
+        }
+        at_least(
+            "maintenance.update-now-poll",
+            self.maintenance.update_now_poll,
+            MIN_UPDATE_NOW_POLL,
+            "each look is an ECS call from every waiting host",
+        )?;
+        self.cluster.validate()
     }
 
     /// The effective config as TOML, for `check-config`.
@@ -346,16 +389,6 @@ impl ClusterConfig {
             positive("cluster.ecs-backoff-max", &r.ecs_backoff_max, "30s")?,
         );
         check_backoff("cluster.ecs-backoff", ecs_backoff)?;
-        let lease_ttl = positive("cluster.lease-ttl", &r.lease_ttl, "10m")?;
-        let drain_poll_interval = positive("cluster.drain-poll-interval", &r.drain_poll_interval, "15s")?;
-        // A holder renews while it drains; a TTL shorter than two polls could lapse between renewals.
-        if lease_ttl < drain_poll_interval * 2 {
-            return Err(bad("cluster.lease-ttl", "must be at least twice cluster.drain-poll-interval"));
-        }
-        let settle_time = dur("cluster.settle-time", &r.settle_time, "10s")?;
-        if settle_time >= lease_ttl {
-            return Err(bad("cluster.settle-time", "must be shorter than cluster.lease-ttl"));
-        }
         if let Some(url) = &r.introspection_url {
             if !url.starts_with("http://") {
                 return Err(bad("cluster.introspection-url", "must be an http:// URL"));
@@ -376,13 +409,13 @@ impl ClusterConfig {
             discovery_timeout,
             attribute_prefix: prefix,
             max_concurrent: max as u32,
-            lease_ttl,
-            settle_time,
+            lease_ttl: positive("cluster.lease-ttl", &r.lease_ttl, "10m")?,
+            settle_time: dur("cluster.settle-time", &r.settle_time, "10s")?,
             clock_skew: dur("cluster.clock-skew", &r.clock_skew, "30s")?,
             lease_backoff,
             wait_poll_max: positive("cluster.wait-poll-max", &r.wait_poll_max, "1h")?,
             drain_timeout: positive("cluster.drain-timeout", &r.drain_timeout, "30m")?,
-            drain_poll_interval,
+            drain_poll_interval: positive("cluster.drain-poll-interval", &r.drain_poll_interval, "15s")?,
             standalone_tasks: r.standalone_tasks.unwrap_or(StandalonePolicy::Skip),
             standalone_task_timeout: positive("cluster.standalone-task-timeout", &r.standalone_task_timeout, "1h")?,
             reboot_allowance: positive("cluster.reboot-allowance", &r.reboot_allowance, "20m")?,
@@ -390,7 +423,149 @@ impl ClusterConfig {
             count_foreign_draining: r.count_foreign_draining.unwrap_or(true),
             ecs_retry_budget: positive("cluster.ecs-retry-budget", &r.ecs_retry_budget, "2m")?,
             ecs_backoff,
+            count_foreign_draining: r.count_foreign_draining.unwrap_or(true),
         })
+    }
+
+    /// The cluster's rules: identity, floors, and the timings the lease's safety argument needs.
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_identity()?;
+        at_least("cluster.settle-time", self.settle_time, MIN_SETTLE_TIME, "it must be at least ECS's read staleness")?;
+        at_least("cluster.wait-poll-max", self.wait_poll_max, MIN_WAIT_POLL_MAX, "each look lists every claim in the cluster")?;
+        at_least(
+            "cluster.drain-poll-interval",
+            self.drain_poll_interval,
+            MIN_DRAIN_POLL_INTERVAL,
+            "each check lists the instance's tasks",
+        )?;
+        if self.settle_time >= self.lease_ttl {
+            return Err(bad("cluster.settle-time", "must be shorter than cluster.lease-ttl"));
+        }
+        // A holder renews while it drains; a TTL shorter than two polls could lapse between renewals.
+        if self.lease_ttl < self.drain_poll_interval.saturating_mul(2) {
+            return Err(bad("cluster.lease-ttl", "must be at least twice cluster.drain-poll-interval"));
+        }
+        self.validate_renewal_margin()?;
+        let f = format_duration;
+        if self.reboot_allowance < MIN_REBOOT_ALLOWANCE.max(self.lease_ttl) {
+            return Err(bad(
+                "cluster.reboot-allowance",
+                format!(
+                    "{} is too short: the rule is cluster.reboot-allowance >= {} and >= cluster.lease-ttl ({}); it is the \
+                     claim lifetime written before the reboot and must cover shutdown, boot, the agent's restart and its \
+                     first renewal",
+                    f(self.reboot_allowance),
+                    f(MIN_REBOOT_ALLOWANCE),
+                    f(self.lease_ttl)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The renewal margin: a holder renews once half of its claim's life is left, noticing it up to
+    /// one drain poll late; the write may then be retried for the whole retry budget and must
+    /// still land before the claim's expiry less the settle time and the clock skew, or other
+    /// hosts may already have counted the claim as lapsed.
+    fn validate_renewal_margin(&self) -> Result<(), ConfigError> {
+        let parts = [self.ecs_retry_budget, self.settle_time, self.clock_skew, self.drain_poll_interval];
+        let sum = parts.iter().fold(Duration::ZERO, |acc, d| acc.saturating_add(*d));
+        let half = self.lease_ttl / 2;
+        if sum <= half {
+            return Ok(());
+        }
+        let f = format_duration;
+        Err(bad(
+            "cluster.ecs-retry-budget",
+            format!(
+                "the renewal margin is broken: cluster.ecs-retry-budget + cluster.settle-time + cluster.clock-skew + \
+                 cluster.drain-poll-interval = {} + {} + {} + {} = {} must be <= cluster.lease-ttl / 2 = {}; a renewal \
+                 retried for the whole budget could land after other hosts counted the claim as lapsed (shorten \
+                 cluster.ecs-retry-budget or lengthen cluster.lease-ttl)",
+                f(parts[0]),
+                f(parts[1]),
+                f(parts[2]),
+                f(parts[3]),
+                f(sum),
+                f(half)
+            ),
+        ))
+    }
+
+    /// `cluster.cluster` and `cluster.instance-arn` skip discovery only together (one alone would
+    /// be ignored), and the ARN must be exactly the container instance's, or this host would not
+    /// recognise its own claim and would count itself.
+    fn validate_identity(&self) -> Result<(), ConfigError> {
+        let (cluster, arn) = match (&self.cluster, &self.instance_arn) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => {
+                return Err(bad(
+                    "cluster.cluster",
+                    "set cluster.instance-arn too, or neither: the two skip discovery only together",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "cluster.instance-arn",
+                    "set cluster.cluster too, or neither: the two skip discovery only together",
+                ))
+            }
+            (Some(c), Some(a)) => (c, a),
+        };
+        if cluster.trim().is_empty() {
+            return Err(bad("cluster.cluster", "must not be empty"));
+        }
+        let in_arn = instance_arn_cluster(arn).map_err(|why| {
+            bad(
+                "cluster.instance-arn",
+                format!(
+                    "`{arn}` is not an ECS container-instance ARN ({why}); the rule is \
+                     arn:<partition>:ecs:<region>:<12-digit account>:container-instance/[<cluster>/]<id>"
+                ),
+            )
+        })?;
+        let name = crate::discovery::cluster_name(cluster);
+        match in_arn {
+            Some(c) if c != name => Err(bad(
+                "cluster.cluster",
+                format!("`{cluster}` is not the cluster `{c}` that cluster.instance-arn names"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The cluster part of a container-instance ARN (`None` for the old form without one), or why
+/// `arn` is not one: `arn:<partition>:ecs:<region>:<12-digit account>:container-instance/[<cluster>/]<id>`.
+fn instance_arn_cluster(arn: &str) -> Result<Option<&str>, String> {
+    let fields: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = fields.as_slice() else {
+        return Err(format!("expected 6 fields separated by `:`, found {}", fields.len()));
+    };
+    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if *prefix != "arn" {
+        return Err("does not start with `arn:`".into());
+    }
+    if !word(partition) {
+        return Err(format!("bad partition `{partition}`"));
+    }
+    if *service != "ecs" {
+        return Err(format!("service is `{service}`, not `ecs`"));
+    }
+    if !word(region) {
+        return Err(format!("bad region `{region}`"));
+    }
+    if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("account `{account}` is not 12 digits"));
+    }
+    let Some(path) = resource.strip_prefix("container-instance/") else {
+        return Err(format!("resource `{resource}` is not `container-instance/...`"));
+    };
+    let name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        [id] if name(id) => Ok(None),
+        [cluster, id] if name(cluster) && name(id) => Ok(Some(cluster)),
+        _ => Err(format!("`container-instance/{path}` is not `container-instance/<id>` or `container-instance/<cluster>/<id>`")),
     }
 }
 
@@ -426,6 +601,15 @@ impl Maintenance {
     }
 }
 
+/// Refuses `value` below `floor`, naming the key and the rule with its reason.
+fn at_least(key: &str, value: Duration, floor: Duration, why: &str) -> Result<(), ConfigError> {
+    if value >= floor {
+        return Ok(());
+    }
+    let f = format_duration;
+    Err(bad(key, format!("{} is too short: the rule is {key} >= {} ({why})", f(value), f(floor))))
+}
+
 fn check_backoff(key: &str, b: Backoff) -> Result<(), ConfigError> {
     if b.base > b.max {
         return Err(bad(&format!("{key}-min"), format!("must not exceed {key}-max")));
@@ -445,7 +629,7 @@ fn positive(key: &str, value: &Option<String>, default: &str) -> Result<Duration
     Ok(d)
 }
 
-/// Parses "500ms", "90s", "15m", "2h", "7d" and sums like "1h30m".
+/// Parses "500ms", "90s", "15m", "2h", "7d" and sums like "1h30m", up to [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t.starts_with('-') {
@@ -454,6 +638,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if t.is_empty() {
         return Err("empty duration (write e.g. `90s`, `15m`, `2h`)".into());
     }
+    let too_long = || format!("`{text}` is longer than {}, the longest duration the agent accepts", format_duration(MAX_DURATION));
     let mut total = Duration::ZERO;
     let mut rest = t;
     while !rest.is_empty() {
@@ -461,7 +646,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("`{text}` is not a duration (write e.g. `90s`, `15m`, `2h`)"));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("`{text}`: number too large"))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
@@ -473,10 +658,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "" => return Err(format!("`{text}` lacks a unit (ms, s, m, h, d)")),
             u => return Err(format!("`{text}`: unknown unit `{u}` (ms, s, m, h, d)")),
         };
-        total = unit
-            .checked_mul(u32::try_from(n).map_err(|_| format!("`{text}`: number too large"))?)
+        total = u32::try_from(n)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
             .and_then(|d| total.checked_add(d))
-            .ok_or_else(|| format!("`{text}`: too long"))?;
+            .filter(|d| *d <= MAX_DURATION)
+            .ok_or_else(too_long)?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -564,6 +751,7 @@ impl From<&Config> for Printable {
         ] {
             cluster.insert(key.into(), f(v).into());
         }
+        cluster.insert("count-foreign-draining".into(), k.count_foreign_draining.into());
         let policy = match k.standalone_tasks {
             StandalonePolicy::Wait => "wait",
             StandalonePolicy::Skip => "skip",
@@ -690,6 +878,170 @@ mod tests {
         assert_eq!(c.maintenance.windows.windows.len(), 1);
         assert_eq!(c.maintenance.windows.windows[0].days.len(), 2);
         assert_eq!(Config::parse(&c.to_toml(), "printed").expect("round trip"), c);
+    }
+
+    fn ok(text: &str) -> Config {
+        Config::parse(text, "test.toml").unwrap_or_else(|e| panic!("must be accepted: {e}\n{text}"))
+    }
+
+    /// A refusal of `text` that names `key` in backquotes and says `rule`.
+    fn refused(text: &str, key: &str, rule: &str) {
+        let e = err(text);
+        assert!(e.contains(&format!("`{key}`")), "must name `{key}`: {e}");
+        assert!(e.contains(rule), "must state `{rule}`: {e}");
+    }
+
+    #[test]
+    fn settle_time_below_a_second_is_refused() {
+        let rule = "cluster.settle-time >= 1s";
+        refused("[cluster]\nsettle-time = \"0s\"", "cluster.settle-time", rule);
+        refused("[cluster]\nsettle-time = \"999ms\"", "cluster.settle-time", rule);
+        assert_eq!(ok("[cluster]\nsettle-time = \"1s\"").cluster.settle_time, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_retry_budget_that_breaks_the_renewal_margin_is_refused() {
+        // Defaults: 2m + 10s + 30s + 15s = 2m55s against a 10m TTL's 5m.
+        let e = err("[cluster]\necs-retry-budget = \"10m\"");
+        assert!(e.contains("`cluster.ecs-retry-budget`"), "{e}");
+        assert!(
+            e.contains("cluster.ecs-retry-budget + cluster.settle-time + cluster.clock-skew + cluster.drain-poll-interval"),
+            "{e}"
+        );
+        assert!(e.contains("10m + 10s + 30s + 15s = 655s must be <= cluster.lease-ttl / 2 = 5m"), "{e}");
+        // One second over, then exactly at the margin.
+        refused("[cluster]\necs-retry-budget = \"4m6s\"", "cluster.ecs-retry-budget", "= 301s must be <= cluster.lease-ttl / 2 = 5m");
+        assert_eq!(ok("[cluster]\necs-retry-budget = \"4m5s\"").cluster.ecs_retry_budget, Duration::from_secs(245));
+        // Every term counts: a long skew breaks it as well, and a longer TTL mends it.
+        refused("[cluster]\nclock-skew = \"3m\"", "cluster.ecs-retry-budget", "= 325s must be <= cluster.lease-ttl / 2 = 5m");
+        ok("[cluster]\nclock-skew = \"3m\"\nlease-ttl = \"11m\"");
+    }
+
+    #[test]
+    fn a_reboot_allowance_shorter_than_a_reboot_or_the_ttl_is_refused() {
+        let rule = "cluster.reboot-allowance >= 1m and >= cluster.lease-ttl";
+        refused("[cluster]\nreboot-allowance = \"9m59s\"", "cluster.reboot-allowance", rule);
+        assert_eq!(ok("[cluster]\nreboot-allowance = \"10m\"").cluster.reboot_allowance, Duration::from_secs(600));
+        let short_ttl = "[cluster]\nlease-ttl = \"30s\"\necs-retry-budget = \"2s\"\nsettle-time = \"1s\"\nclock-skew = \"1s\"\ndrain-poll-interval = \"1s\"";
+        refused(&format!("{short_ttl}\nreboot-allowance = \"59s\""), "cluster.reboot-allowance", rule);
+        ok(&format!("{short_ttl}\nreboot-allowance = \"1m\""));
+    }
+
+    #[test]
+    fn polling_floors_are_enforced_and_their_boundaries_accepted() {
+        let cases = [
+            ("check-interval = \"1ms\"", "check-interval", "check-interval >= 10s"),
+            ("check-interval = \"9s\"", "check-interval", "check-interval >= 10s"),
+            ("[maintenance]\nupdate-now-poll = \"9s\"", "maintenance.update-now-poll", "maintenance.update-now-poll >= 10s"),
+            ("[cluster]\nwait-poll-max = \"999ms\"", "cluster.wait-poll-max", "cluster.wait-poll-max >= 1s"),
+            ("[cluster]\ndrain-poll-interval = \"99ms\"", "cluster.drain-poll-interval", "cluster.drain-poll-interval >= 100ms"),
+            ("[commands]\npoll-interval = \"99ms\"", "commands.poll-interval", "commands.poll-interval >= 100ms"),
+        ];
+        for (text, key, rule) in cases {
+            refused(text, key, rule);
+        }
+        let c = ok("check-interval = \"10s\"\n[maintenance]\nupdate-now-poll = \"10s\"\n[commands]\npoll-interval = \"100ms\"\n\
+                    [cluster]\nwait-poll-max = \"1s\"\ndrain-poll-interval = \"100ms\"");
+        assert_eq!(c.check_interval, MIN_CHECK_INTERVAL);
+        assert_eq!(c.maintenance.update_now_poll, MIN_UPDATE_NOW_POLL);
+        assert_eq!(c.commands.prepare.poll_interval, MIN_COMMAND_POLL_INTERVAL);
+        assert_eq!(c.cluster.wait_poll_max, MIN_WAIT_POLL_MAX);
+        assert_eq!(c.cluster.drain_poll_interval, MIN_DRAIN_POLL_INTERVAL);
+    }
+
+    #[test]
+    fn the_instance_arn_must_be_a_container_instance_arn_with_its_cluster() {
+        let with = |arn: &str| format!("[cluster]\ncluster = \"prod\"\ninstance-arn = \"{arn}\"");
+        let rule = "arn:<partition>:ecs:<region>:<12-digit account>:container-instance/[<cluster>/]<id>";
+        for arn in [
+            "i-0123456789abcdef0",
+            "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123",
+            "arn:aws:ecs:eu-west-1:123456789012:cluster/prod",
+            "arn:aws:ecs:eu-west-1:12345:container-instance/prod/0123abcd",
+            "arn:aws:ecs::123456789012:container-instance/prod/0123abcd",
+            "arn::ecs:eu-west-1:123456789012:container-instance/prod/0123abcd",
+            "arn:aws:ecs:eu-west-1:123456789012:container-instance/",
+            "arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/",
+            "arn:aws:ecs:eu-west-1:123456789012:container-instance//0123abcd",
+            "arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/0123abcd/x",
+        ] {
+            refused(&with(arn), "cluster.instance-arn", rule);
+        }
+        let long = ok(&with("arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/0123abcd"));
+        assert_eq!(long.cluster.instance_arn.as_deref(), Some("arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/0123abcd"));
+        ok(&with("arn:aws-cn:ecs:cn-north-1:123456789012:container-instance/5f1e0c2b-9d8a-4c6e-8f00-0123456789ab"));
+        // The cluster may be given as an ARN; it must be the one the instance ARN names.
+        ok("[cluster]\ncluster = \"arn:aws:ecs:eu-west-1:123456789012:cluster/prod\"\n\
+            instance-arn = \"arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/0123abcd\"");
+        refused(&with("arn:aws:ecs:eu-west-1:123456789012:container-instance/staging/0123abcd"), "cluster.cluster", "`staging`");
+        // Either alone would be ignored by discovery: refused.
+        refused("[cluster]\ninstance-arn = \"arn:aws:ecs:eu-west-1:123456789012:container-instance/prod/0123abcd\"",
+            "cluster.instance-arn", "set cluster.cluster too");
+        refused("[cluster]\ncluster = \"prod\"", "cluster.cluster", "set cluster.instance-arn too");
+    }
+
+    #[test]
+    fn durations_beyond_a_year_are_refused_naming_the_key_not_a_panic() {
+        let rule = "longer than 365d";
+        refused("[cluster]\ndrain-poll-interval = \"100000000d\"", "cluster.drain-poll-interval", rule);
+        refused("check-interval = \"100000000d\"", "check-interval", rule);
+        refused("check-interval = \"18446744073709551615s\"", "check-interval", rule);
+        refused("check-interval = \"99999999999999999999999s\"", "check-interval", rule);
+        refused("quarantine = \"365d1ms\"", "quarantine", rule);
+        refused("[cluster]\nlease-ttl = \"200d200d\"", "cluster.lease-ttl", rule);
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert_eq!(ok("check-interval = \"365d\"").check_interval, MAX_DURATION);
+    }
+
+    #[test]
+    fn next_slots_at_the_largest_accepted_values_do_not_panic() {
+        use crate::clock::WallTime;
+        use crate::slot::{describe, upcoming, Schedule};
+        let c = ok("check-interval = \"365d\"\ncheck-jitter = \"365d\"\n[maintenance]\nexpected-duration = \"365d\"");
+        let zones = [
+            Windows::default(),
+            ok("[maintenance]\ntime-zone = \"Europe/Berlin\"\n[[maintenance.windows]]\ndays = [\"sun\"]\nstart = \"02:30\"\nlength = \"7d\"")
+                .maintenance
+                .windows,
+        ];
+        for windows in &zones {
+            for seed in [0, 1, 2047, u32::MAX] {
+                let schedule = Schedule { seed, interval: c.check_interval };
+                // Also the ends of the calendar, where window arithmetic is done in dates.
+                const DAY_MS: i64 = 86_400_000;
+                let calendar_max = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_millis();
+                let calendar_min = chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp_millis();
+                for from in [WallTime(i64::MIN), WallTime(i64::MIN + 1), WallTime(calendar_min), WallTime(calendar_min + 11 * DAY_MS), WallTime(-1), WallTime(0), WallTime(calendar_max - 11 * DAY_MS), WallTime(calendar_max - DAY_MS), WallTime(calendar_max), WallTime(i64::MAX)] {
+                    let slots = upcoming(&schedule, windows, c.maintenance.expected_duration, from, 100);
+                    assert_eq!(slots.len(), 100);
+                    assert!(slots.windows(2).all(|p| p[0].at <= p[1].at), "slots never go back from {from:?}");
+                    let _ = describe(&slots[0], &schedule, c.maintenance.expected_duration);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn count_foreign_draining_defaults_to_true_and_prints() {
+        assert!(Config::default().cluster.count_foreign_draining);
+        let c = ok("[cluster]\ncount-foreign-draining = false");
+        assert!(!c.cluster.count_foreign_draining);
+        let printed = c.to_toml();
+        assert!(printed.contains("count-foreign-draining = false"), "{printed}");
+        assert_eq!(Config::parse(&printed, "printed").expect("round trip"), c);
+        assert!(err("[cluster]\ncount-foreign-draining = \"yes\"").contains("count-foreign-draining"));
+    }
+
+    #[test]
+    fn configs_built_in_code_are_checked_by_the_same_rules() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.cluster.ecs_retry_budget = c.cluster.lease_ttl;
+        let e = c.validate().expect_err("the margin is broken").to_string();
+        assert!(e.contains("`cluster.ecs-retry-budget`"), "{e}");
+        let mut c = Config::default();
+        c.cluster.drain_poll_interval = Duration::MAX;
+        assert!(c.validate().is_err(), "refused, without overflow");
     }
 
     #[test]

@@ -332,10 +332,12 @@ fn status_competes(value: &str, target: &str) -> bool {
 /// their mean age (ages of holders seen at a random instant average half a slot), and half the
 /// claim TTL (before anyone has held long).
 fn slot_estimate(claims: &[&Claim], now: WallTime, ttl: Duration) -> Duration {
-    let ages: Vec<i64> = claims.iter().map(|c| (now.as_secs() - c.claimed_at).max(0)).collect();
+    // Saturating throughout: claim times are other hosts' writing and may be any i64.
+    let ages: Vec<i64> = claims.iter().map(|c| now.as_secs().saturating_sub(c.claimed_at).max(0)).collect();
     let oldest = ages.iter().copied().max().unwrap_or(0);
-    let mean = if ages.is_empty() { 0 } else { ages.iter().sum::<i64>() / ages.len() as i64 };
-    Duration::from_secs(oldest.max(2 * mean).max(0) as u64).max(ttl / 2).max(Duration::from_secs(60))
+    let sum = ages.iter().fold(0i64, |acc, a| acc.saturating_add(*a));
+    let mean = if ages.is_empty() { 0 } else { sum / ages.len() as i64 };
+    Duration::from_secs(oldest.max(mean.saturating_mul(2)).max(0) as u64).max(ttl / 2).max(Duration::from_secs(60))
 }
 
 /// When each holder may free its slot, soonest first (never empty): one slot time after it
@@ -675,7 +677,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         if target.saturating_add(interval / 2) >= cap {
             return self.jitter.between(cap / 2, cap);
         }
-        (target.saturating_sub(interval / 2) + self.jitter.up_to(interval)).max(params.backoff.base)
+        target.saturating_sub(interval / 2).saturating_add(self.jitter.up_to(interval)).max(params.backoff.base)
     }
 
     fn new_claim(&self, phase: ClaimPhase, target: &str, ttl: Duration) -> Result<Claim, LeaseError> {
@@ -904,6 +906,50 @@ mod tests {
         assert!(!w.needs_count(t0.plus(slot * 20), slot, 100), "a count within N is not taken again");
         assert_eq!(looks_per_release(1), 30.0);
         assert_eq!(looks_per_release(50), 2.0);
+    }
+
+    #[test]
+    fn extreme_claim_times_parse_and_compare_without_panic() {
+        let v = "v1:d:-9223372036854775808:9223372036854775807:0badf00d:1.0.0";
+        let far = Claim::parse(v).expect("i64 extremes are numbers");
+        assert_eq!((far.claimed_at, far.expires_at), (i64::MIN, i64::MAX));
+        assert_eq!(far.encode(), v);
+        let past = Claim { claimed_at: i64::MIN, expires_at: i64::MIN, ..far.clone() };
+        let future = Claim { claimed_at: i64::MAX, expires_at: i64::MAX, ..far.clone() };
+        let skews = [Duration::ZERO, Duration::from_secs(30), Duration::MAX];
+        let nows = [WallTime(i64::MIN), WallTime(-1), WallTime::from_secs(1_700_000_000), WallTime(i64::MAX)];
+        for now in nows {
+            for skew in skews {
+                assert!(far.is_live(now, skew) || now == WallTime(i64::MAX), "expires at the end of time");
+                assert!(future.is_live(now, skew) || now == WallTime(i64::MAX));
+                let _ = past.is_live(now, skew);
+            }
+            let all = [&far, &past, &future];
+            for ttl in [Duration::ZERO, Duration::from_secs(600), Duration::MAX] {
+                let slot = slot_estimate(&all, now, ttl);
+                assert!(slot >= Duration::from_secs(60), "{slot:?}");
+                for s in [slot, Duration::ZERO, Duration::MAX] {
+                    let r = release_times(&all, now, s);
+                    assert_eq!(r.len(), 3);
+                    assert!(r.windows(2).all(|w| w[0] <= w[1]), "sorted: {r:?}");
+                }
+            }
+            // The oldest possible holder: the slot time saturates, it does not wrap to zero.
+            if now.0 >= 0 {
+                assert!(slot_estimate(&[&past], now, Duration::ZERO) > Duration::from_secs(1 << 62), "{now:?}");
+            }
+            for (counted, at) in [(1e9, WallTime(i64::MIN)), (f64::MAX, WallTime(i64::MAX)), (5.0, now)] {
+                let mut w = Waiting::default();
+                w.counted(counted, at, &Jitter::seeded(3));
+                for slot in [Duration::from_secs(60), Duration::MAX] {
+                    let c = w.competing(now, slot, 1000);
+                    assert!((0.0..=counted).contains(&c), "{c}");
+                    let _ = w.needs_count(now, slot, 1000);
+                }
+            }
+        }
+        let seen = Seen { instance: "i".into(), claim: Claim::parse(v) };
+        assert!(seen.occupies(WallTime::from_secs(1_700_000_000), Duration::from_secs(30)));
     }
 
     #[test]

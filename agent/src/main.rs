@@ -180,8 +180,10 @@ async fn run(cfg: Config, once: bool) -> ExitCode {
     let jitter = Jitter::from_os();
     let cluster = if cfg.cluster.enabled {
         match connect_cluster(&cfg, &jitter, &shutdown).await {
-            Some(c) => Some(c),
-            None => return ExitCode::FAILURE,
+            Connected::Store(c) => Some(c),
+            // Nothing was touched yet, so a stop here is as clean as any other.
+            Connected::Stopped => return ExitCode::SUCCESS,
+            Connected::Failed => return ExitCode::FAILURE,
         }
     } else {
         tracing::info!("cluster coordination disabled: updating this host on its own schedule");
@@ -206,8 +208,18 @@ async fn run(cfg: Config, once: bool) -> ExitCode {
     }
 }
 
+/// How finding the cluster ended.
+enum Connected {
+    /// Found; the store is bound to this host's instance.
+    Store(EcsStore),
+    /// A signal came first.
+    Stopped,
+    /// Discovery gave up (already logged).
+    Failed,
+}
+
 /// Finds the cluster and instance (config first, then the ECS agent), and builds the store.
-async fn connect_cluster(cfg: &Config, jitter: &Jitter, shutdown: &Shutdown) -> Option<EcsStore> {
+async fn connect_cluster(cfg: &Config, jitter: &Jitter, shutdown: &Shutdown) -> Connected {
     let c = &cfg.cluster;
     let (cluster, arn, region) = match (&c.cluster, &c.instance_arn) {
         (Some(cluster), Some(arn)) => (cluster.clone(), arn.clone(), c.region.clone().or_else(|| agent::discovery::region_from_arn(arn))),
@@ -215,19 +227,22 @@ async fn connect_cluster(cfg: &Config, jitter: &Jitter, shutdown: &Shutdown) -> 
             let backoff = Backoff::new(std::time::Duration::from_secs(2), std::time::Duration::from_secs(60));
             let found = tokio::select! {
                 biased;
-                _ = shutdown.wait() => return None,
+                _ = shutdown.wait() => {
+                    tracing::info!("stopped by signal during discovery; nothing was changed");
+                    return Connected::Stopped;
+                }
                 r = agent::discovery::discover(&SystemClock, jitter, &c.introspection_url, backoff, c.discovery_timeout) => r,
             };
             match found {
                 Ok(d) => (d.cluster, d.instance_arn, c.region.clone().or(d.region)),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot learn the cluster and container instance");
-                    return None;
+                    return Connected::Failed;
                 }
             }
         }
     };
     tracing::info!(cluster = %cluster, instance = %arn, region = ?region, "coordinating through ECS");
     let client = agent::cluster::ecs::client_from_env(region).await;
-    Some(EcsStore::new(client, agent::discovery::cluster_name(&cluster), arn))
+    Connected::Store(EcsStore::new(client, agent::discovery::cluster_name(&cluster), arn))
 }

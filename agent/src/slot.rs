@@ -29,14 +29,15 @@ impl Schedule {
         Duration::from_millis((self.interval.as_millis() as f64 * frac) as u64)
     }
 
-    /// The first slot strictly after `now` (before jitter).
+    /// The first slot strictly after `now` (before jitter); at the end of time, the end of time.
     pub fn next_after(&self, now: WallTime) -> WallTime {
-        let interval = self.interval.as_millis().max(1) as i64;
-        let offset = self.offset().as_millis() as i64;
-        let round_start = now.0.div_euclid(interval) * interval;
-        let mut slot = round_start + offset;
+        let interval = i64::try_from(self.interval.as_millis()).unwrap_or(i64::MAX).max(1);
+        let offset = i64::try_from(self.offset().as_millis()).unwrap_or(i64::MAX);
+        // Saturating: the round of an instant near i64::MIN starts below it.
+        let round_start = now.0.div_euclid(interval).saturating_mul(interval);
+        let mut slot = round_start.saturating_add(offset);
         if slot <= now.0 {
-            slot += interval;
+            slot = slot.saturating_add(interval);
         }
         WallTime(slot)
     }
@@ -142,6 +143,17 @@ mod tests {
             per_quarter[(into.as_secs() * 4 / 3601) as usize] += 1;
         }
         assert!(per_quarter.iter().all(|&n| n == 512), "{per_quarter:?}");
+    }
+
+    #[test]
+    fn slots_at_the_ends_of_time_saturate() {
+        let longest = Schedule { seed: 2047, interval: Duration::MAX };
+        assert_eq!(longest.next_after(WallTime(i64::MAX)), WallTime(i64::MAX));
+        assert!(longest.next_after(WallTime(0)) > WallTime(0));
+        let s = Schedule { seed: 0, interval: Duration::from_secs(10) };
+        // The round of i64::MIN + 1 starts below i64::MIN.
+        assert!(s.next_after(WallTime(i64::MIN + 1)) > WallTime(i64::MIN + 1));
+        assert_eq!(s.next_after(WallTime(i64::MAX - 1)), WallTime(i64::MAX));
     }
 
     #[test]

@@ -94,6 +94,14 @@ impl Windows {
 
     /// Every opening that starts within about a week and a half of `t`, either side.
     fn openings_around(&self, t: WallTime) -> Vec<Opening> {
+        // Within ten days of the ends of chrono's calendar a local time or a day scanned would not
+        // be representable (chrono panics on some of these); no window opens there.
+        const MARGIN_MS: i64 = 10 * 86_400_000;
+        let first = chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp_millis().saturating_add(MARGIN_MS);
+        let last = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_millis().saturating_sub(MARGIN_MS);
+        if !(first..=last).contains(&t.0) {
+            return vec![];
+        }
         let Some(utc) = chrono::DateTime::from_timestamp_millis(t.0) else { return vec![] };
         let today = utc.with_timezone(&self.zone).date_naive();
         let mut out = vec![];
@@ -119,9 +127,11 @@ impl Windows {
             LocalResult::Ambiguous(first, _) => first,
             LocalResult::None => {
                 // In a gap: read the wall time with the offset in force just before the jump.
-                let before = self.zone.from_local_datetime(&(naive - chrono::Duration::hours(3))).earliest()?;
+                // Checked: at the ends of chrono's calendar the subtraction would panic.
+                let earlier = naive.checked_sub_signed(chrono::Duration::hours(3))?;
+                let before = self.zone.from_local_datetime(&earlier).earliest()?;
                 let offset = chrono::Offset::fix(before.offset());
-                let utc = naive - chrono::Duration::seconds(i64::from(offset.local_minus_utc()));
+                let utc = naive.checked_sub_signed(chrono::Duration::seconds(i64::from(offset.local_minus_utc())))?;
                 return Some(WallTime(utc.and_utc().timestamp_millis()));
             }
         };

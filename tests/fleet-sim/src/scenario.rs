@@ -212,3 +212,21 @@ impl Scenario {
         cfg
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_configs_follow_the_agents_config_rules() {
+        // The doubled skew of the fault plans must still fit the renewal margin.
+        for faults in [FaultPlan::none(), FaultPlan::everything(), FaultPlan { clock_skew: Duration::from_secs(15), ..FaultPlan::none() }] {
+            let sc = Scenario { faults, ..Scenario::realistic(10, 2, 1) };
+            let cfg = sc.config();
+            assert!(cfg.cluster.clock_skew >= sc.faults.clock_skew * 2);
+            if let Err(e) = cfg.validate() {
+                panic!("{e}");
+            }
+        }
+    }
+}

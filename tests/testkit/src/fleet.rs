@@ -501,9 +501,17 @@ fn start_fake(dir: &Path, spec: &FleetSpec) -> Result<FakeHostProcess, ProcessEr
 }
 
 /// The agent config of one host: the test defaults of [`AgentConfig::for_tests`] (a check every
-/// 2 s at seed 0, no jitter) with coordination on and short cluster timings.
+/// 10 s at seed 0, no jitter) with coordination on and short cluster timings.
 fn agent_config(spec: &FleetSpec, socket: &Path, state_dir: &Path, introspection: &str) -> AgentConfig {
     let mut c = AgentConfig::for_tests(socket, state_dir);
+    // The renewal margin: retry budget + settle (1 s) + skew + drain poll (500 ms) <= TTL / 2.
+    // The largest budget it allows (12.5 s for 30 s claims), so an ECS outage of a few seconds is
+    // ridden out by retries. A TTL that does not parse is left for the agent to refuse.
+    let others = Duration::from_millis(1500) + SKEW;
+    if let Ok(ttl) = agent::config::parse_duration(&spec.lease_ttl) {
+        let budget = (ttl / 2).saturating_sub(others).min(Duration::from_secs(20));
+        c.set_str("cluster.ecs-retry-budget", &agent::config::format_duration(budget));
+    }
     c.set_str("log-level", "info")
         .set_str("reboot-wait", "5m")
         .set_raw("cluster.enabled", "true")

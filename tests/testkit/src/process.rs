@@ -577,13 +577,13 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// A standalone agent (`[cluster] enabled = false`) on `api_socket`, keeping its journal in
-    /// `state_dir`, with short timings: a check every 2 s at seed 0 without jitter, status polled
+    /// `state_dir`, with short timings: a check every 10 s (the floor) at seed 0 without jitter, status polled
     /// every 200 ms, a held update lock retried within 200 ms to 1 s.
     pub fn for_tests(api_socket: &Path, state_dir: &Path) -> AgentConfig {
         let mut c = AgentConfig::default();
         c.set_str("api-socket", &api_socket.display().to_string())
             .set_str("state-dir", &state_dir.display().to_string())
-            .set_str("check-interval", "2s")
+            .set_str("check-interval", "10s")
             .set_str("check-jitter", "0s")
             .set_raw("seed", "0")
             .set_str("request-timeout", "10s")

@@ -316,7 +316,7 @@ fn the_image_coordinates_through_ecs_from_inside_the_container() {
         "introspection-url = \"{}\"\ndiscovery-timeout = \"1m\"\nsettle-time = \"1s\"\nlease-ttl = \"2m\"\n\
          lease-backoff-min = \"1s\"\nlease-backoff-max = \"5s\"\ndrain-poll-interval = \"1s\"\n\
          drain-timeout = \"1m\"\nreboot-allowance = \"5m\"\nagent-connect-timeout = \"1m\"\n\
-         ecs-backoff-min = \"200ms\"\necs-backoff-max = \"2s\"\n",
+         ecs-backoff-min = \"200ms\"\necs-backoff-max = \"2s\"\necs-retry-budget = \"20s\"\n",
         introspection.url()
     );
     let host = HostDirs::new(&config(&cluster_config));
