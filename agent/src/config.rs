@@ -170,7 +170,6 @@ struct RawCluster {
     standalone_task_timeout: Option<String>,
     reboot_allowance: Option<String>,
     agent_connect_timeout: Option<String>,
-    count_foreign_draining: Option<bool>,
     ecs_retry_budget: Option<String>,
     ecs_backoff_min: Option<String>,
     ecs_backoff_max: Option<String>,
@@ -262,9 +261,6 @@ pub struct ClusterConfig {
     pub reboot_allowance: Duration,
     /// How long to wait for the ECS agent to reconnect after boot.
     pub agent_connect_timeout: Duration,
-    /// Count DRAINING instances that no agent drained (an operator, ECS scale-in) as out of
-    /// service, taking a slot.
-    pub count_foreign_draining: bool,
     /// How long one ECS call is retried when throttled or unavailable.
     pub ecs_retry_budget: Duration,
     /// Back-off between ECS retries.
@@ -420,7 +416,6 @@ impl ClusterConfig {
             standalone_task_timeout: positive("cluster.standalone-task-timeout", &r.standalone_task_timeout, "1h")?,
             reboot_allowance: positive("cluster.reboot-allowance", &r.reboot_allowance, "20m")?,
             agent_connect_timeout: positive("cluster.agent-connect-timeout", &r.agent_connect_timeout, "10m")?,
-            count_foreign_draining: r.count_foreign_draining.unwrap_or(true),
             ecs_retry_budget: positive("cluster.ecs-retry-budget", &r.ecs_retry_budget, "2m")?,
             ecs_backoff,
             count_foreign_draining: r.count_foreign_draining.unwrap_or(true),
@@ -751,7 +746,6 @@ impl From<&Config> for Printable {
         ] {
             cluster.insert(key.into(), f(v).into());
         }
-        cluster.insert("count-foreign-draining".into(), k.count_foreign_draining.into());
         let policy = match k.standalone_tasks {
             StandalonePolicy::Wait => "wait",
             StandalonePolicy::Skip => "skip",

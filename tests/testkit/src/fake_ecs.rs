@@ -567,7 +567,7 @@ impl ClusterStore for FakeEcsHost {
         if self.ecs.0.borrow().faults.incomplete_lists {
             return Err(ClusterError::Incomplete { op: "ListContainerInstances", message: "page cap reached (injected)".into() });
         }
-        let mut s = self.ecs.0.borrow_mut();
+        let s = self.ecs.0.borrow_mut();
         // Status reads lag like attribute reads: a change younger than the lag is not seen yet.
         let lag = { let staleness = s.faults.staleness; s.jitter.up_to(staleness) };
         let found: Vec<String> = s
