@@ -29,7 +29,7 @@ from moto.ecs.models import (  # noqa: E402
     EC2ContainerServiceBackend,
     Task,
 )
-from moto.ecs.responses import EC2ContainerServiceResponse  # noqa: E402
+from moto.ecs.responses import DESCRIBE_TASKS_TAGS, EC2ContainerServiceResponse  # noqa: E402
 
 from drain import DrainScheduler  # noqa: E402
 from paging import paginate  # noqa: E402
@@ -47,7 +47,10 @@ MAX_ATTRIBUTES_PER_CALL = 10
 MAX_CUSTOM_ATTRIBUTES = 10
 MAX_INSTANCES_PER_STATE_UPDATE = 10
 SETTABLE_STATUSES = ("ACTIVE", "DRAINING")
+#: The statuses ListContainerInstances filters on (botocore's ContainerInstanceStatus).
+LISTABLE_INSTANCE_STATUSES = ("ACTIVE", "DRAINING", "REGISTERING", "DEREGISTERING", "REGISTRATION_FAILED")
 TASK_DESIRED_STATUSES = ("RUNNING", "PENDING", "STOPPED")
+MAX_TASKS_PER_DESCRIBE = 100
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_\-/\\.]{1,128}")
 _VALUE_RE = re.compile(r"[A-Za-z0-9_\-.@/\\: ]{1,128}")
@@ -291,6 +294,55 @@ def list_tasks_response(self: Any) -> ActionResult:
     return ActionResult(_with_token({"taskArns": [t.task_arn for t in page]}, token))
 
 
+def list_container_instances_response(self: Any) -> ActionResult:
+    """ListContainerInstances of an existing cluster, by status, with pagination."""
+    cluster = self.ecs_backend._get_cluster(self._get_param("cluster", "default"))
+    status = self._get_param("status")
+    if status is not None and status not in LISTABLE_INSTANCE_STATUSES:
+        raise InvalidParameterException(
+            f"status should be one of [{', '.join(LISTABLE_INSTANCE_STATUSES)}]"
+        )
+    # Without a status ECS lists every instance that is not INACTIVE.
+    wanted = (lambda s: s == status) if status is not None else (lambda s: s != "INACTIVE")
+    instances = [
+        instance
+        for instance in self.ecs_backend.container_instances.get(cluster.name, {}).values()
+        if wanted(instance.status)
+    ]
+    page, token = paginate(
+        instances,
+        lambda instance: (instance.container_instance_arn,),
+        "ListContainerInstances",
+        self._get_param("maxResults"),
+        self._get_param("nextToken"),
+    )
+    return ActionResult(_with_token({"containerInstanceArns": [i.container_instance_arn for i in page]}, token))
+
+
+def describe_tasks_response(self: Any) -> ActionResult:
+    """DescribeTasks for one cluster's tasks by exact ARN or id, 1-100 of them; a task the
+    cluster does not know is a failure with reason MISSING."""
+    cluster = self.ecs_backend._get_cluster(self._get_param("cluster", "default"))
+    refs = self._get_param("tasks") or []
+    if not refs:
+        raise InvalidParameterException("Tasks cannot be empty.")
+    if len(refs) > MAX_TASKS_PER_DESCRIBE:
+        raise InvalidParameterException(f"tasks can have at most {MAX_TASKS_PER_DESCRIBE} items.")
+    known = self.ecs_backend.tasks.get(cluster.name, {})
+    tasks, failures = [], []
+    for ref in refs:
+        task = known.get(ref) or next((t for t in known.values() if t.id == ref), None)
+        if task is None:
+            failures.append({"arn": ref, "reason": "MISSING"})
+        elif task not in tasks:
+            tasks.append(task)
+    if "TAGS" in (self._get_param("include") or []):
+        self._include_in_response(DESCRIBE_TASKS_TAGS)
+    else:
+        self._exclude_from_response(DESCRIBE_TASKS_TAGS)
+    return ActionResult({"tasks": tasks, "failures": failures})
+
+
 def _on_instance(task: Any, instance_ref: str | None) -> bool:
     if not instance_ref:
         return True
@@ -322,6 +374,8 @@ _BACKEND_PATCHES = {
 _RESPONSE_PATCHES = {
     "list_attributes": list_attributes_response,
     "list_tasks": list_tasks_response,
+    "list_container_instances": list_container_instances_response,
+    "describe_tasks": describe_tasks_response,
 }
 _ATTRIBUTE_PATHS = (
     "DescribeContainerInstancesResponse.containerInstances.ContainerInstance.attributes",

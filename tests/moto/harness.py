@@ -24,6 +24,7 @@ from moto.ecs.models import ecs_backends
 from moto.moto_api._internal.models import moto_api_backend
 
 from ecs_patches import LOCK, SCHEDULER
+from stopping import LAST_STATUSES_WHILE_STOPPING, STOPPED, begin_stop, finish_stop
 
 log = logging.getLogger("moto-harness.routes")
 
@@ -31,6 +32,7 @@ ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 AWS_JSON = "application/x-amz-json-1.1"
 HARNESS_TASK_FAMILY = "harness-task"
 HARNESS_SERVICE_GROUP = "service:harness-service"
+HARNESS_STOP_REASON = "Stopped by the test harness"
 
 StartResponse = Callable[..., Any]
 
@@ -73,6 +75,7 @@ class Harness:
             ("GET", "/_harness/state"): self._state,
             ("POST", "/_harness/tags"): self._tags,
             ("POST", "/_harness/instance-status"): self._instance_status,
+            ("POST", "/_harness/task-status"): self._task_status,
         }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -216,6 +219,7 @@ class Harness:
         unavailable = _field(body, "unavailable", bool, default=None)
         latency_ms = _count_field(body, "latency_ms")
         drain_delay_ms = _count_field(body, "drain_delay_ms")
+        stop_delay_ms = _count_field(body, "stop_delay_ms")
         with self._state_lock:
             if throttle_every is not None:
                 self._faults.throttle_every = throttle_every
@@ -227,7 +231,10 @@ class Harness:
             current = asdict(self._faults)
         if drain_delay_ms is not None:
             SCHEDULER.delay_ms = drain_delay_ms
+        if stop_delay_ms is not None:
+            SCHEDULER.stop_delay_ms = stop_delay_ms
         current["drain_delay_ms"] = SCHEDULER.delay_ms
+        current["stop_delay_ms"] = SCHEDULER.stop_delay_ms
         log.info("faults now %s", current)
         return current
 
@@ -257,7 +264,12 @@ class Harness:
                     "attributes": dict(instance.attributes),
                     "running_tasks": instance.running_tasks_count,
                     "tasks": [
-                        {"arn": t.task_arn, "started_by": t.started_by or None, "desired_status": t.desired_status}
+                        {
+                            "arn": t.task_arn,
+                            "started_by": t.started_by or None,
+                            "desired_status": t.desired_status,
+                            "last_status": t.last_status,
+                        }
                         for t in mine
                     ],
                 }
@@ -279,6 +291,22 @@ class Harness:
         instance.status = _field(body, "status", str)
         return {"arn": instance.container_instance_arn, "status": instance.status}
 
+    def _task_status(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+        # Plays the scheduler stopping one task: desired STOPPED, then the last status given.
+        cluster = self._cluster(_field(body, "cluster", str))
+        task = self._task(cluster.name, _field(body, "task", str))
+        last = _field(body, "last_status", str)
+        if last not in (*LAST_STATUSES_WHILE_STOPPING, STOPPED):
+            raise BadRequest(f"last_status must be one of {[*LAST_STATUSES_WHILE_STOPPING, STOPPED]}")
+        if task.last_status == STOPPED and last != STOPPED:
+            raise BadRequest(f"task {task.task_arn} has stopped; a stopped task stays stopped")
+        begin_stop(self._ecs_backend, cluster.name, task, HARNESS_STOP_REASON)
+        if last == STOPPED:
+            finish_stop(task)
+        else:
+            task.last_status = last
+        return {"arn": task.task_arn, "desired_status": task.desired_status, "last_status": task.last_status}
+
     # --- lookups -----------------------------------------------------------------------
 
     def _cluster(self, name: str) -> Any:
@@ -286,6 +314,13 @@ class Harness:
         if cluster is None:
             raise BadRequest(f"no cluster {name}", status=404)
         return cluster
+
+    def _task(self, cluster_name: str, ref: str) -> Any:
+        task_id = ref.rsplit("/", 1)[-1]
+        for task in self._ecs_backend.tasks.get(cluster_name, {}).values():
+            if task.id == task_id:
+                return task
+        raise BadRequest(f"no task {ref} in cluster {cluster_name}", status=404)
 
     def _instance(self, cluster_name: str, ref: str) -> Any:
         instance = self._ecs_backend.container_instances.get(cluster_name, {}).get(ref.rsplit("/", 1)[-1])

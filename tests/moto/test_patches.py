@@ -420,6 +420,47 @@ def test_reactivating_before_the_drain_delay_keeps_tasks(server: Server, ecs: An
     assert len(ecs.list_tasks(cluster="c1", containerInstance=a)["taskArns"]) == 2
 
 
+def task_statuses(ecs: Any, cluster: str, tasks: list[str]) -> dict[str, tuple[str, str]]:
+    """(desiredStatus, lastStatus) by task ARN."""
+    described = ecs.describe_tasks(cluster=cluster, tasks=tasks)["tasks"]
+    return {t["taskArn"]: (t["desiredStatus"], t["lastStatus"]) for t in described}
+
+
+def test_drain_with_a_stop_delay_leaves_service_tasks_stopping_first(server: Server, ecs: Any) -> None:
+    """Unpatched: DRAINING changed the status only. Patched without a stop delay, a drained service
+    task went straight to STOPPED; in ECS it keeps running, desired STOPPED, through its load
+    balancer's deregistration delay and its stop timeout."""
+    (a,) = server.seed("c1", 1)
+    service = server.tasks("c1", a, "ecs-svc/1", 2)
+    standalone = server.tasks("c1", a, None, 1)
+    stop_delay_ms = 1500
+    server.ok("POST", "/_harness/faults", {"stop_delay_ms": stop_delay_ms})
+    started = time.monotonic()
+    ecs.update_container_instances_state(cluster="c1", containerInstances=[a], status="DRAINING")
+    statuses = task_statuses(ecs, "c1", service + standalone)
+    if time.monotonic() - started < stop_delay_ms / 1000.0:
+        assert {statuses[t] for t in service} == {("STOPPED", "RUNNING")}
+        assert sorted(ecs.list_tasks(cluster="c1", containerInstance=a, desiredStatus="STOPPED")["taskArns"]) == sorted(service)
+    assert statuses[standalone[0]] == ("RUNNING", "RUNNING")
+    # runningTasksCount counts desired RUNNING: the stopping tasks have left it already.
+    assert running_count(ecs, "c1", a) == 1
+    assert ecs.list_tasks(cluster="c1", containerInstance=a)["taskArns"] == standalone
+    assert wait_for(lambda: {task_statuses(ecs, "c1", service)[t] for t in service} == {("STOPPED", "STOPPED")})
+    assert time.monotonic() - started >= stop_delay_ms / 1000.0
+    assert task_statuses(ecs, "c1", standalone) == {standalone[0]: ("RUNNING", "RUNNING")}
+
+
+def test_reactivating_does_not_bring_stopping_tasks_back(server: Server, ecs: Any) -> None:
+    (a,) = server.seed("c1", 1)
+    service = server.tasks("c1", a, "ecs-svc/1", 1)
+    server.ok("POST", "/_harness/faults", {"stop_delay_ms": 600})
+    ecs.update_container_instances_state(cluster="c1", containerInstances=[a], status="DRAINING")
+    ecs.update_container_instances_state(cluster="c1", containerInstances=[a], status="ACTIVE")
+    assert task_statuses(ecs, "c1", service)[service[0]][0] == "STOPPED"
+    assert wait_for(lambda: task_statuses(ecs, "c1", service)[service[0]] == ("STOPPED", "STOPPED"))
+    assert running_count(ecs, "c1", a) == 0
+
+
 # --- ListTasks and DescribeTasks ---------------------------------------------------------
 
 
@@ -462,6 +503,98 @@ def test_describe_tasks_does_not_advance_lifecycle(server: Server, ecs: Any) -> 
         (got,) = ecs.describe_tasks(cluster="c1", tasks=[task])["tasks"]
         assert (got["lastStatus"], got["desiredStatus"]) == ("RUNNING", "RUNNING")
     assert running_count(ecs, "c1", a) == 1
+
+
+def test_describe_tasks_reports_missing_tasks_and_stays_in_its_cluster(server: Server, ecs: Any) -> None:
+    """Unpatched: failures were always empty (an unknown task was silently left out), and a task
+    of any cluster matched, even by a substring of its id."""
+    (a,) = server.seed("c1", 1)
+    (b,) = server.seed("c2", 1)
+    (mine,) = server.tasks("c1", a, None, 1)
+    (theirs,) = server.tasks("c2", b, None, 1)
+    unknown = mine.rsplit("/", 1)[0] + "/00000000000000000000000000000000"
+    answer = ecs.describe_tasks(cluster="c1", tasks=[mine, theirs, unknown, mine.rsplit("/", 1)[-1][:8]])
+    assert [t["taskArn"] for t in answer["tasks"]] == [mine]
+    assert [(f["arn"], f["reason"]) for f in answer["failures"]] == [
+        (theirs, "MISSING"),
+        (unknown, "MISSING"),
+        (mine.rsplit("/", 1)[-1][:8], "MISSING"),
+    ]
+    by_id = ecs.describe_tasks(cluster="c1", tasks=[mine.rsplit("/", 1)[-1]])
+    assert [t["taskArn"] for t in by_id["tasks"]] == [mine] and by_id["failures"] == []
+
+
+def test_describe_tasks_takes_1_to_100_tasks(server: Server, ecs: Any) -> None:
+    """Unpatched: any number was accepted."""
+    (a,) = server.seed("c1", 1)
+    (task,) = server.tasks("c1", a, None, 1)
+    assert error_code(ecs.describe_tasks, cluster="c1", tasks=[task] * 101) == "InvalidParameterException"
+    assert error_code(ecs.describe_tasks, cluster="c1", tasks=[]) == "InvalidParameterException"
+    assert len(ecs.describe_tasks(cluster="c1", tasks=[task] * 100)["tasks"]) == 1
+
+
+# --- ListContainerInstances --------------------------------------------------------------
+
+
+def test_list_container_instances_by_status_pages_through_every_one(server: Server, ecs: Any) -> None:
+    """Unpatched: maxResults and nextToken were ignored (every instance in one answer)."""
+    arns = server.seed("c1", 7)
+    server.seed("c2", 2)
+    draining = arns[1:6]
+    for arn in draining:
+        ecs.update_container_instances_state(cluster="c1", containerInstances=[arn], status="DRAINING")
+    first = ecs.list_container_instances(cluster="c1", status="DRAINING", maxResults=2)
+    assert len(first["containerInstanceArns"]) == 2 and first.get("nextToken")
+    pages = list(
+        ecs.get_paginator("list_container_instances").paginate(
+            cluster="c1", status="DRAINING", PaginationConfig={"PageSize": 2}
+        )
+    )
+    collected = [arn for page in pages for arn in page["containerInstanceArns"]]
+    assert len(pages) == 3 and len(collected) == 5
+    assert sorted(collected) == sorted(draining)
+    active = all_pages(ecs, "list_container_instances", "containerInstanceArns", cluster="c1", status="ACTIVE")
+    assert sorted(active) == sorted([arns[0], arns[6]])
+    everyone = ecs.list_container_instances(cluster="c1")
+    assert sorted(everyone["containerInstanceArns"]) == sorted(arns) and "nextToken" not in everyone
+
+
+def test_list_container_instances_default_page_is_100(server: Server, ecs: Any) -> None:
+    server.seed("c1", 101)
+    first = ecs.list_container_instances(cluster="c1")
+    assert len(first["containerInstanceArns"]) == 100
+    second = ecs.list_container_instances(cluster="c1", nextToken=first["nextToken"])
+    assert len(second["containerInstanceArns"]) == 1 and "nextToken" not in second
+
+
+def test_list_container_instances_pages_survive_status_changes_between_pages(server: Server, ecs: Any) -> None:
+    arns = server.seed("c1", 4)
+    for arn in arns:
+        ecs.update_container_instances_state(cluster="c1", containerInstances=[arn], status="DRAINING")
+    first = ecs.list_container_instances(cluster="c1", status="DRAINING", maxResults=2)
+    # One instance of the first page goes back to ACTIVE: the rest of the listing neither
+    # repeats nor skips the instances still draining.
+    ecs.update_container_instances_state(
+        cluster="c1", containerInstances=[first["containerInstanceArns"][0]], status="ACTIVE"
+    )
+    rest = ecs.list_container_instances(cluster="c1", status="DRAINING", nextToken=first["nextToken"])
+    seen = first["containerInstanceArns"] + rest["containerInstanceArns"]
+    assert sorted(seen) == sorted(arns) and len(set(seen)) == 4
+
+
+def test_list_container_instances_checks_cluster_status_and_page_arguments(server: Server, ecs: Any) -> None:
+    """Unpatched: an unknown cluster answered an empty list; any status and page arguments were
+    accepted."""
+    server.seed("c1", 1)
+    assert error_code(ecs.list_container_instances, cluster="nope") == "ClusterNotFoundException"
+    assert error_code(ecs.list_container_instances) == "ClusterNotFoundException"  # no "default" cluster
+    for bad in ("draining", "INACTIVE", "STOPPED"):
+        assert error_code(ecs.list_container_instances, cluster="c1", status=bad) == "InvalidParameterException"
+    for bad in (0, 101):
+        assert error_code(ecs.list_container_instances, cluster="c1", maxResults=bad) == "InvalidParameterException"
+    assert error_code(ecs.list_container_instances, cluster="c1", nextToken="bogus!") == "InvalidParameterException"
+    tasks_token = "eyJzY29wZSI6Ikxpc3RUYXNrcyIsImFmdGVyIjpbIngiXX0="  # a ListTasks token
+    assert error_code(ecs.list_container_instances, cluster="c1", nextToken=tasks_token) == "InvalidParameterException"
 
 
 # --- harness routes ----------------------------------------------------------------------
@@ -513,8 +646,33 @@ def test_state_route_reports_instances_attributes_and_tasks(server: Server, ecs:
     assert by_arn[a]["attributes"]["lease"] == "holder:1" and by_arn[a]["attributes"]["flag"] is None
     assert by_arn[a]["attributes"]["ecs.os-type"] == "linux"
     assert by_arn[a]["running_tasks"] == 1 and by_arn[b]["running_tasks"] == 0
-    assert by_arn[a]["tasks"] == [{"arn": svc[0], "started_by": "ecs-svc/9", "desired_status": "RUNNING"}]
+    assert by_arn[a]["tasks"] == [
+        {"arn": svc[0], "started_by": "ecs-svc/9", "desired_status": "RUNNING", "last_status": "RUNNING"}
+    ]
     assert server.call("GET", "/_harness/state?cluster=nope")[0] == 404
+
+
+def test_task_status_route_makes_a_task_stopping_then_stopped(server: Server, ecs: Any) -> None:
+    (a,) = server.seed("c1", 1)
+    task, other = server.tasks("c1", a, "ecs-svc/1", 2)
+    answer = server.ok("POST", "/_harness/task-status", {"cluster": "c1", "task": task, "last_status": "RUNNING"})
+    assert answer == {"arn": task, "desired_status": "STOPPED", "last_status": "RUNNING"}
+    assert task_statuses(ecs, "c1", [task, other]) == {task: ("STOPPED", "RUNNING"), other: ("RUNNING", "RUNNING")}
+    assert running_count(ecs, "c1", a) == 1, "runningTasksCount counts desired RUNNING only"
+    assert ecs.list_tasks(cluster="c1", containerInstance=a, desiredStatus="STOPPED")["taskArns"] == [task]
+    task_id = task.rsplit("/", 1)[-1]
+    server.ok("POST", "/_harness/task-status", {"cluster": "c1", "task": task_id, "last_status": "DEPROVISIONING"})
+    assert task_statuses(ecs, "c1", [task]) == {task: ("STOPPED", "DEPROVISIONING")}
+    server.ok("POST", "/_harness/task-status", {"cluster": "c1", "task": task, "last_status": "STOPPED"})
+    assert task_statuses(ecs, "c1", [task]) == {task: ("STOPPED", "STOPPED")}
+    assert running_count(ecs, "c1", a) == 1, "stopped once, counted once"
+    # A running task can be stopped outright, too.
+    server.ok("POST", "/_harness/task-status", {"cluster": "c1", "task": other, "last_status": "STOPPED"})
+    assert task_statuses(ecs, "c1", [other]) == {other: ("STOPPED", "STOPPED")}
+    assert running_count(ecs, "c1", a) == 0
+    assert server.call("POST", "/_harness/task-status", {"cluster": "c1", "task": task, "last_status": "RUNNING"})[0] == 400
+    assert server.call("POST", "/_harness/task-status", {"cluster": "c1", "task": task, "last_status": "PENDING"})[0] == 400
+    assert server.call("POST", "/_harness/task-status", {"cluster": "c1", "task": "nope", "last_status": "STOPPED"})[0] == 404
 
 
 def test_tags_route_sets_and_removes_cluster_tags(server: Server, ecs: Any) -> None:
@@ -556,7 +714,7 @@ def test_unavailable_answers_503_server_exception(server: Server, ecs: Any) -> N
     assert caught.value.response["Error"]["Code"] == "ServerException"
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     faults = server.ok("POST", "/_harness/faults", {"unavailable": False})
-    assert faults == {"throttle_every": 0, "unavailable": False, "latency_ms": 0, "drain_delay_ms": 0}
+    assert faults == {"throttle_every": 0, "unavailable": False, "latency_ms": 0, "drain_delay_ms": 0, "stop_delay_ms": 0}
     ecs.list_attributes(cluster="c1", targetType=CI)
 
 
@@ -569,13 +727,19 @@ def test_latency_delays_ecs_calls(server: Server, ecs: Any) -> None:
 
 
 def test_faults_missing_fields_stay_unchanged(server: Server) -> None:
-    server.ok("POST", "/_harness/faults", {"throttle_every": 7, "latency_ms": 5, "drain_delay_ms": 50})
+    server.ok("POST", "/_harness/faults", {"throttle_every": 7, "latency_ms": 5, "drain_delay_ms": 50, "stop_delay_ms": 60})
     faults = server.ok("POST", "/_harness/faults", {"unavailable": True})
-    assert faults == {"throttle_every": 7, "unavailable": True, "latency_ms": 5, "drain_delay_ms": 50}
+    assert faults == {"throttle_every": 7, "unavailable": True, "latency_ms": 5, "drain_delay_ms": 50, "stop_delay_ms": 60}
     assert server.call("POST", "/_harness/faults", {"latency_ms": -1})[0] == 400
     assert server.call("POST", "/_harness/faults", {"unavailable": "yes"})[0] == 400
     server.ok("POST", "/_harness/reset")
-    assert server.ok("POST", "/_harness/faults", {}) == {"throttle_every": 0, "unavailable": False, "latency_ms": 0, "drain_delay_ms": 0}
+    assert server.ok("POST", "/_harness/faults", {}) == {
+        "throttle_every": 0,
+        "unavailable": False,
+        "latency_ms": 0,
+        "drain_delay_ms": 0,
+        "stop_delay_ms": 0,
+    }
 
 
 def test_calls_counter_counts_ecs_requests_including_failed(server: Server, ecs: Any) -> None:
@@ -594,12 +758,13 @@ def test_calls_counter_counts_ecs_requests_including_failed(server: Server, ecs:
 
 def test_reset_wipes_everything(server: Server, ecs: Any) -> None:
     server.seed("c1", 2)
-    server.ok("POST", "/_harness/faults", {"latency_ms": 1, "drain_delay_ms": 10})
+    server.ok("POST", "/_harness/faults", {"latency_ms": 1, "drain_delay_ms": 10, "stop_delay_ms": 10})
     ecs.list_clusters()
     server.ok("POST", "/_harness/reset")
     assert ecs.list_clusters()["clusterArns"] == []
     assert server.ok("GET", "/_harness/calls") == {"total": 1, "by_operation": {"ListClusters": 1}}
-    assert server.ok("POST", "/_harness/faults", {})["drain_delay_ms"] == 0
+    settings = server.ok("POST", "/_harness/faults", {})
+    assert settings["drain_delay_ms"] == 0 and settings["stop_delay_ms"] == 0
 
 
 # --- concurrency and the process itself --------------------------------------------------

@@ -18,17 +18,21 @@ use aws_sdk_ecs::types::{ContainerInstanceStatus, DesiredStatus, Failure, Target
 use aws_sdk_ecs::Client;
 use tracing::{debug, info, warn};
 
+use super::paging::{read_all, Page};
 use super::{Attribute, ClusterError, ClusterStore, InstanceInfo, InstanceStatus, SetStatus, TaskInfo};
 
 /// PutAttributes and DeleteAttributes take at most this many attributes per call.
 const ATTRIBUTES_PER_CALL: usize = 10;
 /// DescribeTasks takes at most this many tasks per call.
 const TASKS_PER_DESCRIBE: usize = 100;
-/// The largest page ListAttributes and ListTasks return.
+/// The largest page ListAttributes, ListTasks and ListContainerInstances return.
 const MAX_PAGE_SIZE: i32 = 100;
-/// Pages read before a listing stops: far above any real cluster, low enough that a service
-/// handing out tokens forever cannot keep the agent (and the account's rate budget) busy.
+/// Pages read before a listing is given up as incomplete: far above any real cluster, low
+/// enough that a service handing out tokens forever cannot keep the agent (and the account's
+/// rate budget) busy.
 const DEFAULT_MAX_PAGES: usize = 100;
+/// A task's status once it has stopped, desired or last.
+const STOPPED: &str = "STOPPED";
 
 /// Error codes that mean "slow down" rather than "no". ECS's own `LimitExceededException` is a
 /// resource quota, not a rate, so unlike the SDK's generic list it is left out.
@@ -123,7 +127,7 @@ impl EcsStore {
         self
     }
 
-    /// Stop any listing after `pages` pages.
+    /// Give up any listing longer than `pages` pages with [`ClusterError::Incomplete`].
     pub fn with_max_pages(mut self, pages: usize) -> EcsStore {
         self.max_pages = pages.max(1);
         self
@@ -136,9 +140,7 @@ impl EcsStore {
 
     async fn list_attribute_pages(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
         const OP: &str = "ListAttributes";
-        let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        for page in 0..self.max_pages {
+        let found = read_all(OP, &format!("attribute {name}"), self.max_pages, |token| async move {
             let out = self
                 .client
                 .list_attributes()
@@ -146,90 +148,53 @@ impl EcsStore {
                 .target_type(TargetType::ContainerInstance)
                 .attribute_name(name)
                 .max_results(self.page_size)
-                .set_next_token(token.take())
+                .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| classify(OP, e))?;
-            found.extend(out.attributes().iter().filter_map(|a| attribute_from_sdk(name, a)));
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                _ => {
-                    debug!(attribute = name, pages = page + 1, found = found.len(), "listed attribute");
-                    return Ok(found);
-                }
-            }
-        }
-        warn!(
-            attribute = name,
-            pages = self.max_pages,
-            found = found.len(),
-            "stopped listing at the page cap; the result may be incomplete"
-        );
+            let items = out.attributes().iter().map(|a| attribute_from_sdk(name, a)).collect::<Result<_, _>>()?;
+            Ok(Page { items, next: out.next_token().map(str::to_owned) })
+        })
+        .await?;
+        debug!(attribute = name, found = found.len(), "listed attribute");
         Ok(found)
     }
 
-    async fn running_task_arns(&self) -> Result<Vec<String>, ClusterError> {
+    /// ListTasks for this instance and one desired status, every page.
+    async fn task_arns(&self, desired: DesiredStatus) -> Result<Vec<String>, ClusterError> {
         const OP: &str = "ListTasks";
-        let mut arns = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..self.max_pages {
-            let out = self
-                .client
-                .list_tasks()
-                .cluster(&self.cluster)
-                .container_instance(&self.instance_arn)
-                .desired_status(DesiredStatus::Running)
-                .max_results(self.page_size)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| classify(OP, e))?;
-            arns.extend(out.task_arns().iter().cloned());
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                _ => return Ok(arns),
+        let what = format!("tasks with desired status {}", desired.as_str());
+        read_all(OP, &what, self.max_pages, |token| {
+            let desired = desired.clone();
+            async move {
+                let out = self
+                    .client
+                    .list_tasks()
+                    .cluster(&self.cluster)
+                    .container_instance(&self.instance_arn)
+                    .desired_status(desired)
+                    .max_results(self.page_size)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| classify(OP, e))?;
+                Ok(Page { items: out.task_arns().to_vec(), next: out.next_token().map(str::to_owned) })
             }
-        }
-        warn!(pages = self.max_pages, tasks = arns.len(), "stopped listing tasks at the page cap");
-        Ok(arns)
+        })
+        .await
     }
 
-    async fn describe_task_chunk(&self, arns: &[String]) -> Result<Vec<TaskInfo>, ClusterError> {
+    async fn describe_task_chunk(&self, listed: &[ListedTask]) -> Result<Vec<TaskInfo>, ClusterError> {
         const OP: &str = "DescribeTasks";
         let out = self
             .client
             .describe_tasks()
             .cluster(&self.cluster)
-            .set_tasks(Some(arns.to_vec()))
+            .set_tasks(Some(listed.iter().map(|t| t.arn.clone()).collect()))
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
-        for failure in out.failures() {
-            // A task that ended between ListTasks and DescribeTasks is simply no longer running.
-            if failure.reason() == Some("MISSING") {
-                debug!(task = failure.arn().unwrap_or(""), "task vanished before it was described");
-                continue;
-            }
-            return Err(rejected_by_failure(OP, failure));
-        }
-        let mut tasks = Vec::with_capacity(arns.len());
-        for arn in arns {
-            let Some(task) = out.tasks().iter().find(|t| t.task_arn() == Some(arn.as_str())) else {
-                warn!(task = %arn, "listed task neither described nor reported missing; leaving it out");
-                continue;
-            };
-            if task.desired_status().is_some_and(|s| s != "RUNNING") {
-                debug!(task = %arn, desired = task.desired_status(), "task stopped since it was listed");
-                continue;
-            }
-            tasks.push(TaskInfo {
-                arn: arn.clone(),
-                stopping: false,
-                started_by: task.started_by().map(str::to_owned),
-                group: task.group().map(str::to_owned),
-            });
-        }
-        Ok(tasks)
+        Ok(not_stopped(listed, out.tasks(), out.failures()))
     }
 
     /// The cluster's ARN: the given one, or DescribeClusters once and then from the cache.
@@ -351,36 +316,37 @@ impl ClusterStore for EcsStore {
     }
 
     async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
-        let arns = self.running_task_arns().await?;
-        let mut tasks = Vec::with_capacity(arns.len());
-        for chunk in arns.chunks(TASKS_PER_DESCRIBE) {
+        // A replaced service task has desired status STOPPED yet keeps serving through its load
+        // balancer's deregistration delay and its stop timeout, so both listings count. RUNNING
+        // comes first: ECS only ever moves a desired status from RUNNING to STOPPED, so a task
+        // stopped between the two listings is still caught by the second.
+        let running = self.task_arns(DesiredStatus::Running).await?;
+        let stopped = self.task_arns(DesiredStatus::Stopped).await?;
+        let listed = listed_tasks(running, stopped);
+        let mut tasks = Vec::with_capacity(listed.len());
+        for chunk in listed.chunks(TASKS_PER_DESCRIBE) {
             tasks.extend(self.describe_task_chunk(chunk).await?);
         }
+        debug!(listed = listed.len(), not_stopped = tasks.len(), "listed tasks");
         Ok(tasks)
     }
 
     async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
         const OP: &str = "ListContainerInstances";
-        let mut arns = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..self.max_pages {
+        read_all(OP, "DRAINING instances", self.max_pages, |token| async move {
             let out = self
                 .client
                 .list_container_instances()
                 .cluster(&self.cluster)
                 .status(ContainerInstanceStatus::Draining)
                 .max_results(self.page_size)
-                .set_next_token(token.take())
+                .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| classify(OP, e))?;
-            arns.extend(out.container_instance_arns().iter().cloned());
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                _ => return Ok(arns),
-            }
-        }
-        Err(ClusterError::Incomplete { op: OP, message: format!("more than {} pages of DRAINING instances", self.max_pages) })
+            Ok(Page { items: out.container_instance_arns().to_vec(), next: out.next_token().map(str::to_owned) })
+        })
+        .await
     }
 
     async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {
@@ -413,13 +379,76 @@ impl EcsStore {
     }
 }
 
-/// The agent's form of one ListAttributes entry; entries without a target are dropped.
-fn attribute_from_sdk(asked: &str, a: &aws_sdk_ecs::types::Attribute) -> Option<Attribute> {
-    let Some(target) = a.target_id() else {
-        warn!(attribute = asked, "ignoring a listed attribute without a target");
-        return None;
-    };
-    Some(Attribute { target: target.to_owned(), name: a.name().to_owned(), value: a.value().map(str::to_owned) })
+/// The agent's form of one ListAttributes entry. An entry without a target cannot be counted
+/// against any instance, and dropping it could under-count the claims: the listing as a whole is
+/// then incomplete.
+fn attribute_from_sdk(asked: &str, a: &aws_sdk_ecs::types::Attribute) -> Result<Attribute, ClusterError> {
+    match a.target_id() {
+        Some(target) if !target.is_empty() => {
+            Ok(Attribute { target: target.to_owned(), name: a.name().to_owned(), value: a.value().map(str::to_owned) })
+        }
+        _ => Err(ClusterError::Incomplete {
+            op: "ListAttributes",
+            message: format!("an entry {:?} listed for attribute {asked} has no target", a.name()),
+        }),
+    }
+}
+
+/// A task as ListTasks named it, and whether it was listed under desired status STOPPED.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ListedTask {
+    arn: String,
+    desired_stopped: bool,
+}
+
+/// Both listings as one, each task once; a task in both was stopped between them.
+fn listed_tasks(running: Vec<String>, stopped: Vec<String>) -> Vec<ListedTask> {
+    let mut by_arn: BTreeMap<String, bool> = running.into_iter().map(|arn| (arn, false)).collect();
+    by_arn.extend(stopped.into_iter().map(|arn| (arn, true)));
+    by_arn.into_iter().map(|(arn, desired_stopped)| ListedTask { arn, desired_stopped }).collect()
+}
+
+/// The listed tasks whose last status is not STOPPED, by DescribeTasks's answer for them.
+///
+/// A task reported MISSING is gone. A task the answer leaves out, or names in any other failure,
+/// is kept as not stopped (with what the listing said of it): dropping it could end a drain
+/// while it still serves.
+fn not_stopped(
+    listed: &[ListedTask],
+    described: &[aws_sdk_ecs::types::Task],
+    failures: &[Failure],
+) -> Vec<TaskInfo> {
+    let mut tasks = Vec::with_capacity(listed.len());
+    for l in listed {
+        if let Some(task) = described.iter().find(|t| t.task_arn() == Some(l.arn.as_str())) {
+            if task.last_status() == Some(STOPPED) {
+                debug!(task = %l.arn, "task has stopped");
+                continue;
+            }
+            tasks.push(TaskInfo {
+                arn: l.arn.clone(),
+                stopping: task.desired_status().map_or(l.desired_stopped, |s| s == STOPPED),
+                started_by: task.started_by().map(str::to_owned),
+                group: task.group().map(str::to_owned),
+            });
+            continue;
+        }
+        match failures.iter().find(|f| f.arn() == Some(l.arn.as_str())) {
+            Some(f) if f.reason() == Some("MISSING") => {
+                debug!(task = %l.arn, "task vanished before it was described");
+                continue;
+            }
+            Some(f) => warn!(
+                task = %l.arn,
+                reason = f.reason().unwrap_or(""),
+                detail = f.detail().unwrap_or(""),
+                "task could not be described; counting it as not stopped"
+            ),
+            None => warn!(task = %l.arn, "listed task neither described nor reported missing; counting it as not stopped"),
+        }
+        tasks.push(TaskInfo { arn: l.arn.clone(), stopping: l.desired_stopped, started_by: None, group: None });
+    }
+    tasks
 }
 
 fn instance_status(status: Option<&str>) -> InstanceStatus {
@@ -494,6 +523,84 @@ mod tests {
         assert!(is_cluster_arn("arn:aws:ecs:us-east-1:123456789012:cluster/prod"));
         assert!(!is_cluster_arn("prod"));
         assert!(!is_cluster_arn("arn:aws:ecs:us-east-1:123456789012:container-instance/prod/abc"));
+    }
+
+    #[test]
+    fn an_attribute_without_a_target_makes_the_listing_incomplete() {
+        let attr = |target: Option<&str>| {
+            aws_sdk_ecs::types::Attribute::builder()
+                .name("br-update.lease")
+                .value("v1:a")
+                .set_target_id(target.map(str::to_owned))
+                .build()
+                .expect("an attribute with a name")
+        };
+        assert_eq!(
+            attribute_from_sdk("br-update.lease", &attr(Some("arn:ci/1"))),
+            Ok(Attribute { target: "arn:ci/1".into(), name: "br-update.lease".into(), value: Some("v1:a".into()) })
+        );
+        for target in [None, Some("")] {
+            match attribute_from_sdk("br-update.lease", &attr(target)) {
+                Err(e @ ClusterError::Incomplete { op: "ListAttributes", .. }) => assert!(!e.is_retryable()),
+                other => panic!("target {target:?}: expected Incomplete, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn both_task_listings_count_once_and_stopped_wins() {
+        let listed = listed_tasks(vec!["a".into(), "b".into(), "a".into()], vec!["b".into(), "c".into()]);
+        let l = |arn: &str, desired_stopped| ListedTask { arn: arn.into(), desired_stopped };
+        assert_eq!(listed, vec![l("a", false), l("b", true), l("c", true)]);
+    }
+
+    #[test]
+    fn only_tasks_whose_last_status_is_stopped_or_that_are_missing_are_gone() {
+        let task = |arn: &str, desired: &str, last: &str| {
+            aws_sdk_ecs::types::Task::builder()
+                .task_arn(arn)
+                .desired_status(desired)
+                .last_status(last)
+                .started_by("ecs-svc/1")
+                .group("service:web")
+                .build()
+        };
+        let failure = |arn: &str, reason: &str| Failure::builder().arn(arn).reason(reason).build();
+        let listed: Vec<ListedTask> = [
+            ("running", false),
+            ("stopping", true),
+            ("deprovisioning", true),
+            ("stopped", true),
+            ("stopped-since-listed", false),
+            ("missing", true),
+            ("refused", false),
+            ("unanswered", true),
+        ]
+        .iter()
+        .map(|(arn, desired_stopped)| ListedTask { arn: (*arn).into(), desired_stopped: *desired_stopped })
+        .collect();
+        let described = [
+            task("running", "RUNNING", "RUNNING"),
+            task("stopping", "STOPPED", "RUNNING"),
+            task("deprovisioning", "STOPPED", "DEPROVISIONING"),
+            task("stopped", "STOPPED", "STOPPED"),
+            task("stopped-since-listed", "STOPPED", "STOPPED"),
+        ];
+        let failures = [failure("missing", "MISSING"), failure("refused", "ACCESS_DENIED")];
+        let got = not_stopped(&listed, &described, &failures);
+        let summary: Vec<(&str, bool, bool)> =
+            got.iter().map(|t| (t.arn.as_str(), t.stopping, t.is_service_task())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("running", false, true),
+                ("stopping", true, true),
+                ("deprovisioning", true, true),
+                // Not described: kept, with what the listing knew, and not assumed to be a service task.
+                ("refused", false, false),
+                ("unanswered", true, false),
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! custom attributes per instance, the value character rules) and adds staleness and faults.
 
 pub mod ecs;
+mod paging;
 pub mod retry;
 
 use std::collections::BTreeMap;
@@ -215,6 +216,16 @@ mod tests {
         assert!(!valid_attribute_value("{\"json\":1}"));
         assert!(!valid_attribute_value("a=b,c"));
         assert!(!valid_attribute_value(""));
+    }
+
+    #[test]
+    fn only_throttling_and_outages_are_retryable() {
+        let m = || "m".to_owned();
+        assert!(ClusterError::Throttled { op: "X", message: m() }.is_retryable());
+        assert!(ClusterError::Unavailable { op: "X", message: m() }.is_retryable());
+        // A listing cut short would be cut short again: waiting it out is the caller's choice.
+        assert!(!ClusterError::Incomplete { op: "X", message: m() }.is_retryable());
+        assert!(!ClusterError::Rejected { op: "X", code: "C".into(), message: m() }.is_retryable());
     }
 
     #[test]

@@ -3,15 +3,24 @@
 //! Faithful where the protocol depends on it: writes are blind (last writer wins, no condition),
 //! a host's handle writes only its own instance, at most ten custom attributes per instance and
 //! ten per call, ECS's character rules for names and values, deleting by name only, DRAINING
-//! moves service tasks (after a drain time) and leaves standalone ones, a list of attributes
-//! costs one call per page of 100. Added on top, because real ECS has them and moto does not:
-//! stale reads of attributes (a read may miss writes younger than a bound), throttling, outages
+//! moves service tasks and leaves standalone ones, a list costs one call per page of 100.
+//!
+//! A drained service task stops in two steps, as in ECS: after the drain time its desired status
+//! turns STOPPED (it leaves `runningTasksCount`), but it keeps running, and serving, for a further
+//! stop time (its load balancer's deregistration delay and its stop timeout) before its last
+//! status is STOPPED and it is gone. [`ClusterStore::running_tasks`] lists it, `stopping`, until
+//! then, as the real store does; [`TaskListing::DesiredRunningOnly`] brings back the old, unsafe
+//! listing for negative controls.
+//!
+//! Added on top, because real ECS has them and moto does not: stale reads of attributes and of
+//! the DRAINING instances (a read may miss changes younger than a bound), throttling, outages
 //! and per-call counting.
 //!
 //! Every change is also kept in a timestamped history ([`FakeEcs::history`]: status changes,
-//! attribute writes and deletes, and who made them) and every call in a log
-//! ([`FakeEcs::call_log`]), so a fleet simulation can check afterwards what the cluster went
-//! through, not only where it ended.
+//! attribute writes and deletes, tasks started and stopped, and who made them) and every call in
+//! a log ([`FakeEcs::call_log`]), so a fleet simulation can check afterwards what the cluster went
+//! through, not only where it ended: [`unstopped_at`] answers, from the history alone, how many
+//! tasks on an instance had not stopped at a given instant (a reboot then cuts them off).
 //!
 //! Single-threaded (`Rc<RefCell>`): a simulation runs every host on one current-thread runtime.
 //! Time is tokio's, so paused time drives it.
@@ -28,8 +37,10 @@ use agent::cluster::{
 };
 use tokio::time::Instant;
 
-/// The most attributes one ListAttributes page returns.
+/// The most items one page of ListAttributes, ListTasks or ListContainerInstances returns.
 const LIST_PAGE: usize = 100;
+/// The most tasks one DescribeTasks call takes.
+const DESCRIBE_TASKS: usize = 100;
 
 /// Injected misbehaviour.
 #[derive(Clone, Debug, Default)]
@@ -59,8 +70,24 @@ pub struct EcsFaults {
 pub enum Actor {
     /// A host's agent, through its [`FakeEcsHost`] handle.
     Agent,
-    /// An operator (the test), through the `operator_*` methods.
+    /// An operator (the test), through the `operator_*` methods, [`FakeEcs::add_tasks`] and
+    /// [`FakeEcs::stop_all_tasks`].
     Operator,
+    /// ECS itself: its scheduler stopping the service tasks of a draining instance.
+    Scheduler,
+}
+
+/// Which tasks [`ClusterStore::running_tasks`] answers with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TaskListing {
+    /// What the agent's store reads from ECS: every task whose last status is not STOPPED,
+    /// those ECS has decided to stop (desired STOPPED) included, marked `stopping`.
+    #[default]
+    NotStopped,
+    /// The old, unsafe listing: desired status RUNNING only, so a task ECS has decided to stop
+    /// vanishes from the answer while it still serves. It exists only so a simulation can show,
+    /// as a negative control, that counting this way reboots hosts with tasks still stopping.
+    DesiredRunningOnly,
 }
 
 /// What changed.
@@ -79,6 +106,22 @@ pub enum EcsChange {
     Delete {
         /// Its name.
         name: String,
+    },
+    /// A task was placed on the instance ([`FakeEcs::add_tasks`]).
+    TaskStarted {
+        /// Its ARN.
+        task: String,
+        /// Started by a service (`ecs-svc/...`), so a drain moves it.
+        service: bool,
+    },
+    /// A task's last status turned STOPPED: from this instant on nothing of it runs. Recorded at
+    /// that instant (a drained service task: drain time plus stop time after the drain), by the
+    /// scheduler or by the operator ([`FakeEcs::stop_all_tasks`]).
+    TaskStopped {
+        /// Its ARN.
+        task: String,
+        /// Started by a service.
+        service: bool,
     },
 }
 
@@ -110,35 +153,43 @@ pub struct CallRecord {
 struct Task {
     arn: String,
     started_by: Option<String>,
+    service: bool,
+    /// When its desired status turns (or turned) STOPPED; `None`: nothing is stopping it.
     stops_at: Option<Instant>,
+    /// How long it keeps running after that.
+    stop_time: Duration,
+}
+
+impl Task {
+    /// Whether ECS has decided to stop it by `now` (desired status STOPPED).
+    fn desired_stopped(&self, now: Instant) -> bool {
+        self.stops_at.is_some_and(|at| at <= now)
+    }
+    /// When its last status turns STOPPED, if it is being stopped.
+    fn stopped_at(&self) -> Option<Instant> {
+        self.stops_at.map(|at| at + self.stop_time)
+    }
 }
 
 #[derive(Clone, Debug)]
 struct Instance {
     arn: Rc<str>,
     status: InstanceStatus,
+    /// Every status it had, from its registration, with when it was set (for stale reads).
+    status_log: Vec<(Instant, InstanceStatus)>,
     agent_connected: bool,
     /// Each attribute's history of (when, value); `None` is a deletion.
     attrs: BTreeMap<String, Vec<(Instant, Option<String>)>>,
     tasks: Vec<Task>,
-    /// Every status change, oldest first (for reads that lag).
-    status_log: Vec<(Instant, InstanceStatus)>,
 }
 
 impl Instance {
-    /// The status a read lagging `lag` behind sees.
+    /// The status a read lagging `lag` behind sees (the first one, for a read from before the
+    /// registration).
     fn status_seen(&self, lag: Duration) -> InstanceStatus {
         let now = Instant::now();
         let at = now.checked_sub(lag).unwrap_or(now);
-        match self.status_log.iter().rev().find(|(t, _)| *t <= at) {
-            Some((_, st)) => st.clone(),
-            None if lag.is_zero() => self.status.clone(),
-            None => InstanceStatus::Active,
-        }
-    }
-    fn set_status(&mut self, status: InstanceStatus) {
-        self.status_log.push((Instant::now(), status.clone()));
-        self.status = status;
+        self.status_as_of(at).or(self.status_log.first().map(|(_, s)| s)).unwrap_or(&self.status).clone()
     }
     fn current(&self, name: &str) -> Option<&String> {
         self.attrs.get(name)?.last()?.1.as_ref()
@@ -151,6 +202,14 @@ impl Instance {
     fn custom_count(&self) -> usize {
         self.attrs.iter().filter(|(k, h)| !k.starts_with("ecs.") && h.last().is_some_and(|(_, v)| v.is_some())).count()
     }
+    fn set_status(&mut self, at: Instant, status: InstanceStatus) {
+        self.status = status.clone();
+        self.status_log.push((at, status));
+    }
+    /// The status a read as of `at` sees; `None` before it was registered.
+    fn status_as_of(&self, at: Instant) -> Option<&InstanceStatus> {
+        self.status_log.iter().rev().find(|(t, _)| *t <= at).map(|(_, s)| s)
+    }
 }
 
 struct State {
@@ -159,6 +218,11 @@ struct State {
     instances: BTreeMap<String, Instance>,
     faults: EcsFaults,
     drain_time: (Duration, Duration),
+    stop_time: (Duration, Duration),
+    task_listing: TaskListing,
+    /// When some task of an instance is due to stop; entries of tasks since re-activated stay
+    /// and find nothing to stop.
+    stop_queue: BTreeSet<(Instant, Rc<str>)>,
     calls: BTreeMap<&'static str, u64>,
     total_calls: u64,
     jitter: Jitter,
@@ -184,10 +248,39 @@ impl State {
     }
 
     fn record(&mut self, at: Instant, instance: &Rc<str>, by: Actor, change: EcsChange) {
+        self.settle(at);
         if let EcsChange::Put { name, .. } | EcsChange::Delete { name } = &change {
             self.visible.entry(name.clone()).or_default().insert(instance.clone());
         }
         self.history.push(EcsEvent { at, instance: instance.clone(), by, change });
+    }
+
+    /// Ends the tasks whose stop time has run out by `now`, each recorded at the instant it
+    /// stopped. Runs before anything is recorded or read, so the history stays in time order
+    /// however long nobody looked.
+    fn settle(&mut self, now: Instant) {
+        let mut due = BTreeSet::new();
+        while self.stop_queue.first().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, arn)) = self.stop_queue.pop_first() {
+                due.insert(arn);
+            }
+        }
+        let mut stopped = Vec::new();
+        for arn in due {
+            let Some(inst) = self.instances.get_mut(&*arn) else { continue };
+            inst.tasks.retain(|t| match t.stopped_at() {
+                Some(at) if at <= now => {
+                    stopped.push((at, arn.clone(), t.arn.clone(), t.service));
+                    false
+                }
+                _ => true,
+            });
+        }
+        // Stable: tasks that stopped at the same instant keep their instance and task order.
+        stopped.sort_by_key(|(at, ..)| *at);
+        for (at, instance, task, service) in stopped {
+            self.history.push(EcsEvent { at, instance, by: Actor::Scheduler, change: EcsChange::TaskStopped { task, service } });
+        }
     }
 }
 
@@ -211,6 +304,9 @@ impl FakeEcs {
             instances: BTreeMap::new(),
             faults: EcsFaults::default(),
             drain_time: (Duration::from_secs(1), Duration::from_secs(1)),
+            stop_time: (Duration::ZERO, Duration::ZERO),
+            task_listing: TaskListing::default(),
+            stop_queue: BTreeSet::new(),
             calls: BTreeMap::new(),
             total_calls: 0,
             jitter: Jitter::seeded(seed),
@@ -233,10 +329,10 @@ impl FakeEcs {
             Instance {
                 arn: Rc::from(arn.as_str()),
                 status: InstanceStatus::Active,
+                status_log: vec![(Instant::now(), InstanceStatus::Active)],
                 agent_connected: true,
                 attrs: BTreeMap::new(),
                 tasks: vec![],
-                status_log: vec![],
             },
         );
         arn
@@ -254,9 +350,22 @@ impl FakeEcs {
         s.faults = f;
     }
 
-    /// How long service tasks take to leave a draining instance (uniform in the range).
+    /// How long after DRAINING a service task's desired status turns STOPPED (uniform in the
+    /// range, one draw per drain).
     pub fn set_drain_time(&self, min: Duration, max: Duration) {
         self.0.borrow_mut().drain_time = (min, max.max(min));
+    }
+
+    /// How long a service task keeps running after its desired status turned STOPPED, before its
+    /// last status is STOPPED (uniform in the range, one draw per task; default zero: at once).
+    /// In ECS: the load balancer's deregistration delay (300 s by default) plus the stop timeout.
+    pub fn set_stop_time(&self, min: Duration, max: Duration) {
+        self.0.borrow_mut().stop_time = (min, max.max(min));
+    }
+
+    /// Which tasks [`ClusterStore::running_tasks`] answers with (default [`TaskListing::NotStopped`]).
+    pub fn set_task_listing(&self, listing: TaskListing) {
+        self.0.borrow_mut().task_listing = listing;
     }
 
     /// Sets or removes (`None`) a cluster tag.
@@ -270,20 +379,35 @@ impl FakeEcs {
 
     /// Starts `count` tasks on `arn`; `started_by` `ecs-svc/...` makes them service tasks.
     pub fn add_tasks(&self, arn: &str, started_by: Option<&str>, count: usize) {
+        let now = Instant::now();
         let mut s = self.0.borrow_mut();
+        let service = started_by.is_some_and(|b| b.starts_with("ecs-svc/"));
         for _ in 0..count {
             s.task_seq += 1;
-            let task = Task { arn: format!("arn:aws:ecs:us-east-1:123456789012:task/t{}", s.task_seq), started_by: started_by.map(Into::into), stops_at: None };
-            if let Some(i) = s.instances.get_mut(arn) {
-                i.tasks.push(task);
-            }
+            let task = Task {
+                arn: format!("arn:aws:ecs:us-east-1:123456789012:task/t{}", s.task_seq),
+                started_by: started_by.map(Into::into),
+                service,
+                stops_at: None,
+                stop_time: Duration::ZERO,
+            };
+            let Some(i) = s.instances.get_mut(arn) else { continue };
+            let (target, started) = (i.arn.clone(), task.arn.clone());
+            i.tasks.push(task);
+            s.record(now, &target, Actor::Operator, EcsChange::TaskStarted { task: started, service });
         }
     }
 
-    /// Stops every task on `arn` (what an operator or the task itself would do).
+    /// Stops every task on `arn` at once, stopping ones included (what an operator or the tasks
+    /// themselves would do).
     pub fn stop_all_tasks(&self, arn: &str) {
-        if let Some(i) = self.0.borrow_mut().instances.get_mut(arn) {
-            i.tasks.clear();
+        let now = Instant::now();
+        let mut s = self.0.borrow_mut();
+        s.settle(now);
+        let Some(i) = s.instances.get_mut(arn) else { return };
+        let (target, gone) = (i.arn.clone(), std::mem::take(&mut i.tasks));
+        for t in gone {
+            s.record(now, &target, Actor::Operator, EcsChange::TaskStopped { task: t.arn, service: t.service });
         }
     }
 
@@ -299,11 +423,12 @@ impl FakeEcs {
 
     /// Sets an instance's status as an operator would.
     pub fn operator_set_status(&self, arn: &str, status: InstanceStatus) {
+        let now = Instant::now();
         let mut s = self.0.borrow_mut();
         let Some(i) = s.instances.get_mut(arn) else { return };
-        i.set_status(status.clone());
+        i.set_status(now, status.clone());
         let target = i.arn.clone();
-        s.record(Instant::now(), &target, Actor::Operator, EcsChange::Status(status));
+        s.record(now, &target, Actor::Operator, EcsChange::Status(status));
     }
 
     /// Marks the ECS agent on `arn` connected or not.
@@ -321,6 +446,21 @@ impl FakeEcs {
     /// An instance's attribute now (no staleness).
     pub fn attribute(&self, arn: &str, name: &str) -> Option<String> {
         self.0.borrow().instances.get(arn)?.current(name).cloned()
+    }
+
+    /// Tasks on `arn` whose last status is not STOPPED now, stopping ones included.
+    pub fn unstopped_tasks(&self, arn: &str) -> usize {
+        let mut s = self.0.borrow_mut();
+        s.settle(Instant::now());
+        s.instances.get(arn).map_or(0, |i| i.tasks.len())
+    }
+
+    /// Tasks on `arn` that ECS has decided to stop (desired STOPPED) but that still run now.
+    pub fn stopping_tasks(&self, arn: &str) -> usize {
+        let now = Instant::now();
+        let mut s = self.0.borrow_mut();
+        s.settle(now);
+        s.instances.get(arn).map_or(0, |i| i.tasks.iter().filter(|t| t.desired_stopped(now)).count())
     }
 
     /// Instances whose status is DRAINING now.
@@ -343,9 +483,12 @@ impl FakeEcs {
         self.0.borrow().total_calls
     }
 
-    /// Every status change and attribute write or delete so far, oldest first.
+    /// Every status change, attribute write or delete, and task start or stop so far, oldest
+    /// first.
     pub fn history(&self) -> Vec<EcsEvent> {
-        self.0.borrow().history.clone()
+        let mut s = self.0.borrow_mut();
+        s.settle(Instant::now());
+        s.history.clone()
     }
 
     /// Every call so far, oldest first (throttled and failed ones included).
@@ -367,6 +510,14 @@ impl FakeEcs {
         best as u64
     }
 
+    /// A listing cut short (the `incomplete_lists` fault) fails as the real store's would.
+    fn complete_or_fail(&self, op: &'static str) -> Result<(), ClusterError> {
+        if self.0.borrow().faults.incomplete_lists {
+            return Err(ClusterError::Incomplete { op, message: "page cap reached (injected)".into() });
+        }
+        Ok(())
+    }
+
     /// Counts `arn`'s call and applies faults; `Err` when the call fails.
     async fn enter(&self, op: &'static str, arn: &str) -> Result<(), ClusterError> {
         let latency = self.0.borrow().faults.latency;
@@ -374,6 +525,8 @@ impl FakeEcs {
             tokio::time::sleep(latency).await;
         }
         let mut s = self.0.borrow_mut();
+        // ECS moves on whether or not anyone calls: tasks due to stop have stopped.
+        s.settle(Instant::now());
         s.count_call(op, arn);
         if s.faults.unavailable {
             return Err(ClusterError::Unavailable { op, message: "Service unavailable".into() });
@@ -385,13 +538,35 @@ impl FakeEcs {
         Ok(())
     }
 
-    /// Moves service tasks whose drain time has passed off their instances.
-    fn settle_tasks(s: &mut State) {
-        let now = Instant::now();
-        for i in s.instances.values_mut() {
-            i.tasks.retain(|t| t.stops_at.is_none_or(|at| at > now));
+    /// Counts `extra` further calls of `op` by `arn`, each taking the injected latency: the
+    /// further pages and batches one [`ClusterStore`] method costs.
+    async fn extra_calls(&self, op: &'static str, arn: &str, extra: usize) {
+        for _ in 0..extra {
+            let latency = self.0.borrow().faults.latency;
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            self.0.borrow_mut().count_call(op, arn);
         }
     }
+}
+
+/// How many tasks on `instance` had not stopped at `at`, from a [`FakeEcs::history`] alone:
+/// started by then and not yet stopped (a task that stops at `at` itself no longer counts).
+pub fn unstopped_at(history: &[EcsEvent], instance: &str, at: Instant) -> usize {
+    let mut running = BTreeSet::new();
+    for e in history.iter().take_while(|e| e.at <= at).filter(|e| &*e.instance == instance) {
+        match &e.change {
+            EcsChange::TaskStarted { task, .. } => {
+                running.insert(task.as_str());
+            }
+            EcsChange::TaskStopped { task, .. } => {
+                running.remove(task.as_str());
+            }
+            _ => {}
+        }
+    }
+    running.len()
 }
 
 fn rejected(op: &'static str, code: &str, message: impl Into<String>) -> ClusterError {
@@ -412,17 +587,14 @@ impl ClusterStore for FakeEcsHost {
 
     async fn list_attribute(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
         self.ecs.enter("ListAttributes", &self.arn).await?;
-        if self.ecs.0.borrow().faults.incomplete_lists {
-            return Err(ClusterError::Incomplete { op: "ListAttributes", message: "page cap reached (injected)".into() });
-        }
-        let (found, pages, latency) = {
+        self.ecs.complete_or_fail("ListAttributes")?;
+        let (found, pages) = {
             let mut s = self.ecs.0.borrow_mut();
             let staleness = s.faults.staleness;
             let lag = s.jitter.up_to(staleness);
             let now = Instant::now();
             let at = now.checked_sub(lag).unwrap_or(now);
             let horizon = now.checked_sub(s.max_staleness).unwrap_or(now);
-            let latency = s.faults.latency;
             let State { visible, instances, .. } = &mut *s;
             let Some(candidates) = visible.get_mut(name) else { return Ok(vec![]) };
             // An instance that dropped the attribute before any read can reach back to is gone for good.
@@ -437,15 +609,10 @@ impl ClusterStore for FakeEcsHost {
                 })
                 .collect();
             let pages = found.len().div_ceil(LIST_PAGE);
-            (found, pages, latency)
+            (found, pages)
         };
         // ECS answers at most 100 attributes per page; every further page is another request.
-        for _ in 1..pages {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            self.ecs.0.borrow_mut().count_call("ListAttributes", &self.arn);
-        }
+        self.ecs.extra_calls("ListAttributes", &self.arn, pages.saturating_sub(1)).await;
         Ok(found)
     }
 
@@ -509,15 +676,16 @@ impl ClusterStore for FakeEcsHost {
     async fn describe_self(&self) -> Result<InstanceInfo, ClusterError> {
         const OP: &str = "DescribeContainerInstances";
         self.ecs.enter(OP, &self.arn).await?;
-        let mut s = self.ecs.0.borrow_mut();
-        FakeEcs::settle_tasks(&mut s);
+        let now = Instant::now();
+        let s = self.ecs.0.borrow();
         let inst = s.instances.get(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
         let status = inst.status_seen(s.faults.status_lag);
         Ok(InstanceInfo {
             arn: self.arn.clone(),
             status,
             agent_connected: inst.agent_connected,
-            running_tasks: inst.tasks.len() as u32,
+            // runningTasksCount counts desired RUNNING: a task still stopping is not in it.
+            running_tasks: inst.tasks.iter().filter(|t| !t.desired_stopped(now)).count() as u32,
             attributes: inst.attrs.keys().filter_map(|k| inst.current(k).map(|v| (k.clone(), v.clone()))).collect(),
         })
     }
@@ -528,18 +696,24 @@ impl ClusterStore for FakeEcsHost {
         let mut s = self.ecs.0.borrow_mut();
         let (lo, hi) = s.drain_time;
         let drain = s.jitter.between(lo, hi);
-        let inst = s.instances.get_mut(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
+        let (stop_lo, stop_hi) = s.stop_time;
+        let State { instances, jitter, stop_queue, .. } = &mut *s;
+        let inst = instances.get_mut(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
         let now = Instant::now();
         match (status, &inst.status) {
             (SetStatus::Draining, InstanceStatus::Active | InstanceStatus::Draining) => {
-                inst.set_status(InstanceStatus::Draining);
-                for t in inst.tasks.iter_mut().filter(|t| t.started_by.as_deref().is_some_and(|b| b.starts_with("ecs-svc/"))) {
-                    t.stops_at.get_or_insert(now + drain);
+                inst.set_status(now, InstanceStatus::Draining);
+                for t in inst.tasks.iter_mut().filter(|t| t.service && t.stops_at.is_none()) {
+                    t.stops_at = Some(now + drain);
+                    t.stop_time = jitter.between(stop_lo, stop_hi);
+                    stop_queue.insert((now + drain + t.stop_time, inst.arn.clone()));
                 }
             }
             (SetStatus::Active, InstanceStatus::Active | InstanceStatus::Draining) => {
-                inst.set_status(InstanceStatus::Active);
-                for t in &mut inst.tasks {
+                inst.set_status(now, InstanceStatus::Active);
+                // A task ECS has already decided to stop goes on stopping; only a drain whose
+                // time has not run out is called off.
+                for t in inst.tasks.iter_mut().filter(|t| !t.desired_stopped(now)) {
                     t.stops_at = None;
                 }
             }
@@ -551,36 +725,54 @@ impl ClusterStore for FakeEcsHost {
     }
 
     async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
-        self.ecs.enter("ListTasks", &self.arn).await?;
-        let mut s = self.ecs.0.borrow_mut();
-        FakeEcs::settle_tasks(&mut s);
-        let inst = s.instances.get(&self.arn).ok_or_else(|| rejected("ListTasks", "ClientException", "MISSING"))?;
-        Ok(inst
-            .tasks
-            .iter()
-            .map(|t| TaskInfo { arn: t.arn.clone(), started_by: t.started_by.clone(), group: None, stopping: false })
-            .collect())
+        const OP: &str = "ListTasks";
+        self.ecs.enter(OP, &self.arn).await?;
+        let (tasks, list_calls, describe_calls) = {
+            let now = Instant::now();
+            let s = self.ecs.0.borrow();
+            let inst = s.instances.get(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
+            let stopping = inst.tasks.iter().filter(|t| t.desired_stopped(now)).count();
+            let listed = inst.tasks.iter().filter(|t| s.task_listing == TaskListing::NotStopped || !t.desired_stopped(now));
+            let tasks: Vec<TaskInfo> = listed
+                .map(|t| TaskInfo {
+                    arn: t.arn.clone(),
+                    stopping: t.desired_stopped(now),
+                    started_by: t.started_by.clone(),
+                    group: None,
+                })
+                .collect();
+            // What the real store pays: ListTasks per page of each desired status it lists
+            // (at least one page each), DescribeTasks per hundred tasks listed.
+            let pages = |n: usize| n.div_ceil(LIST_PAGE).max(1);
+            let list_calls = match s.task_listing {
+                TaskListing::NotStopped => pages(inst.tasks.len() - stopping) + pages(stopping),
+                TaskListing::DesiredRunningOnly => pages(tasks.len()),
+            };
+            let describe_calls = tasks.len().div_ceil(DESCRIBE_TASKS);
+            (tasks, list_calls, describe_calls)
+        };
+        self.ecs.extra_calls(OP, &self.arn, list_calls - 1).await;
+        self.ecs.extra_calls("DescribeTasks", &self.arn, describe_calls).await;
+        Ok(tasks)
     }
 
     async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
-        self.ecs.enter("ListContainerInstances", &self.arn).await?;
-        if self.ecs.0.borrow().faults.incomplete_lists {
-            return Err(ClusterError::Incomplete { op: "ListContainerInstances", message: "page cap reached (injected)".into() });
-        }
-        let s = self.ecs.0.borrow_mut();
-        // Status reads lag like attribute reads: a change younger than the lag is not seen yet.
-        let lag = { let staleness = s.faults.staleness; s.jitter.up_to(staleness) };
-        let found: Vec<String> = s
-            .instances
-            .iter()
-            .filter(|(_, i)| i.status_seen(lag) == InstanceStatus::Draining)
-            .map(|(a, _)| a.clone())
-            .collect();
-        let pages = found.len().div_ceil(LIST_PAGE);
-        drop(s);
-        for _ in 1..pages {
-            self.ecs.0.borrow_mut().count_call("ListContainerInstances", &self.arn);
-        }
+        const OP: &str = "ListContainerInstances";
+        self.ecs.enter(OP, &self.arn).await?;
+        self.ecs.complete_or_fail(OP)?;
+        let found: Vec<String> = {
+            let s = self.ecs.0.borrow();
+            // As stale as attribute reads: a status change younger than the lag may be missed.
+            let lag = s.jitter.up_to(s.faults.staleness);
+            let now = Instant::now();
+            let at = now.checked_sub(lag).unwrap_or(now);
+            s.instances
+                .iter()
+                .filter(|(_, i)| i.status_as_of(at) == Some(&InstanceStatus::Draining))
+                .map(|(a, _)| a.clone())
+                .collect()
+        };
+        self.ecs.extra_calls(OP, &self.arn, found.len().div_ceil(LIST_PAGE).saturating_sub(1)).await;
         Ok(found)
     }
 
@@ -667,6 +859,212 @@ mod tests {
             let left = h.running_tasks().await.expect("tasks");
             assert_eq!(left.len(), 1);
             assert!(!left[0].is_service_task());
+        });
+    }
+
+    /// The task stops in `history`: (when, by whom, instance, service task).
+    fn stops(history: &[EcsEvent]) -> Vec<(Instant, Actor, String, bool)> {
+        history
+            .iter()
+            .filter_map(|e| match &e.change {
+                EcsChange::TaskStopped { service, .. } => Some((e.at, e.by, e.instance.to_string(), *service)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_drained_service_task_keeps_running_through_its_stop_time() {
+        run(async {
+            let ecs = FakeEcs::new("c", 1);
+            let a = ecs.register("a");
+            let h = ecs.host(&a);
+            ecs.set_drain_time(Duration::from_secs(30), Duration::from_secs(30));
+            ecs.set_stop_time(Duration::from_secs(60), Duration::from_secs(60));
+            ecs.add_tasks(&a, Some("ecs-svc/1"), 2);
+            ecs.add_tasks(&a, Some("events-rule/x"), 1);
+            let drained_at = Instant::now();
+            h.set_status(SetStatus::Draining).await.expect("drain");
+
+            tokio::time::sleep(Duration::from_secs(31)).await;
+            let tasks = h.running_tasks().await.expect("tasks");
+            assert_eq!(tasks.len(), 3, "desired STOPPED, still running: {tasks:?}");
+            assert!(tasks.iter().all(|t| t.stopping == t.is_service_task()), "{tasks:?}");
+            assert_eq!(h.describe_self().await.expect("describe").running_tasks, 1, "desired RUNNING only");
+            assert_eq!((ecs.unstopped_tasks(&a), ecs.stopping_tasks(&a)), (3, 2));
+
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let left = h.running_tasks().await.expect("tasks");
+            assert_eq!(left.len(), 1);
+            assert!(!left[0].stopping && !left[0].is_service_task());
+            assert_eq!((ecs.unstopped_tasks(&a), ecs.stopping_tasks(&a)), (1, 0));
+            let stopped_at = drained_at + Duration::from_secs(90);
+            assert_eq!(stops(&ecs.history()), vec![(stopped_at, Actor::Scheduler, a.clone(), true); 2]);
+        });
+    }
+
+    #[test]
+    fn tasks_stop_in_the_history_at_their_own_instant_and_in_order() {
+        run(async {
+            let ecs = FakeEcs::new("c", 7);
+            let (a, b) = (ecs.register("a"), ecs.register("b"));
+            ecs.set_drain_time(Duration::from_secs(10), Duration::from_secs(10));
+            ecs.set_stop_time(Duration::from_secs(5), Duration::from_secs(50));
+            ecs.add_tasks(&a, Some("ecs-svc/1"), 3);
+            ecs.add_tasks(&b, Some("ecs-svc/1"), 3);
+            let t0 = Instant::now();
+            ecs.host(&a).set_status(SetStatus::Draining).await.expect("drain a");
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            ecs.host(&b).set_status(SetStatus::Draining).await.expect("drain b");
+            // Nobody looks for a long while; the stops are still recorded when they happened.
+            tokio::time::sleep(Duration::from_secs(200)).await;
+            ecs.operator_put(&a, "note", "x");
+
+            let history = ecs.history();
+            assert!(history.windows(2).all(|w| w[0].at <= w[1].at), "history out of order");
+            let stops = stops(&history);
+            assert_eq!(stops.len(), 6);
+            for (at, by, instance, _) in &stops {
+                let drained = if *instance == a { t0 } else { t0 + Duration::from_secs(20) };
+                let after = at.duration_since(drained);
+                assert!((Duration::from_secs(15)..=Duration::from_secs(60)).contains(&after), "{after:?}");
+                assert_eq!(*by, Actor::Scheduler);
+            }
+            assert!(stops.iter().map(|s| s.0).collect::<BTreeSet<_>>().len() > 1, "stop times are drawn per task");
+            assert_eq!(unstopped_at(&history, &a, t0 + Duration::from_secs(1)), 3);
+            assert_eq!(unstopped_at(&history, &b, t0 + Duration::from_secs(29)), 3);
+            assert_eq!(unstopped_at(&history, &a, Instant::now()), 0);
+            let first_stop = stops[0].0;
+            let instance = &stops[0].2;
+            assert_eq!(unstopped_at(&history, instance, first_stop - Duration::from_millis(1)), 3);
+            assert!(unstopped_at(&history, instance, first_stop) < 3, "a task that stops at the instant no longer counts");
+        });
+    }
+
+    #[test]
+    fn the_old_listing_drops_tasks_that_are_still_stopping() {
+        run(async {
+            let ecs = FakeEcs::new("c", 1);
+            let a = ecs.register("a");
+            let h = ecs.host(&a);
+            ecs.set_drain_time(Duration::from_secs(10), Duration::from_secs(10));
+            ecs.set_stop_time(Duration::from_secs(300), Duration::from_secs(300));
+            ecs.set_task_listing(TaskListing::DesiredRunningOnly);
+            ecs.add_tasks(&a, Some("ecs-svc/1"), 2);
+            h.set_status(SetStatus::Draining).await.expect("drain");
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            assert!(h.running_tasks().await.expect("tasks").is_empty(), "the old listing says drained");
+            // ... while both tasks still serve, as the history shows afterwards.
+            let looked = Instant::now();
+            assert_eq!(ecs.unstopped_tasks(&a), 2);
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            assert_eq!(unstopped_at(&ecs.history(), &a, looked), 2);
+            assert_eq!(unstopped_at(&ecs.history(), &a, Instant::now()), 0);
+            ecs.set_task_listing(TaskListing::NotStopped);
+            assert!(h.running_tasks().await.expect("tasks").is_empty());
+        });
+    }
+
+    #[test]
+    fn reactivating_calls_off_a_pending_drain_but_not_a_stop_under_way() {
+        run(async {
+            let ecs = FakeEcs::new("c", 1);
+            let (a, b) = (ecs.register("a"), ecs.register("b"));
+            ecs.set_drain_time(Duration::from_secs(30), Duration::from_secs(30));
+            ecs.set_stop_time(Duration::from_secs(60), Duration::from_secs(60));
+            ecs.add_tasks(&a, Some("ecs-svc/1"), 1);
+            ecs.add_tasks(&b, Some("ecs-svc/1"), 1);
+            let (ha, hb) = (ecs.host(&a), ecs.host(&b));
+            ha.set_status(SetStatus::Draining).await.expect("drain a");
+            hb.set_status(SetStatus::Draining).await.expect("drain b");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            ha.set_status(SetStatus::Active).await.expect("a back before its drain time ran out");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            hb.set_status(SetStatus::Active).await.expect("b back while its task is stopping");
+            let on_b = hb.running_tasks().await.expect("tasks on b");
+            assert!(on_b.len() == 1 && on_b[0].stopping, "{on_b:?}");
+            tokio::time::sleep(Duration::from_secs(200)).await;
+            let on_a = ha.running_tasks().await.expect("tasks on a");
+            assert!(on_a.len() == 1 && !on_a[0].stopping, "{on_a:?}");
+            assert!(hb.running_tasks().await.expect("tasks on b").is_empty());
+            assert_eq!(stops(&ecs.history()).len(), 1);
+        });
+    }
+
+    #[test]
+    fn stopping_all_tasks_records_each_by_the_operator() {
+        run(async {
+            let ecs = FakeEcs::new("c", 1);
+            let a = ecs.register("a");
+            ecs.set_drain_time(Duration::ZERO, Duration::ZERO);
+            ecs.set_stop_time(Duration::from_secs(60), Duration::from_secs(60));
+            ecs.add_tasks(&a, Some("ecs-svc/1"), 1);
+            ecs.add_tasks(&a, None, 1);
+            ecs.host(&a).set_status(SetStatus::Draining).await.expect("drain");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(ecs.stopping_tasks(&a), 1);
+            ecs.stop_all_tasks(&a);
+            let now = Instant::now();
+            assert_eq!(ecs.unstopped_tasks(&a), 0);
+            assert_eq!(
+                stops(&ecs.history()),
+                vec![(now, Actor::Operator, a.clone(), true), (now, Actor::Operator, a.clone(), false)]
+            );
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            assert_eq!(stops(&ecs.history()).len(), 2, "a task stops once");
+        });
+    }
+
+    #[test]
+    fn running_tasks_costs_the_calls_the_real_store_makes() {
+        run(async {
+            let ecs = FakeEcs::new("c", 1);
+            let a = ecs.register("a");
+            let h = ecs.host(&a);
+            ecs.set_drain_time(Duration::from_secs(10), Duration::from_secs(10));
+            ecs.set_stop_time(Duration::from_secs(100), Duration::from_secs(100));
+            ecs.add_tasks(&a, Some("ecs-svc/1"), 150);
+            ecs.add_tasks(&a, None, 1);
+            let cost = |ecs: &FakeEcs| {
+                let calls = ecs.calls();
+                (calls.get("ListTasks").copied().unwrap_or(0), calls.get("DescribeTasks").copied().unwrap_or(0))
+            };
+            h.running_tasks().await.expect("tasks");
+            assert_eq!(cost(&ecs), (3, 2), "RUNNING: 2 pages, STOPPED: 1 empty page; 151 described");
+            h.set_status(SetStatus::Draining).await.expect("drain");
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            assert_eq!(h.running_tasks().await.expect("tasks").len(), 151);
+            assert_eq!(cost(&ecs), (6, 4), "RUNNING: 1 page, STOPPED: 2 pages; 151 described");
+            ecs.set_task_listing(TaskListing::DesiredRunningOnly);
+            assert_eq!(h.running_tasks().await.expect("tasks").len(), 1);
+            assert_eq!(cost(&ecs), (7, 5));
+        });
+    }
+
+    #[test]
+    fn draining_instances_may_miss_young_status_changes_only() {
+        run(async {
+            let ecs = FakeEcs::new("c", 5);
+            let (a, b) = (ecs.register("a"), ecs.register("b"));
+            let hb = ecs.host(&b);
+            ecs.host(&a).set_status(SetStatus::Draining).await.expect("drain");
+            assert_eq!(hb.draining_instances().await.expect("list"), vec![a.clone()], "no staleness: seen at once");
+
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            ecs.set_faults(EcsFaults { staleness: Duration::from_secs(5), ..Default::default() });
+            ecs.host(&a).set_status(SetStatus::Active).await.expect("reactivate");
+            ecs.operator_set_status(&b, InstanceStatus::Draining);
+            let mut stale = 0;
+            for _ in 0..50 {
+                let seen = hb.draining_instances().await.expect("list");
+                assert!(seen == vec![b.clone()] || seen == vec![a.clone()], "{seen:?}");
+                stale += usize::from(seen == vec![a.clone()]);
+            }
+            assert!(stale > 0, "a fresh status change must sometimes be missed");
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            for _ in 0..50 {
+                assert_eq!(hb.draining_instances().await.expect("list"), vec![b.clone()]);
+            }
         });
     }
 

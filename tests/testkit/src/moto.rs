@@ -54,8 +54,11 @@ pub struct Faults {
     pub unavailable: bool,
     /// Added to every ECS call.
     pub latency_ms: u64,
-    /// How long after DRAINING the service tasks stop.
+    /// How long after DRAINING the service tasks' desired status turns STOPPED.
     pub drain_delay_ms: u64,
+    /// How long those tasks then keep running (last status RUNNING) before their last status
+    /// turns STOPPED: a load balancer's deregistration delay plus the stop timeout in ECS.
+    pub stop_delay_ms: u64,
 }
 
 /// ECS calls the server has answered since the last reset (`/_harness/calls`).
@@ -170,6 +173,7 @@ impl MotoServer {
             "unavailable": faults.unavailable,
             "latency_ms": faults.latency_ms,
             "drain_delay_ms": faults.drain_delay_ms,
+            "stop_delay_ms": faults.stop_delay_ms,
         });
         self.post("/_harness/faults", &body).map(drop)
     }
@@ -199,6 +203,13 @@ impl MotoServer {
     pub fn set_tags(&self, cluster: &str, tags: &[(&str, &str)], remove: &[&str]) -> Result<(), String> {
         let tags: BTreeMap<&str, &str> = tags.iter().copied().collect();
         self.post("/_harness/tags", &json!({"cluster": cluster, "tags": tags, "remove": remove})).map(drop)
+    }
+
+    /// Play the scheduler stopping `task`: its desired status turns STOPPED and its last status
+    /// becomes `last_status` (`RUNNING` ... `STOPPED`), so a test can hold a task stopping.
+    pub fn set_task_status(&self, cluster: &str, task: &str, last_status: &str) -> Result<(), String> {
+        self.post("/_harness/task-status", &json!({"cluster": cluster, "task": task, "last_status": last_status}))
+            .map(drop)
     }
 
     /// Force `instance`'s status (e.g. `REGISTERING`), bypassing ECS's transition rules.

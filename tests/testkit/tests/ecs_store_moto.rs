@@ -1,11 +1,12 @@
 //! `EcsStore` against the patched moto ECS server: every `ClusterStore` method, paging, limits,
-//! error mapping and the drain, counting the real ECS calls each one makes.
+//! error mapping and the drain (tasks still stopping included), counting the real ECS calls each
+//! one makes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use agent::cluster::ecs::{EcsStore, EcsTimeouts};
-use agent::cluster::{ClusterError, ClusterStore, InstanceStatus, SetStatus};
+use agent::cluster::{ClusterError, ClusterStore, InstanceStatus, SetStatus, TaskInfo};
 use testkit::moto::{Faults, MotoServer, Seeded};
 
 const LEASE: &str = "br-update.lease";
@@ -92,8 +93,11 @@ async fn list_attribute_follows_every_page() {
 
     reset_calls(&moto);
     let capped = store(&moto, "big", me).with_page_size(5).with_max_pages(2).list_attribute(LEASE).await;
-    assert_eq!(capped.expect("capped list").len(), 10, "stops at the page cap");
-    assert_eq!(calls(&moto, "ListAttributes"), 2);
+    match capped {
+        Err(e @ ClusterError::Incomplete { op: "ListAttributes", .. }) => assert!(!e.is_retryable()),
+        other => panic!("a listing cut at the page cap must be Incomplete, not short: {other:?}"),
+    }
+    assert_eq!(calls(&moto, "ListAttributes"), 2, "no page beyond the cap");
 }
 
 #[tokio::test]
@@ -260,7 +264,7 @@ async fn running_tasks_pages_through_list_tasks_and_describes_in_hundreds() {
 
     reset_calls(&moto);
     let tasks = store(&moto, "c1", arn).running_tasks().await.expect("tasks");
-    assert_eq!(calls(&moto, "ListTasks"), 2, "100 + 30");
+    assert_eq!(calls(&moto, "ListTasks"), 3, "desired RUNNING: 100 + 30; desired STOPPED: one empty page");
     assert_eq!(calls(&moto, "DescribeTasks"), 2, "100 + 30");
     let mut got: Vec<_> = tasks.iter().map(|t| t.arn.clone()).collect();
     got.sort();
@@ -268,10 +272,154 @@ async fn running_tasks_pages_through_list_tasks_and_describes_in_hundreds() {
     assert_eq!(got, started, "exactly this instance's tasks");
     assert_eq!(tasks.iter().filter(|t| t.is_service_task()).count(), 70);
 
+    assert!(tasks.iter().all(|t| !t.stopping), "{tasks:?}");
+
     reset_calls(&moto);
     let small = store(&moto, "c1", arn).with_page_size(40).running_tasks().await.expect("tasks by 40");
     assert_eq!(small.len(), 130);
-    assert_eq!(calls(&moto, "ListTasks"), 4);
+    assert_eq!(calls(&moto, "ListTasks"), 5, "4 pages desired RUNNING, 1 desired STOPPED");
+}
+
+#[tokio::test]
+async fn a_stopping_task_counts_until_its_last_status_is_stopped() {
+    let moto = moto();
+    let seeded = seed(&moto, "c1", 1);
+    let arn = &seeded.instances[0];
+    let service = moto.add_tasks("c1", arn, Some("ecs-svc/1"), 2).expect("service tasks");
+    let standalone = moto.add_tasks("c1", arn, None, 1).expect("standalone task");
+    let me = store(&moto, "c1", arn);
+    let by_arn = |tasks: &[TaskInfo]| -> BTreeMap<String, TaskInfo> {
+        tasks.iter().map(|t| (t.arn.clone(), t.clone())).collect()
+    };
+
+    // The scheduler replaces one service task: desired STOPPED, still running (deregistration delay).
+    moto.set_task_status("c1", &service[0], "RUNNING").expect("stopping");
+    reset_calls(&moto);
+    let tasks = by_arn(&me.running_tasks().await.expect("tasks"));
+    assert_eq!((calls(&moto, "ListTasks"), calls(&moto, "DescribeTasks")), (2, 1));
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    let stopping = &tasks[&service[0]];
+    assert!(stopping.stopping && stopping.is_service_task(), "{stopping:?}");
+    assert!(!tasks[&service[1]].stopping && !tasks[&standalone[0]].stopping, "{tasks:?}");
+    assert!(!tasks[&standalone[0]].is_service_task());
+    // What the drain check used to read said one task fewer: runningTasksCount and ListTasks
+    // count desired RUNNING only.
+    assert_eq!(me.describe_self().await.expect("describe").running_tasks, 2);
+    let desired_running = moto
+        .ecs_client()
+        .list_tasks()
+        .cluster("c1")
+        .container_instance(arn)
+        .send()
+        .await
+        .expect("ListTasks desired RUNNING");
+    assert!(!desired_running.task_arns().contains(&service[0]), "{desired_running:?}");
+
+    moto.set_task_status("c1", &service[0], "DEPROVISIONING").expect("still stopping");
+    assert!(by_arn(&me.running_tasks().await.expect("tasks"))[&service[0]].stopping);
+
+    moto.set_task_status("c1", &service[0], "STOPPED").expect("stopped");
+    let tasks = by_arn(&me.running_tasks().await.expect("tasks"));
+    assert_eq!(tasks.keys().cloned().collect::<Vec<_>>(), {
+        let mut left = vec![service[1].clone(), standalone[0].clone()];
+        left.sort();
+        left
+    });
+}
+
+#[tokio::test]
+async fn a_drain_is_done_only_when_the_stopping_service_tasks_have_stopped() {
+    let moto = moto();
+    let seeded = seed(&moto, "c1", 1);
+    let arn = &seeded.instances[0];
+    let service = moto.add_tasks("c1", arn, Some("ecs-svc/1"), 2).expect("service tasks");
+    let standalone = moto.add_tasks("c1", arn, Some("nightly-batch"), 1).expect("standalone task");
+    let stop_delay = Duration::from_millis(1_500);
+    moto.set_faults(&Faults { stop_delay_ms: stop_delay.as_millis() as u64, ..Faults::default() }).expect("faults");
+    let me = store(&moto, "c1", arn);
+
+    let drained_at = Instant::now();
+    me.set_status(SetStatus::Draining).await.expect("drain");
+    let first = me.running_tasks().await.expect("tasks right after the drain");
+    if drained_at.elapsed() < stop_delay {
+        assert_eq!(first.len(), 3, "the service tasks are still stopping: {first:?}");
+        for t in &first {
+            assert_eq!(t.stopping, service.contains(&t.arn), "{t:?}");
+        }
+        assert_eq!(me.describe_self().await.expect("describe").running_tasks, 1, "desired RUNNING only");
+    }
+    let remaining = loop {
+        let tasks = me.running_tasks().await.expect("tasks while draining");
+        if tasks.len() < 3 {
+            break tasks;
+        }
+        assert!(drained_at.elapsed() < Duration::from_secs(60), "the service tasks never stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(drained_at.elapsed() >= stop_delay, "counted as stopped before the stop delay");
+    assert_eq!(remaining.iter().map(|t| t.arn.clone()).collect::<Vec<_>>(), standalone, "{remaining:?}");
+    assert!(!remaining[0].stopping);
+}
+
+#[tokio::test]
+async fn draining_instances_lists_exactly_the_draining_ones_across_pages() {
+    let moto = moto();
+    let c1 = seed(&moto, "c1", 12);
+    let c2 = seed(&moto, "c2", 2);
+    let mut draining: Vec<String> = c1.instances.iter().step_by(2).take(5).cloned().collect();
+    draining.extend(c1.instances[9..11].iter().cloned());
+    for arn in &draining {
+        store(&moto, "c1", arn).set_status(SetStatus::Draining).await.expect("drain");
+    }
+    moto.set_instance_status("c1", &c1.instances[11], "REGISTERING").expect("force status");
+    store(&moto, "c2", &c2.instances[0]).set_status(SetStatus::Draining).await.expect("drain in c2");
+    draining.sort();
+    let me = &c1.instances[1];
+
+    reset_calls(&moto);
+    let mut by_three = store(&moto, "c1", me).with_page_size(3).draining_instances().await.expect("by 3");
+    by_three.sort();
+    assert_eq!(by_three, draining, "c1's seven DRAINING instances, none of c2's");
+    assert_eq!(calls(&moto, "ListContainerInstances"), 3, "3 + 3 + 1");
+
+    reset_calls(&moto);
+    let mut whole = store(&moto, "c1", me).draining_instances().await.expect("default page");
+    whole.sort();
+    assert_eq!(whole, draining);
+    assert_eq!(calls(&moto, "ListContainerInstances"), 1);
+
+    store(&moto, "c1", &draining[0]).set_status(SetStatus::Active).await.expect("reactivate");
+    let after = store(&moto, "c1", me).with_page_size(2).draining_instances().await.expect("by 2");
+    assert_eq!(after.len(), 6);
+    assert!(!after.contains(&draining[0]));
+}
+
+#[tokio::test]
+async fn page_caps_make_every_listing_incomplete_rather_than_short() {
+    let moto = moto();
+    let seeded = seed(&moto, "c1", 4);
+    let me = &seeded.instances[0];
+    put_leases(&moto, "c1", &seeded.instances).await;
+    moto.add_tasks("c1", me, Some("ecs-svc/1"), 3).expect("tasks");
+    for arn in &seeded.instances[1..] {
+        store(&moto, "c1", arn).set_status(SetStatus::Draining).await.expect("drain");
+    }
+    let capped = || store(&moto, "c1", me).with_page_size(2).with_max_pages(1);
+    let incomplete = |what: &str, op: &str, got: Result<usize, ClusterError>| match got {
+        Err(ClusterError::Incomplete { op: got_op, .. }) => assert_eq!(got_op, op, "{what}"),
+        other => panic!("{what}: expected Incomplete, got {other:?}"),
+    };
+
+    reset_calls(&moto);
+    incomplete("list_attribute", "ListAttributes", capped().list_attribute(LEASE).await.map(|v| v.len()));
+    incomplete("running_tasks", "ListTasks", capped().running_tasks().await.map(|v| v.len()));
+    incomplete("draining_instances", "ListContainerInstances", capped().draining_instances().await.map(|v| v.len()));
+    assert_eq!(moto.calls().expect("calls").total, 3, "one page each, then give up");
+
+    // A listing that fits the cap exactly is whole.
+    let fits = store(&moto, "c1", me).with_page_size(3).with_max_pages(1);
+    assert_eq!(fits.draining_instances().await.expect("three fit in one page").len(), 3);
+    assert_eq!(fits.running_tasks().await.expect("three fit in one page").len(), 3);
 }
 
 #[tokio::test]

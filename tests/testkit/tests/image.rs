@@ -366,7 +366,8 @@ fn the_iam_policy_is_least_privilege_json() {
         "ecs:ListTasks",
         "ecs:DescribeTasks",
     ];
-    let on_cluster = ["ecs:ListAttributes", "ecs:DescribeClusters", "ecs:ListTagsForResource"];
+    let on_cluster =
+        ["ecs:ListAttributes", "ecs:ListContainerInstances", "ecs:DescribeClusters", "ecs:ListTagsForResource"];
     let mut granted = Vec::new();
     for s in statements {
         assert_eq!(s["Effect"], "Allow", "{s}");
