@@ -14,7 +14,7 @@ use agent::lease::{Claim, ClaimPhase, LeaseClient, LeaseError, LeaseParams, Leas
 use agent::shutdown::Shutdown;
 use agent::status::{short_id, Status};
 use fake_bottlerocket::Faults;
-use testkit::fake_ecs::{EcsChange, EcsFaults, FakeEcs};
+use testkit::fake_ecs::{unstopped_at, EcsChange, EcsFaults, FakeEcs, TaskListing};
 use testkit::node::Node;
 
 mod common;
@@ -318,6 +318,34 @@ async fn hole4_a_failed_deactivate_still_returns_the_instance_and_releases_the_s
     assert_eq!(a.agent(Shutdown::never()).recover().await, Ok(None));
     assert_eq!(a.record().in_flight, None);
     assert_ne!(a.host.update_state(), Some(fake_bottlerocket::UpdateState::Ready));
+}
+
+// ---------------------------------------------------------------- hole 5: tasks still stopping
+
+/// a drains two service tasks that ECS stops after 2 minutes but that keep running for 5 more
+/// (a load balancer's deregistration delay). Returns the tasks still running when a asked to
+/// reboot.
+async fn stopping_tasks_scenario(listing: TaskListing) -> usize {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&a.arn, Some("ecs-svc/web"), 2);
+    ecs.set_drain_time(2 * MIN, 2 * MIN);
+    ecs.set_stop_time(5 * MIN, 5 * MIN);
+    ecs.set_task_listing(listing);
+    let outcome = a.agent(Shutdown::never()).run(true).await;
+    assert!(matches!(outcome, Outcome::Rebooting { .. }), "{outcome:?}");
+    // The round ends the instant the host accepts the reboot: judge the tasks then.
+    unstopped_at(&ecs.history(), &a.arn, tokio::time::Instant::now())
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole5_the_drain_waits_until_stopping_tasks_have_stopped() {
+    assert_eq!(stopping_tasks_scenario(TaskListing::NotStopped).await, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole5_negative_control_counting_desired_running_tasks_reboots_with_tasks_still_serving() {
+    assert_eq!(stopping_tasks_scenario(TaskListing::DesiredRunningOnly).await, 2);
 }
 
 // ---------------------------------------------------------------- hole 6: partial listings
