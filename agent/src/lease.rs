@@ -428,12 +428,13 @@ impl Census {
         self.occupied.len() + self.out_of_service.len()
     }
 
-    /// Who holds the slots, one short phrase each, for logs and the status detail.
-    pub fn holders(&self, now: WallTime) -> Vec<String> {
+    /// Who holds the slots, one short phrase each, for logs and the status detail (no times,
+    /// so that the status of a host waiting on the same holders does not change).
+    pub fn holders(&self) -> Vec<String> {
         let claims = self.occupied.iter().map(|s| {
             let id = crate::status::short_id(&s.instance);
             match &s.claim {
-                Ok(c) => format!("{id} claim-{} {}s-left", c.phase.code(), WallTime::from_secs(c.expires_at).since(now).as_secs()),
+                Ok(c) => format!("{id} claim-{}", c.phase.code()),
                 Err(_) => format!("{id} unreadable-claim"),
             }
         });
@@ -573,7 +574,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             let n = n.max(1);
             let before = self.census(params.scope()).await?;
             if before.taken() as u32 >= n {
-                let holders = before.holders(self.clock.now());
+                let holders = before.holders();
                 let wait = self.wait_while_full(params, &before, target, n, &mut estimate).await;
                 tracing::info!(taken = before.taken(), max = n, holders = %holders.join(", "), wait_s = wait.as_secs(),
                     "cluster full; waiting for a slot");
