@@ -174,6 +174,8 @@ struct RawCluster {
     ecs_backoff_min: Option<String>,
     ecs_backoff_max: Option<String>,
     count_foreign_draining: Option<bool>,
+    halt_after_failures: Option<u32>,
+    canary_hosts: Option<u32>,
 }
 
 /// The validated configuration the agent runs with.
@@ -268,6 +270,10 @@ pub struct ClusterConfig {
     /// Whether an instance DRAINING without this agent's marker (an operator, ECS managed
     /// draining) takes one of the N slots.
     pub count_foreign_draining: bool,
+    /// Stop updating to a version once this many instances of the cluster failed on it (0: never).
+    pub halt_after_failures: u32,
+    /// For a new version, one host at a time until this many hosts updated to it (0: no canary).
+    pub canary_hosts: u32,
 }
 
 impl Default for Config {
@@ -419,6 +425,8 @@ impl ClusterConfig {
             ecs_retry_budget: positive("cluster.ecs-retry-budget", &r.ecs_retry_budget, "2m")?,
             ecs_backoff,
             count_foreign_draining: r.count_foreign_draining.unwrap_or(true),
+            halt_after_failures: r.halt_after_failures.unwrap_or(1),
+            canary_hosts: r.canary_hosts.unwrap_or(1),
         })
     }
 
@@ -752,6 +760,8 @@ impl From<&Config> for Printable {
         };
         cluster.insert("standalone-tasks".into(), policy.into());
         cluster.insert("count-foreign-draining".into(), k.count_foreign_draining.into());
+        cluster.insert("halt-after-failures".into(), i64::from(k.halt_after_failures).into());
+        cluster.insert("canary-hosts".into(), i64::from(k.canary_hosts).into());
         let m = &c.maintenance;
         let mut maintenance = toml::Table::new();
         maintenance.insert("time-zone".into(), m.windows.zone.name().into());

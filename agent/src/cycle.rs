@@ -45,6 +45,13 @@ pub enum Outcome {
         /// That version.
         version: String,
     },
+    /// The version failed on enough hosts of the cluster that this one does not take it.
+    Halted {
+        /// That version.
+        version: String,
+        /// The instances it failed on.
+        failed_on: Vec<String>,
+    },
     /// Dry run: what would have happened.
     DryRun {
         /// The version that would be installed.
@@ -83,6 +90,7 @@ impl Outcome {
             Outcome::UpToDate { .. } => "up-to-date",
             Outcome::OptedOut => "opted-out",
             Outcome::Quarantined { .. } => "quarantined",
+            Outcome::Halted { .. } => "halted",
             Outcome::DryRun { .. } => "dry-run",
             Outcome::Skipped { reason } => skip_token(reason),
             Outcome::Rebooting { .. } => "rebooting",
@@ -179,14 +187,19 @@ pub struct Agent<O, S, K, J> {
     pub names: Names,
     /// The signal to stop.
     pub shutdown: Shutdown,
-    /// The status this process last published (start with `Default::default()`).
-    pub published: StatusMemo,
+    /// What this process remembers between rounds (start with `Default::default()`).
+    pub memory: Memory,
 }
 
-/// The status attribute as this process last wrote it, so that `since` survives rewrites and an
-/// unchanged status is not written again.
+/// What one agent process remembers between rounds.
 #[derive(Default)]
-pub struct StatusMemo(std::cell::RefCell<Option<Status>>);
+pub struct Memory {
+    /// The status attribute as last written, so that `since` survives rewrites and an unchanged
+    /// status is not written again.
+    status: std::cell::RefCell<Option<Status>>,
+    /// The version whose canaries have all updated: its limit is N from then on, uncounted.
+    canaries_done: std::cell::RefCell<Option<String>>,
+}
 
 impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// Runs until shutdown (or after one round with `once`). Returns the last round's outcome.
@@ -386,6 +399,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let Some(target) = self.choose(&os, &status)? else {
             return Ok(Outcome::UpToDate { version: os.version_id });
         };
+        self.halt_check(&target).await.map_err(Halt::Done)?;
         self.prepare(&status, &target).await?;
         let window_end = self.window_fit(bypass).map_err(|reason| {
             tracing::info!(reason = %reason, "not starting the update now");
@@ -596,6 +610,68 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         Ok(Some(n))
     }
 
+    /// Fails with [`Outcome::Halted`] when `version` failed on `cluster.halt-after-failures`
+    /// instances of the cluster (an unreadable listing fails the round: it is retried later).
+    async fn halt_check(&self, version: &str) -> Result<(), Outcome> {
+        let Some(store) = &self.cluster else { return Ok(()) };
+        let threshold = self.cfg.cluster.halt_after_failures;
+        if threshold == 0 {
+            return Ok(());
+        }
+        let markers = match self.ecs("ListAttributes", || store.list_attribute(&self.names.failed)).await {
+            Ok(m) => m,
+            Err(e) => return Err(Outcome::Failed { reason: format!("cannot read the failure markers: {e}") }),
+        };
+        let failed = crate::halt::failed_on(&markers, version);
+        if !crate::halt::halts(&failed, threshold) {
+            return Ok(());
+        }
+        let on: Vec<&str> = failed.iter().map(|a| crate::status::short_id(a)).collect();
+        tracing::warn!(version, failed_on = %on.join(" "), threshold, "halted: version {version} failed on {}", on.join(" "));
+        Err(Outcome::Halted { version: version.into(), failed_on: failed })
+    }
+
+    /// The limit for a version few hosts have taken yet: one at a time until
+    /// `cluster.canary-hosts` instances run it and finished their update, then `n`.
+    async fn canary_limit(&self, version: &str, n: u32) -> u32 {
+        let canaries = self.cfg.cluster.canary_hosts;
+        let Some(store) = self.cluster.as_ref().filter(|_| canaries > 0) else { return n };
+        if self.memory.canaries_done.borrow().as_deref() == Some(version) {
+            return n;
+        }
+        let passed = match self.ecs("ListAttributes", || store.list_attribute(&self.names.status)).await {
+            Ok(attrs) => attrs
+                .iter()
+                .filter_map(|a| a.value.as_deref().and_then(Status::parse))
+                .filter(|st| st.running == version && st.result == "updated")
+                .count(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the canaries; one at a time meanwhile");
+                0
+            }
+        };
+        if passed as u64 >= u64::from(canaries) {
+            *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
+            return n;
+        }
+        tracing::info!(version, passed, canaries, "canary: one host at a time until {canaries} updated to {version}");
+        1
+    }
+
+    /// Writes this instance's failure marker for `version` (never in a dry run).
+    async fn record_failure(&self, version: &str, reason: &str) {
+        let Some(store) = &self.cluster else { return };
+        if self.cfg.dry_run {
+            return;
+        }
+        let marker = crate::halt::FailureMarker { version: version.into(), at: self.clock.now(), reason: reason.into() };
+        let attrs = [(self.names.failed.clone(), marker.encode())];
+        match self.ecs("PutAttributes", || store.put_attributes(&attrs)).await {
+            Ok(()) => tracing::warn!(version, reason, "failure marker written: the cluster halts this version"),
+            Err(e) => tracing::error!(error = %e, version, "cannot write the failure marker"),
+        }
+    }
+
     async fn take_slot(&self, flight: &mut InFlight, bypass: bool) -> Step_<Option<Held>> {
         let Some(lease) = self.lease() else { return Ok(None) };
         // Recorded before the claim is written, so a crash in between still withdraws it.
@@ -603,7 +679,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let params = self.lease_params(self.cfg.cluster.max_concurrent);
         let gate = || async {
             self.window_fit(bypass).map_err(LeaseError::NotNow)?;
-            self.fleet_limit().await
+            match self.fleet_limit().await? {
+                Some(n) if n > 1 => Ok(Some(self.canary_limit(&flight.target_version, n).await)),
+                other => Ok(other),
+            }
         };
         let target = flight.target_version.clone();
         let waiting = |holders: Vec<String>| {
@@ -625,6 +704,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         };
         flight.lease_token = Some(held.claim.token.clone());
         self.announce(flight)?;
+        // A host may have failed on this version while this one waited for the slot.
+        if let Err(halted) = self.halt_check(&flight.target_version).await {
+            self.undo("the version was halted while waiting for a slot").await;
+            return Err(Halt::Done(halted));
+        }
         Ok(Some(held))
     }
 
@@ -673,7 +757,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             attrs.push((self.names.drained.clone(), format!("by-agent:{}", held.claim.token)));
         }
         self.ecs_or_undo("PutAttributes", || store.put_attributes(&attrs)).await?;
-        *self.published.0.borrow_mut() = Some(status);
+        *self.memory.status.borrow_mut() = Some(status);
         // The write must have landed while others still counted the claim it renews; otherwise
         // another host may hold the slot already, and this one must not drain.
         if let Err(e) = lease.in_time(&before, self.margin()) {
@@ -951,9 +1035,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             r.quarantine(&f.target_version, until, "did not boot; the host rolled back", self.clock.now());
             self.journal.store(&r).map_err(|e| e.to_string())?;
             tracing::error!(target = %f.target_version, running = %os.version_id, until = %until, "new version did not boot (rolled back); quarantined");
+            self.record_failure(&f.target_version, "rolled-back").await;
             "rolled-back"
         } else {
             tracing::warn!(expected = %f.target_version, running = %os.version_id, "running an unexpected version");
+            self.record_failure(&f.target_version, "unexpected-version").await;
             "unexpected-version"
         };
         self.return_to_service(f, keeper).await?;
@@ -1043,6 +1129,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 let reason = format!("ECS agent not connected {}s after boot; holding the slot", waited.as_secs());
                 tracing::error!(reason = %reason, "cannot return to service; the rollout waits for this host");
                 self.publish("held", Some(&f.target_version), "held-ecs-agent", &reason).await;
+                self.record_failure(&f.target_version, "ecs-agent-not-connected").await;
                 said = true;
             } else if !said {
                 tracing::info!(waited_s = waited.as_secs(), "waiting for the ECS agent to connect");
@@ -1188,7 +1275,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             since: Some(self.clock.now()),
             detail: detail.into(),
         };
-        if let Some(last) = self.published.0.borrow().as_ref() {
+        if let Some(last) = self.memory.status.borrow().as_ref() {
             if (&last.phase, &last.result) == (&st.phase, &st.result) {
                 st.since = last.since;
             }
@@ -1200,10 +1287,14 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// from ECS alone.
     async fn publish_status(&self, phase: &str, target: Option<&str>, outcome: &Outcome) {
         let detail = match outcome {
-            Outcome::Skipped { reason } | Outcome::Failed { reason } => reason.as_str(),
-            _ => "",
+            Outcome::Skipped { reason } | Outcome::Failed { reason } => reason.clone(),
+            Outcome::Halted { version, failed_on } => {
+                let on: Vec<&str> = failed_on.iter().map(|a| crate::status::short_id(a)).collect();
+                format!("halted: version {version} failed on {}", on.join(" "))
+            }
+            _ => String::new(),
         };
-        self.publish(phase, target, outcome.token(), detail).await;
+        self.publish(phase, target, outcome.token(), &detail).await;
     }
 
     /// Writes the status attribute unless it says what it said last time (never in a dry run).
@@ -1217,12 +1308,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Err(_) => "-".into(),
         };
         let st = self.status_value(phase, &running, target.unwrap_or("-"), result, detail);
-        if self.published.0.borrow().as_ref().is_some_and(|last| last.same_as(&st)) {
+        if self.memory.status.borrow().as_ref().is_some_and(|last| last.same_as(&st)) {
             return;
         }
         let attrs = [(self.names.status.clone(), st.encode())];
         match self.ecs("PutAttributes", || store.put_attributes(&attrs)).await {
-            Ok(()) => *self.published.0.borrow_mut() = Some(st),
+            Ok(()) => *self.memory.status.borrow_mut() = Some(st),
             Err(e) => tracing::warn!(error = %e, "cannot publish status attribute"),
         }
     }

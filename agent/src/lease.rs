@@ -37,6 +37,8 @@ pub struct Names {
     pub opt_out: String,
     /// Set by an operator to make this host skip its wait once (`<prefix>.update-now`).
     pub update_now: String,
+    /// The version whose update failed on this instance (`<prefix>.failed`).
+    pub failed: String,
     /// Cluster tag that stops new lease attempts fleet-wide (`<prefix>.paused`).
     pub paused_tag: String,
     /// Cluster tag that overrides N fleet-wide (`<prefix>.max-concurrent`).
@@ -75,6 +77,7 @@ impl Names {
             status: n("status"),
             opt_out: n("opt-out"),
             update_now: n("update-now"),
+            failed: n("failed"),
             paused_tag: n("paused"),
             max_concurrent_tag: n("max-concurrent"),
             rule_override: None,
@@ -286,7 +289,7 @@ fn looks_per_release(n: u32) -> f64 {
 }
 
 /// Status results of hosts that do not compete for a slot.
-const PARKED: [&str; 3] = ["opted-out", "quarantined", "rolled-back"];
+const PARKED: [&str; 4] = ["opted-out", "quarantined", "rolled-back", "halted"];
 
 /// What a waiter learnt while the cluster was full.
 #[derive(Clone, Debug, Default)]

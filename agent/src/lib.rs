@@ -11,6 +11,7 @@
 //! - [`slot`]: when this host checks for updates (wave seed, jitter, maintenance windows).
 //! - [`window`]: weekly maintenance windows in a named time zone.
 //! - [`journal`]: the in-flight record that survives reboots.
+//! - [`halt`]: failure markers, and the fleet-wide halt of a version that failed.
 //! - [`keeper`]: keeps a claim alive in the background while the instance is out of service.
 //! - [`status`]: the status attribute operators and waiting hosts read.
 //! - [`cycle`]: the update state machine that ties the above together.
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod config;
 pub mod cycle;
 pub mod discovery;
+pub mod halt;
 pub mod journal;
 pub mod keeper;
 pub mod lease;

@@ -198,7 +198,7 @@ async fn run(cfg: Config, once: bool) -> ExitCode {
         names: Names::new(&cfg.cluster.attribute_prefix),
         cfg,
         shutdown,
-        published: Default::default(),
+        memory: Default::default(),
     };
     let outcome = agent.run(once).await;
     tracing::info!(outcome = outcome.token(), "agent stopping");

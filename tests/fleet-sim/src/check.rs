@@ -171,7 +171,7 @@ fn reboots_without_slot(trace: &Trace, phases: &[Phases]) -> Vec<Violation> {
 
 /// Result tokens of the status attribute that explain why a host is not on the target (and
 /// `skipped-<why>` ones).
-const PARKED: [&str; 4] = ["opted-out", "quarantined", "rolled-back", "skipped"];
+const PARKED: [&str; 5] = ["opted-out", "quarantined", "rolled-back", "halted", "skipped"];
 
 fn end_state(trace: &Trace) -> Vec<Violation> {
     let mut out = vec![];

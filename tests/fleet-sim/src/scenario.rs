@@ -140,6 +140,10 @@ pub struct Scenario {
     pub time_limit: Duration,
     /// Maintenance windows every host uses (`None`: the agent's default, any time).
     pub maintenance: Option<agent::config::Maintenance>,
+    /// `cluster.halt-after-failures`: 0 in the fault sweeps, whose random rollbacks stand for
+    /// hardware-specific failures that must not stop the whole rollout; bad-release scenarios
+    /// set it.
+    pub halt_after_failures: u32,
 }
 
 /// The version every host runs at the start.
@@ -171,6 +175,7 @@ impl Scenario {
             faults: FaultPlan::none(),
             time_limit: Duration::ZERO,
             maintenance: None,
+            halt_after_failures: 0,
         }
         .with_time_limit()
     }
@@ -205,6 +210,7 @@ impl Scenario {
         cfg.maintenance.update_now_poll = self.update_now_poll;
         let c = &mut cfg.cluster;
         c.max_concurrent = self.max_concurrent;
+        c.halt_after_failures = self.halt_after_failures;
         c.settle_time = self.settle;
         c.wait_poll_max = self.wait_poll_max;
         // The allowance must cover the largest disagreement between two hosts' clocks.

@@ -198,6 +198,7 @@ fn is_done(ecs: &FakeEcs, h: &SimHost) -> bool {
     let token = ecs.attribute(&h.node.arn, &names.status).and_then(|v| agent::status::Status::parse(&v)).map(|s| s.result);
     match token.as_deref() {
         Some("opted-out") => h.plan.opted_out,
+        Some("halted") => true,
         Some(t) if t.starts_with("skipped") => h.plan.standalone,
         _ => false,
     }

@@ -421,6 +421,19 @@ impl FakeEcs {
         s.record(now, &target, Actor::Operator, EcsChange::Put { name: name.into(), value: value.into() });
     }
 
+    /// Deletes an attribute as an operator would (`aws ecs delete-attributes`).
+    pub fn operator_delete(&self, arn: &str, name: &str) {
+        let now = Instant::now();
+        let mut s = self.0.borrow_mut();
+        let Some(i) = s.instances.get_mut(arn) else { return };
+        if i.current(name).is_none() {
+            return;
+        }
+        i.attrs.entry(name.into()).or_default().push((now, None));
+        let target = i.arn.clone();
+        s.record(now, &target, Actor::Operator, EcsChange::Delete { name: name.into() });
+    }
+
     /// Sets an instance's status as an operator would.
     pub fn operator_set_status(&self, arn: &str, status: InstanceStatus) {
         let now = Instant::now();

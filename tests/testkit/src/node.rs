@@ -227,7 +227,7 @@ impl Node {
             },
             cfg: self.cfg.clone(),
             shutdown,
-            published: Default::default(),
+            memory: Default::default(),
         }
     }
 

@@ -211,7 +211,7 @@ async fn run_host(h: &DemoHost, ecs: &FakeEcs, n: u32, board: &Board) {
             names: Names::new(&cfg.cluster.attribute_prefix),
             cfg,
             shutdown,
-            published: Default::default(),
+            memory: Default::default(),
         };
         let before = h.host.reboot_requests();
         let span = tracing::info_span!("agent", host = %h.name, start = starts);

@@ -1,0 +1,137 @@
+//! A bad release stops at the first host: failure markers halt a version fleet-wide, a new
+//! version goes to one canary before it widens to N, and a later version is not blocked by an
+//! earlier one's failures. Component tests on paused time.
+
+use std::time::Duration;
+
+use agent::cluster::InstanceStatus;
+use agent::cycle::Outcome;
+use agent::shutdown::Shutdown;
+use agent::status::{short_id, Status};
+use fake_bottlerocket::Faults;
+use testkit::fake_ecs::{EcsChange, FakeEcs};
+use testkit::node::Node;
+
+mod common;
+use common::*;
+
+const FAILED: &str = "br-update.failed";
+
+fn status_of(ecs: &FakeEcs, n: &Node) -> Status {
+    let v = ecs.attribute(&n.arn, "br-update.status").unwrap_or_default();
+    Status::parse(&v).unwrap_or_else(|| panic!("{}: unreadable status `{v}`", n.name))
+}
+
+fn updated() -> Outcome {
+    Outcome::Finished { result: "updated".into(), version: "1.1.0".into() }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_version_that_rolled_back_on_one_host_halts_it_on_the_others_until_the_marker_is_cleared() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = Node::new("a", host(Faults { rollback_on_boot: true, ..Faults::default() }), Some(&ecs), clock(), config(""), 3);
+    let b = node("b", Some(&ecs), config(""));
+    let outcomes = a.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes[1], Outcome::Finished { result: "rolled-back".into(), version: "1.0.0".into() });
+    let marker = ecs.attribute(&a.arn, FAILED).expect("a failure marker");
+    assert!(marker.starts_with("v1:1.1.0:") && marker.ends_with(":rolled-back"), "{marker}");
+
+    let outcome = b.agent(Shutdown::never()).run(true).await;
+    assert!(matches!(&outcome, Outcome::Halted { version, failed_on } if version == "1.1.0" && failed_on == &[a.arn.clone()]), "{outcome:?}");
+    assert_eq!(b.host.reboot_requests(), 0, "a halted version is not installed");
+    assert!(!b.host.requests().iter().any(|r| r.contains("prepare")), "not even downloaded");
+    let st = status_of(&ecs, &b);
+    assert_eq!(st.result, "halted");
+    assert!(st.detail.contains("version 1.1.0 failed on") && st.detail.contains(short_id(&a.arn)), "{st:?}");
+
+    // The operator resumes the version by clearing the marker.
+    ecs.operator_delete(&a.arn, FAILED);
+    assert_eq!(b.run_once_through_reboots(REBOOT, 2).await.last(), Some(&updated()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_later_version_is_not_blocked_by_an_earlier_ones_failures() {
+    let ecs = FakeEcs::new("c", 1);
+    let b = node("b", Some(&ecs), config(""));
+    let other = ecs.register("other");
+    ecs.operator_put(&other, FAILED, "v1:1.0.5:1800000000:rolled-back");
+    let outcomes = b.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes.last(), Some(&updated()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn halting_can_be_switched_off_or_wait_for_more_failures() {
+    let ecs = FakeEcs::new("c", 1);
+    let other = ecs.register("other");
+    ecs.operator_put(&other, FAILED, "v1:1.1.0:1800000000:rolled-back");
+    let b = node("b", Some(&ecs), config("[cluster]\nhalt-after-failures = 2"));
+    assert_eq!(b.run_once_through_reboots(REBOOT, 2).await.last(), Some(&updated()), "one failure of two allowed");
+    let c = node("c", Some(&ecs), config("[cluster]\nhalt-after-failures = 0"));
+    assert_eq!(c.run_once_through_reboots(REBOOT, 2).await.last(), Some(&updated()), "never halts");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_that_cannot_return_to_service_halts_the_version_for_the_others() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    let b = node("b", Some(&ecs), config(""));
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+    ecs.set_agent_connected(&a.arn, false);
+    a.host.boot();
+    // a holds its slot for good (its ECS agent never reconnects); b looks later.
+    let held = tokio::time::timeout(Duration::from_secs(3600), a.agent(Shutdown::never()).run(true)).await;
+    assert!(held.is_err(), "a must still hold");
+    assert_eq!(status_of(&ecs, &a).phase, "held");
+    assert!(ecs.attribute(&a.arn, FAILED).is_some_and(|m| m.contains("ecs-agent-not-connected")));
+    let outcome = b.agent(Shutdown::never()).run(true).await;
+    assert!(matches!(outcome, Outcome::Halted { .. }), "{outcome:?}");
+    assert_eq!(ecs.status(&b.arn), Some(InstanceStatus::Active));
+}
+
+/// Four hosts want the new version at once (N = 3) and drain for ten minutes each. Returns the
+/// most instances DRAINING at once before the first host finished its update, and overall.
+async fn canary_scenario(canaries: u32) -> (usize, usize) {
+    let ecs = FakeEcs::new("c", 1);
+    let cfg = config(&format!("[cluster]\nmax-concurrent = 3\ncanary-hosts = {canaries}"));
+    let nodes: Vec<Node> = (0..4).map(|i| Node::new(&format!("h{i}"), host(Faults::default()), Some(&ecs), clock(), cfg.clone(), i)).collect();
+    for n in &nodes {
+        ecs.add_tasks(&n.arn, Some("ecs-svc/web"), 1);
+    }
+    ecs.set_drain_time(Duration::from_secs(600), Duration::from_secs(600));
+    let runs = nodes.iter().map(|n| n.run_once_through_reboots(REBOOT, 2));
+    let outcomes = futures_util::future::join_all(runs).await;
+    assert!(outcomes.iter().all(|o| o.last() == Some(&updated())), "{outcomes:?}");
+    let (mut draining, mut before, mut overall, mut first_done) = (std::collections::BTreeSet::new(), 0, 0, false);
+    for e in ecs.history() {
+        match &e.change {
+            EcsChange::Status(InstanceStatus::Draining) => {
+                draining.insert(e.instance.clone());
+            }
+            EcsChange::Status(_) => {
+                draining.remove(&e.instance);
+            }
+            EcsChange::Put { name, value } if name == "br-update.status" => {
+                first_done |= Status::parse(value).is_some_and(|s| s.result == "updated");
+            }
+            _ => {}
+        }
+        overall = overall.max(draining.len());
+        if !first_done {
+            before = before.max(draining.len());
+        }
+    }
+    (before, overall)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_version_goes_to_one_canary_first_then_widens_to_n() {
+    let (before, overall) = canary_scenario(1).await;
+    assert_eq!(before, 1, "only the canary drains until it has updated");
+    assert_eq!(overall, 3, "then the limit widens to N");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_canary_n_hosts_take_the_new_version_at_once() {
+    let (before, _) = canary_scenario(0).await;
+    assert_eq!(before, 3);
+}
