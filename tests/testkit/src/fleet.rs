@@ -141,7 +141,8 @@ impl View {
 pub struct Watch {
     /// Samples taken.
     pub samples: usize,
-    /// The most instances DRAINING or down at once, not counting abandoned ones.
+    /// The most instances DRAINING or down at once, whoever drained them and whether or not
+    /// their agent still runs (agents count them all as taking a slot).
     pub most_disrupted: usize,
     /// The hosts DRAINING or down in the first sample that reached `most_disrupted`.
     pub worst: Vec<usize>,
@@ -151,8 +152,6 @@ pub struct Watch {
     pub ever_draining: Vec<bool>,
     /// Per host: ever seen with a claim (in any phase).
     pub ever_claimed: Vec<bool>,
-    /// Per host: excluded from `most_disrupted` until seen ACTIVE (its agent was killed).
-    pub abandoned: Vec<bool>,
     /// The last error reading the state, if any.
     pub last_error: Option<String>,
 }
@@ -244,7 +243,6 @@ impl Fleet {
         let watch = Watch {
             ever_draining: vec![false; n],
             ever_claimed: vec![false; n],
-            abandoned: vec![false; n],
             ..Watch::default()
         };
         Ok(Fleet {
@@ -304,12 +302,6 @@ impl Fleet {
     pub fn terminate_agent(&mut self, i: usize) -> Result<ExitStatus, String> {
         let mut agent = self.agents[i].take().ok_or_else(|| format!("host {i} runs no agent"))?;
         terminate(&mut agent.child).map_err(|e| format!("host {i}: {e}\n{}", self.log_tail(i)))
-    }
-
-    /// Excludes host `i` from the disruption count until the monitor sees its instance ACTIVE:
-    /// an instance whose agent died while it drained is nobody's to count against the limit.
-    pub fn abandon(&self, i: usize) {
-        lock(&self.watch).abandoned[i] = true;
     }
 
     /// What the monitor has seen so far.
@@ -456,10 +448,7 @@ fn record(w: &mut Watch, view: &View, now: WallTime) {
     let mut live = 0;
     for (i, h) in view.hosts.iter().enumerate() {
         let draining = h.status == "DRAINING";
-        if h.status == "ACTIVE" && !h.down() {
-            w.abandoned[i] = false;
-        }
-        if (draining || h.down()) && !w.abandoned[i] {
+        if draining || h.down() {
             disrupted.push(i);
         }
         w.ever_draining[i] |= draining;
@@ -654,7 +643,6 @@ mod tests {
         Watch {
             ever_draining: vec![false; n],
             ever_claimed: vec![false; n],
-            abandoned: vec![false; n],
             ..Watch::default()
         }
     }
@@ -683,18 +671,20 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_host_is_left_out_until_it_is_active_again() {
+    fn a_host_counts_while_draining_or_down_whatever_its_claim_says() {
         let now = WallTime::from_secs(1_000);
-        let mut w = watch(2);
-        w.abandoned[0] = true;
-        let both = View { hosts: vec![host("DRAINING", None, false), host("DRAINING", None, false)] };
-        record(&mut w, &both, now);
-        assert_eq!(w.most_disrupted, 1);
-        let back = View { hosts: vec![host("ACTIVE", None, false), host("ACTIVE", None, false)] };
-        record(&mut w, &back, now);
-        assert!(!w.abandoned[0]);
-        record(&mut w, &both, now);
-        assert_eq!(w.most_disrupted, 2);
+        let mut w = watch(3);
+        // A dead agent's instance: DRAINING with its claim lapsed; a rebooting host without one.
+        let view = View {
+            hosts: vec![
+                host("DRAINING", claim(ClaimPhase::Draining, 900), false),
+                host("ACTIVE", None, true),
+                host("ACTIVE", None, false),
+            ],
+        };
+        record(&mut w, &view, now);
+        assert_eq!((w.most_disrupted, w.most_live_claims), (2, 0));
+        assert_eq!(w.worst, [0, 1]);
     }
 
     #[test]
