@@ -6,6 +6,7 @@
 //! Needs the built binaries: `cargo build --workspace --all-targets` first. Timeouts are safety
 //! nets far above what a scenario takes; figures are printed (`MEASURE:`), never asserted.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use agent::clock::{Clock, SystemClock};
@@ -13,7 +14,7 @@ use agent::cluster::ecs::EcsStore;
 use agent::cluster::ClusterStore;
 use agent::lease::{Claim, ClaimPhase};
 use agent::status::{short_id, Status};
-use testkit::fleet::{live_confirmed, measure, Fleet, FleetSpec, HostView, View, Watch, SKEW};
+use testkit::fleet::{live_confirmed, measure, Fleet, FleetSpec, HostApi, HostView, View, Watch, SKEW};
 use testkit::moto::Faults;
 
 /// Safety net for a whole fleet to finish.
@@ -236,6 +237,112 @@ fn an_agent_killed_while_draining_keeps_its_slot_past_the_ttl_until_restarted() 
     let what = "kill -9 mid-drain, down past the TTL (3 hosts, N=1)";
     measure(&format!("{what}: agent down for"), format!("{:.1} s", down_for.as_secs_f64()));
     measure_run(&fleet, what, wall, 3);
+}
+
+/// After its reboot, one host's new version answers 500 to every API request for 2.5 times the
+/// claim TTL. Its agent renews the claim first thing after boot and keeps it alive while it
+/// cannot verify, holding the slot (`held`, `held-after-boot`); the others wait behind that
+/// claim (N = 1). Once the API answers, the host finishes and the rollout completes.
+///
+/// When the claim was renewed only once, after the version check, it stayed in phase `r` with
+/// the reboot's expiry (the 20 min reboot allowance) all through the outage: that breaks the
+/// check that the claim was seen in phase `v`, renewed, while the API failed. A keeper that
+/// renewed first thing but not after would break the check that the claim stays live: the first
+/// renewal shortens its expiry to one TTL, less than the outage.
+#[test]
+fn a_new_version_whose_api_fails_after_boot_holds_the_slot_with_its_claim_kept_alive() {
+    let mut spec = FleetSpec::new("fleet-api-down", 3);
+    spec.max_concurrent = 1;
+    spec.lease_ttl = "10s".into();
+    spec.fake_args.insert(0, vec!["--api-errors-after-boot".into(), "25s".into()]);
+    let mut fleet = launch(spec);
+    ok(fleet.moto().reset_calls());
+    let started = Instant::now();
+    // Host 0 first, so that the others wait behind it all through its outage.
+    ok(fleet.start_agent(0));
+    let v = ok(fleet.run_until("host 0 to hold a slot", STEP, |v| {
+        phase(&v.hosts[0]).is_some_and(|p| p != ClaimPhase::Claiming)
+    }));
+    let token = Claim::parse(v.hosts[0].lease.as_deref().unwrap_or_default()).expect("host 0's claim").token;
+    let id = short_id(&v.hosts[0].arn).to_owned();
+    ok(fleet.start_agents());
+
+    let api = fleet.api(0);
+    let mut seen = OutageSamples::default();
+    let back = ok(fleet.run_until("host 0 back in service", FLEET_DONE, |v| {
+        seen.take(v, &api, &token, &id);
+        !seen.problems.is_empty() || v.hosts[0].settled_on("1.1.0")
+    }));
+    assert!(seen.problems.is_empty(), "{:#?}", seen.problems);
+    assert!(seen.samples >= 10, "only {} samples while host 0's API failed after boot", seen.samples);
+    assert!(seen.held, "host 0 never published held-after-boot while its API failed");
+    assert!(
+        seen.verifying_expiries.len() >= 2,
+        "the claim was not kept alive while the API failed: phase-v expiries {:?} over {} samples",
+        seen.verifying_expiries,
+        seen.samples
+    );
+    assert!(seen.waiter_saw_claim, "no waiter named host 0's kept claim (`{id} claim-v`) while its API failed");
+    assert_eq!(back.hosts[0].host.as_ref().map(|h| h.running_version.as_str()), Some("1.1.0"));
+    assert!(fleet.log(0).contains("claim renewed first thing after boot"), "{}", fleet.log_tail(0));
+
+    let done = ok(fleet.run_until("every host updated", FLEET_DONE, |v| v.all_settled_on("1.1.0", &[])));
+    let wall = started.elapsed();
+    assert_rollout_complete(&fleet, &done, 1);
+
+    let what = "API failing 25 s after boot, TTL 10 s (3 hosts, N=1)";
+    measure(&format!("{what}: samples while the API failed"), seen.samples);
+    measure(&format!("{what}: claim renewals seen while the API failed"), seen.verifying_expiries.len());
+    measure_run(&fleet, what, wall, 3);
+}
+
+/// What the API-outage test saw of host 0 (out of service after its reboot, its API failing)
+/// and of the others meanwhile.
+#[derive(Default)]
+struct OutageSamples {
+    /// Views read while host 0's API failed after boot (the API still failed after the read).
+    samples: usize,
+    /// The expiries of the phase-`v` claims in those views.
+    verifying_expiries: BTreeSet<i64>,
+    /// Whether host 0's status said `held`, `held-after-boot` in one of them.
+    held: bool,
+    /// Whether a waiter's status named host 0's claim in phase `v` in one of them.
+    waiter_saw_claim: bool,
+    /// Anything unsafe seen, in any view.
+    problems: Vec<String>,
+}
+
+impl OutageSamples {
+    fn take(&mut self, v: &View, api: &HostApi, token: &str, id: &str) {
+        let now = SystemClock.now();
+        let h = &v.hosts[0];
+        self.problems.extend(others_out_of_turn(v, 0));
+        let booted = h.host.as_ref().is_some_and(|s| s.boots >= 1 && !s.down);
+        if !booted || h.status != "DRAINING" {
+            return;
+        }
+        let claim = match h.lease.as_deref().map(Claim::parse) {
+            Some(Ok(c)) if c.token == token && c.is_live(now, SKEW) => c,
+            other => {
+                let why = format!("host 0 out of service after boot without its live claim at {now}: {other:?}");
+                self.problems.push(why);
+                return;
+            }
+        };
+        // The outage is one stretch after the boot: a failure answered after the view was read
+        // means the view was read during it.
+        if api.status_of("/os").ok() != Some(500) {
+            return;
+        }
+        self.samples += 1;
+        if claim.phase == ClaimPhase::Verifying {
+            self.verifying_expiries.insert(claim.expires_at);
+        }
+        let status = h.status_attr.as_deref().and_then(Status::parse);
+        self.held |= status.is_some_and(|s| s.phase == "held" && s.result == "held-after-boot");
+        let kept = format!("{id} claim-v");
+        self.waiter_saw_claim |= others(v, 0).any(|(_, h)| waiting_on(h, &kept));
+    }
 }
 
 /// SIGTERM while the instance drains: the agent re-activates it and withdraws its claim before
