@@ -11,6 +11,7 @@
 //!
 //! Every child is killed on drop. Timeouts are safety nets; nothing here asserts a duration.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ use crate::process::{binary, AgentConfig, Boot, FakeHostProcess, ProcessError, A
 /// The attribute prefix every agent of the fleet uses (the default).
 pub const PREFIX: &str = "br-update";
 /// The clock skew the agents allow for, and the monitor with them.
-const SKEW: Duration = Duration::from_secs(1);
+pub const SKEW: Duration = Duration::from_secs(1);
 /// How long an agent may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a released host may take to boot and answer.
@@ -62,6 +63,9 @@ pub struct FleetSpec {
     pub from: String,
     /// The version every host's update repository publishes.
     pub to: String,
+    /// Extra `fake-bottlerocket` arguments for some hosts, by index (faults such as
+    /// `--api-errors-after-boot 25s`).
+    pub fake_args: BTreeMap<usize, Vec<String>>,
 }
 
 impl FleetSpec {
@@ -76,6 +80,7 @@ impl FleetSpec {
             service_tasks: 2,
             from: "1.0.0".into(),
             to: "1.1.0".into(),
+            fake_args: BTreeMap::new(),
         }
     }
 }
@@ -136,18 +141,34 @@ impl View {
 pub struct Watch {
     /// Samples taken.
     pub samples: usize,
-    /// The most instances DRAINING or down at once, not counting abandoned ones.
+    /// The most instances DRAINING or down at once, whoever drained them and whether or not
+    /// their agent still runs (agents count them all as taking a slot).
     pub most_disrupted: usize,
+    /// The hosts DRAINING or down in the first sample that reached `most_disrupted`.
+    pub worst: Vec<usize>,
     /// The most confirmed (not `c`), unexpired claims at once; unreadable ones count.
     pub most_live_claims: usize,
     /// Per host: ever seen DRAINING.
     pub ever_draining: Vec<bool>,
     /// Per host: ever seen with a claim (in any phase).
     pub ever_claimed: Vec<bool>,
-    /// Per host: excluded from `most_disrupted` until seen ACTIVE (its agent was killed).
-    pub abandoned: Vec<bool>,
     /// The last error reading the state, if any.
     pub last_error: Option<String>,
+}
+
+/// One host's fake Bottlerocket API, as the agent reaches it.
+#[derive(Clone)]
+pub struct HostApi {
+    fakes: Arc<Vec<FakeHostProcess>>,
+    i: usize,
+}
+
+impl HostApi {
+    /// The status the API answers `GET path` with; [`ProcessError::NoAnswer`] while the host
+    /// is down.
+    pub fn status_of(&self, path: &str) -> Result<u16, ProcessError> {
+        self.fakes[self.i].request("GET", path, None).map(|(status, _)| status)
+    }
 }
 
 /// A running agent process; its stderr goes to the host's log file.
@@ -207,7 +228,8 @@ impl Fleet {
         for (i, arn) in seeded.instances.iter().enumerate() {
             let host_dir = dir.path().join(format!("h{i}"));
             std::fs::create_dir_all(&host_dir).map_err(|e| format!("{}: {e}", host_dir.display()))?;
-            let fake = start_fake(&host_dir, &spec).map_err(|e| format!("host {i}: {e}"))?;
+            let extra = spec.fake_args.get(&i).map_or(&[][..], Vec::as_slice);
+            let fake = start_fake(&host_dir, &spec, extra).map_err(|e| format!("host {i}: {e}"))?;
             let endpoint = FakeIntrospection::start(Answer::registered(&spec.cluster, arn));
             let config = host_dir.join("agent.toml");
             agent_config(&spec, fake.socket(), &host_dir.join("state"), &endpoint.url())
@@ -221,7 +243,6 @@ impl Fleet {
         let watch = Watch {
             ever_draining: vec![false; n],
             ever_claimed: vec![false; n],
-            abandoned: vec![false; n],
             ..Watch::default()
         };
         Ok(Fleet {
@@ -283,12 +304,6 @@ impl Fleet {
         terminate(&mut agent.child).map_err(|e| format!("host {i}: {e}\n{}", self.log_tail(i)))
     }
 
-    /// Excludes host `i` from the disruption count until the monitor sees its instance ACTIVE:
-    /// an instance whose agent died while it drained is nobody's to count against the limit.
-    pub fn abandon(&self, i: usize) {
-        lock(&self.watch).abandoned[i] = true;
-    }
-
     /// What the monitor has seen so far.
     pub fn watch(&self) -> Watch {
         lock(&self.watch).clone()
@@ -302,6 +317,12 @@ impl Fleet {
     /// Everything host `i`'s agents have logged so far.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.files[i].log).unwrap_or_default()
+    }
+
+    /// A handle on host `i`'s fake Bottlerocket API that needs no borrow of the fleet, so a
+    /// [`Fleet::run_until`] condition can use it.
+    pub fn api(&self, i: usize) -> HostApi {
+        HostApi { fakes: self.fakes.clone(), i }
     }
 
     /// The fleet now.
@@ -423,15 +444,12 @@ fn lock(watch: &Mutex<Watch>) -> MutexGuard<'_, Watch> {
 /// Folds one view into what the monitor keeps.
 fn record(w: &mut Watch, view: &View, now: WallTime) {
     w.samples += 1;
-    let mut disrupted = 0;
+    let mut disrupted = vec![];
     let mut live = 0;
     for (i, h) in view.hosts.iter().enumerate() {
         let draining = h.status == "DRAINING";
-        if h.status == "ACTIVE" && !h.down() {
-            w.abandoned[i] = false;
-        }
-        if (draining || h.down()) && !w.abandoned[i] {
-            disrupted += 1;
+        if draining || h.down() {
+            disrupted.push(i);
         }
         w.ever_draining[i] |= draining;
         w.ever_claimed[i] |= h.lease.is_some();
@@ -439,7 +457,10 @@ fn record(w: &mut Watch, view: &View, now: WallTime) {
             live += 1;
         }
     }
-    w.most_disrupted = w.most_disrupted.max(disrupted);
+    if disrupted.len() > w.most_disrupted {
+        w.most_disrupted = disrupted.len();
+        w.worst = disrupted;
+    }
     w.most_live_claims = w.most_live_claims.max(live);
 }
 
@@ -482,8 +503,8 @@ fn read_view(moto: &MotoServer, cluster: &str, fakes: &[FakeHostProcess]) -> Res
     Ok(View { hosts })
 }
 
-fn start_fake(dir: &Path, spec: &FleetSpec) -> Result<FakeHostProcess, ProcessError> {
-    let args = [
+fn start_fake(dir: &Path, spec: &FleetSpec, extra: &[String]) -> Result<FakeHostProcess, ProcessError> {
+    let mut args = vec![
         "--version",
         &spec.from,
         "--publish",
@@ -497,6 +518,7 @@ fn start_fake(dir: &Path, spec: &FleetSpec) -> Result<FakeHostProcess, ProcessEr
         "--deactivate-time",
         "50ms",
     ];
+    args.extend(extra.iter().map(String::as_str));
     FakeHostProcess::start(dir, &args, Boot::Gated)
 }
 
@@ -621,7 +643,6 @@ mod tests {
         Watch {
             ever_draining: vec![false; n],
             ever_claimed: vec![false; n],
-            abandoned: vec![false; n],
             ..Watch::default()
         }
     }
@@ -641,6 +662,7 @@ mod tests {
         let mut w = watch(5);
         record(&mut w, &view, now);
         assert_eq!((w.most_disrupted, w.most_live_claims, w.samples), (2, 3, 1));
+        assert_eq!(w.worst, [0, 1]);
         assert_eq!(w.ever_draining, [true, true, false, false, false]);
         assert_eq!(w.ever_claimed, [true; 5]);
         let calm = View { hosts: (0..5).map(|_| host("ACTIVE", None, false)).collect() };
@@ -649,18 +671,20 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_host_is_left_out_until_it_is_active_again() {
+    fn a_host_counts_while_draining_or_down_whatever_its_claim_says() {
         let now = WallTime::from_secs(1_000);
-        let mut w = watch(2);
-        w.abandoned[0] = true;
-        let both = View { hosts: vec![host("DRAINING", None, false), host("DRAINING", None, false)] };
-        record(&mut w, &both, now);
-        assert_eq!(w.most_disrupted, 1);
-        let back = View { hosts: vec![host("ACTIVE", None, false), host("ACTIVE", None, false)] };
-        record(&mut w, &back, now);
-        assert!(!w.abandoned[0]);
-        record(&mut w, &both, now);
-        assert_eq!(w.most_disrupted, 2);
+        let mut w = watch(3);
+        // A dead agent's instance: DRAINING with its claim lapsed; a rebooting host without one.
+        let view = View {
+            hosts: vec![
+                host("DRAINING", claim(ClaimPhase::Draining, 900), false),
+                host("ACTIVE", None, true),
+                host("ACTIVE", None, false),
+            ],
+        };
+        record(&mut w, &view, now);
+        assert_eq!((w.most_disrupted, w.most_live_claims), (2, 0));
+        assert_eq!(w.worst, [0, 1]);
     }
 
     #[test]

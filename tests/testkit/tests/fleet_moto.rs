@@ -6,13 +6,15 @@
 //! Needs the built binaries: `cargo build --workspace --all-targets` first. Timeouts are safety
 //! nets far above what a scenario takes; figures are printed (`MEASURE:`), never asserted.
 
-use agent::status::Status;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use agent::clock::{Clock, SystemClock};
 use agent::cluster::ecs::EcsStore;
 use agent::cluster::ClusterStore;
 use agent::lease::{Claim, ClaimPhase};
-use testkit::fleet::{measure, Fleet, FleetSpec, HostView, View, Watch};
+use agent::status::{short_id, Status};
+use testkit::fleet::{live_confirmed, measure, Fleet, FleetSpec, HostApi, HostView, View, Watch, SKEW};
 use testkit::moto::Faults;
 
 /// Safety net for a whole fleet to finish.
@@ -39,6 +41,61 @@ fn draining(h: &HostView) -> bool {
 
 fn first_draining(v: &View) -> Option<usize> {
     v.hosts.iter().position(draining)
+}
+
+/// The hosts other than `x`, with their index.
+fn others(v: &View, x: usize) -> impl Iterator<Item = (usize, &HostView)> {
+    v.hosts.iter().enumerate().filter(move |(i, _)| *i != x)
+}
+
+/// While host `x` takes the only slot (a claim, its drained marker, DRAINING or down), any other
+/// host with a claim or out of service, described.
+fn others_out_of_turn(v: &View, x: usize) -> Vec<String> {
+    let h = &v.hosts[x];
+    if h.lease.is_none() && h.drained.is_none() && h.status == "ACTIVE" && !h.down() {
+        return vec![];
+    }
+    others(v, x)
+        .filter(|(_, o)| o.lease.is_some() || o.drained.is_some() || o.status != "ACTIVE" || o.down())
+        .map(|(i, o)| {
+            format!("host {i} ({}, claim {:?}, down {}) while host {x} holds the slot", o.status, o.lease, o.down())
+        })
+        .collect()
+}
+
+/// Whether a host's status says it waits for a slot held as `holder` says.
+fn waiting_on(h: &HostView, holder: &str) -> bool {
+    h.status_attr
+        .as_deref()
+        .and_then(Status::parse)
+        .is_some_and(|s| s.phase == "waiting" && s.result == "waiting-for-slot" && s.detail.contains(holder))
+}
+
+/// The end of every rollout: the monitor's verdict, and every host updated once, back in
+/// service with neither claim nor marker, its status saying it runs the new version.
+fn assert_rollout_complete(fleet: &Fleet, done: &View, n: usize) {
+    assert_within_limit(&fleet.watch(), n);
+    for (i, h) in done.hosts.iter().enumerate() {
+        assert_updated_once(fleet, done, i);
+        assert!(h.settled_on(&fleet.spec.to), "host {i}: {h:?}");
+        let status = h.status_attr.as_deref().and_then(Status::parse);
+        assert!(
+            // A round after the update finds nothing newer.
+            status.as_ref().is_some_and(|s| s.running == fleet.spec.to && ["updated", "up-to-date"].contains(&&*s.result)),
+            "host {i} status: {:?}",
+            h.status_attr
+        );
+    }
+}
+
+/// `MEASURE:` lines for a whole run: wall time and ECS calls per host.
+fn measure_run(fleet: &Fleet, what: &str, wall: Duration, hosts: usize) {
+    let calls = ok(fleet.calls());
+    measure(&format!("{what}: wall time to all updated"), format!("{:.1} s", wall.as_secs_f64()));
+    let per_host = calls.total as f64 / hosts as f64;
+    measure(&format!("{what}: ECS calls"), format!("{} total, {per_host:.1} per host", calls.total));
+    let by_op: Vec<String> = calls.by_operation.iter().map(|(op, n)| format!("{op} {n}")).collect();
+    measure(&format!("{what}: ECS calls by operation"), by_op.join(", "));
 }
 
 /// The monitor's verdict on the limit, and proof that it looked.
@@ -97,46 +154,71 @@ fn six_hosts_update_two_at_a_time() {
     measure("fleet of 6, N=2: most live confirmed claims at once", watch.most_live_claims);
 }
 
-/// kill -9 of an agent while its instance drains: the claim it left lapses and the fleet goes
-/// on without it; restarted, the agent re-activates its instance, withdraws the claim, and later
-/// updates. N = 1, so the others can only go on once the dead host's claim has lapsed.
+/// kill -9 of an agent while its instance drains, and the agent kept down past its claim's TTL
+/// and the clock skew: the instance is still out of service (DRAINING, drained marker), so it
+/// keeps its slot (N = 1) and the others wait, naming it as `drained-by-agent`. Restarted, the
+/// agent re-activates its instance and withdraws its claim, and the rollout completes.
+///
+/// When only live claims were counted, a waiter took the slot as soon as the dead host's claim
+/// lapsed and drained a second instance: that breaks the check that nobody else claims or drains
+/// while the dead host is out of service (and the monitor's `most_disrupted <= 1`).
 #[test]
-fn an_agent_killed_while_draining_lapses_and_recovers_on_restart() {
+fn an_agent_killed_while_draining_keeps_its_slot_past_the_ttl_until_restarted() {
+    let ttl = Duration::from_secs(10);
     let mut spec = FleetSpec::new("fleet-kill", 3);
     spec.max_concurrent = 1;
     spec.lease_ttl = "10s".into();
     spec.drain_delay = Duration::from_secs(4);
     let mut fleet = launch(spec);
+    ok(fleet.moto().reset_calls());
+    let started = Instant::now();
     ok(fleet.start_agents());
     let v = ok(fleet.run_until("a host draining", STEP, |v| first_draining(v).is_some()));
     let x = first_draining(&v).expect("a draining host");
-    fleet.abandon(x);
     ok(fleet.kill_agent(x));
+    let killed = Instant::now();
 
     let after = ok(fleet.view());
-    assert_eq!(after.hosts[x].status, "DRAINING", "{:?}", after.hosts[x]);
-    let left = after.hosts[x].lease.clone().expect("the killed agent's claim stays");
+    let h = &after.hosts[x];
+    let left = h.lease.clone().expect("the killed agent's claim stays");
     let dead = Claim::parse(&left).expect("a readable claim");
-    assert_eq!(dead.phase, ClaimPhase::Draining);
+    assert_eq!((h.status.as_str(), dead.phase), ("DRAINING", ClaimPhase::Draining), "{h:?}");
+    assert!(h.drained.is_some(), "the drained marker stays: {h:?}");
+    // What a waiter's status says of it once its claim has lapsed (before, `<id> claim-d ...`).
+    // The rest of the phrase, `claim-lapsed`, does not fit in the attribute after moto's long ids.
+    let named = format!("{} drained-by-agent", short_id(&h.arn));
 
-    let v = ok(fleet.run_until("another host to take the slot", STEP, |v| {
-        v.hosts.iter().enumerate().any(|(i, h)| i != x && phase(h).is_some_and(|p| p != ClaimPhase::Claiming))
+    // Down until its claim has lapsed by the test's clock (past TTL + skew since the kill) and
+    // every waiter has looked since and named it as holding the slot.
+    let mut intruders = vec![];
+    let v = ok(fleet.run_until("the waiters to name the dead host after its claim lapsed", STEP, |v| {
+        intruders.extend(others_out_of_turn(v, x));
+        let lapsed = !live_confirmed(&left, SystemClock.now()) && killed.elapsed() > ttl + SKEW;
+        !intruders.is_empty() || lapsed && others(v, x).all(|(_, h)| waiting_on(h, &named))
     }));
-    let (y, taken) = v
-        .hosts
-        .iter()
-        .enumerate()
-        .filter(|(i, h)| *i != x && phase(h).is_some_and(|p| p != ClaimPhase::Claiming))
-        .find_map(|(i, h)| Some((i, Claim::parse(h.lease.as_deref()?).ok()?)))
-        .expect("the other host's confirmed claim");
-    assert!(
-        taken.claimed_at > dead.expires_at,
-        "host {y} claimed at {} before host {x}'s claim lapsed at {}",
-        taken.claimed_at,
-        dead.expires_at
-    );
-    assert_eq!(v.hosts[x].lease.as_deref(), Some(left.as_str()), "nobody but its own host clears a claim");
-    assert_eq!(v.hosts[x].status, "DRAINING", "nobody but its own agent re-activates it");
+    // A few more looks by every waiter (wait-poll-max is 3 s) with the claim lapsed.
+    let lapsed_at = Instant::now();
+    let v2 = ok(fleet.run_until("more looks at the lapsed claim", STEP, |v| {
+        intruders.extend(others_out_of_turn(v, x));
+        !intruders.is_empty() || lapsed_at.elapsed() > Duration::from_secs(6)
+    }));
+    assert!(intruders.is_empty(), "another host went ahead while host {x}'s agent was dead: {intruders:?}");
+    let down_for = killed.elapsed();
+    let watch = fleet.watch();
+    for v in [&v, &v2] {
+        assert_eq!(v.hosts[x].lease.as_deref(), Some(left.as_str()), "nobody but its own host clears a claim");
+        assert_eq!(v.hosts[x].status, "DRAINING", "nobody but its own agent re-activates it");
+        assert!(others_out_of_turn(v, x).is_empty(), "{v:#?}");
+        for (i, h) in others(v, x) {
+            assert!(waiting_on(h, &named), "host {i} does not name host {x} as `{named}`: {:?}", h.status_attr);
+        }
+    }
+    assert!(watch.most_disrupted <= 1, "{} hosts out of service at once with N = 1: {watch:?}", watch.most_disrupted);
+    // Claims are checked on the test's own views above: the others wrote some while racing
+    // for the first slot, before the kill.
+    for i in (0..3).filter(|&i| i != x) {
+        assert!(!watch.ever_draining[i], "host {i} drained while host {x} was down: {watch:?}");
+    }
 
     ok(fleet.start_agent(x));
     ok(fleet.run_until("the restarted agent to recover its host", STEP, |v| {
@@ -145,13 +227,122 @@ fn an_agent_killed_while_draining_lapses_and_recovers_on_restart() {
     }));
     let log = fleet.log(x);
     assert!(log.contains("previous run stopped before the reboot; undoing"), "{}", fleet.log_tail(x));
-    assert!(log.contains("instance set back to ACTIVE"), "{}", fleet.log_tail(x));
+    assert!(log.contains("instance set to ACTIVE"), "{}", fleet.log_tail(x));
 
     let done = ok(fleet.run_until("every host updated", FLEET_DONE, |v| v.all_settled_on("1.1.0", &[])));
-    for i in 0..3 {
-        assert_updated_once(&fleet, &done, i);
+    let wall = started.elapsed();
+    assert_rollout_complete(&fleet, &done, 1);
+    assert_eq!(fleet.starts(x), 3, "host {x}: the killed agent, its restart, the one after the reboot");
+
+    let what = "kill -9 mid-drain, down past the TTL (3 hosts, N=1)";
+    measure(&format!("{what}: agent down for"), format!("{:.1} s", down_for.as_secs_f64()));
+    measure_run(&fleet, what, wall, 3);
+}
+
+/// After its reboot, one host's new version answers 500 to every API request for 2.5 times the
+/// claim TTL. Its agent renews the claim first thing after boot and keeps it alive while it
+/// cannot verify, holding the slot (`held`, `held-after-boot`); the others wait behind that
+/// claim (N = 1). Once the API answers, the host finishes and the rollout completes.
+///
+/// When the claim was renewed only once, after the version check, it stayed in phase `r` with
+/// the reboot's expiry (the 20 min reboot allowance) all through the outage: that breaks the
+/// check that the claim was seen in phase `v`, renewed, while the API failed. A keeper that
+/// renewed first thing but not after would break the check that the claim stays live: the first
+/// renewal shortens its expiry to one TTL, less than the outage.
+#[test]
+fn a_new_version_whose_api_fails_after_boot_holds_the_slot_with_its_claim_kept_alive() {
+    let mut spec = FleetSpec::new("fleet-api-down", 3);
+    spec.max_concurrent = 1;
+    spec.lease_ttl = "10s".into();
+    spec.fake_args.insert(0, vec!["--api-errors-after-boot".into(), "25s".into()]);
+    let mut fleet = launch(spec);
+    ok(fleet.moto().reset_calls());
+    let started = Instant::now();
+    // Host 0 first, so that the others wait behind it all through its outage.
+    ok(fleet.start_agent(0));
+    let v = ok(fleet.run_until("host 0 to hold a slot", STEP, |v| {
+        phase(&v.hosts[0]).is_some_and(|p| p != ClaimPhase::Claiming)
+    }));
+    let token = Claim::parse(v.hosts[0].lease.as_deref().unwrap_or_default()).expect("host 0's claim").token;
+    let id = short_id(&v.hosts[0].arn).to_owned();
+    ok(fleet.start_agents());
+
+    let api = fleet.api(0);
+    let mut seen = OutageSamples::default();
+    let back = ok(fleet.run_until("host 0 back in service", FLEET_DONE, |v| {
+        seen.take(v, &api, &token, &id);
+        !seen.problems.is_empty() || v.hosts[0].settled_on("1.1.0")
+    }));
+    assert!(seen.problems.is_empty(), "{:#?}", seen.problems);
+    assert!(seen.samples >= 10, "only {} samples while host 0's API failed after boot", seen.samples);
+    assert!(seen.held, "host 0 never published held-after-boot while its API failed");
+    assert!(
+        seen.verifying_expiries.len() >= 2,
+        "the claim was not kept alive while the API failed: phase-v expiries {:?} over {} samples",
+        seen.verifying_expiries,
+        seen.samples
+    );
+    assert!(seen.waiter_saw_claim, "no waiter named host 0's kept claim (`{id} claim-v`) while its API failed");
+    assert_eq!(back.hosts[0].host.as_ref().map(|h| h.running_version.as_str()), Some("1.1.0"));
+    assert!(fleet.log(0).contains("claim renewed first thing after boot"), "{}", fleet.log_tail(0));
+
+    let done = ok(fleet.run_until("every host updated", FLEET_DONE, |v| v.all_settled_on("1.1.0", &[])));
+    let wall = started.elapsed();
+    assert_rollout_complete(&fleet, &done, 1);
+
+    let what = "API failing 25 s after boot, TTL 10 s (3 hosts, N=1)";
+    measure(&format!("{what}: samples while the API failed"), seen.samples);
+    measure(&format!("{what}: claim renewals seen while the API failed"), seen.verifying_expiries.len());
+    measure_run(&fleet, what, wall, 3);
+}
+
+/// What the API-outage test saw of host 0 (out of service after its reboot, its API failing)
+/// and of the others meanwhile.
+#[derive(Default)]
+struct OutageSamples {
+    /// Views read while host 0's API failed after boot (the API still failed after the read).
+    samples: usize,
+    /// The expiries of the phase-`v` claims in those views.
+    verifying_expiries: BTreeSet<i64>,
+    /// Whether host 0's status said `held`, `held-after-boot` in one of them.
+    held: bool,
+    /// Whether a waiter's status named host 0's claim in phase `v` in one of them.
+    waiter_saw_claim: bool,
+    /// Anything unsafe seen, in any view.
+    problems: Vec<String>,
+}
+
+impl OutageSamples {
+    fn take(&mut self, v: &View, api: &HostApi, token: &str, id: &str) {
+        let now = SystemClock.now();
+        let h = &v.hosts[0];
+        self.problems.extend(others_out_of_turn(v, 0));
+        let booted = h.host.as_ref().is_some_and(|s| s.boots >= 1 && !s.down);
+        if !booted || h.status != "DRAINING" {
+            return;
+        }
+        let claim = match h.lease.as_deref().map(Claim::parse) {
+            Some(Ok(c)) if c.token == token && c.is_live(now, SKEW) => c,
+            other => {
+                let why = format!("host 0 out of service after boot without its live claim at {now}: {other:?}");
+                self.problems.push(why);
+                return;
+            }
+        };
+        // The outage is one stretch after the boot: a failure answered after the view was read
+        // means the view was read during it.
+        if api.status_of("/os").ok() != Some(500) {
+            return;
+        }
+        self.samples += 1;
+        if claim.phase == ClaimPhase::Verifying {
+            self.verifying_expiries.insert(claim.expires_at);
+        }
+        let status = h.status_attr.as_deref().and_then(Status::parse);
+        self.held |= status.is_some_and(|s| s.phase == "held" && s.result == "held-after-boot");
+        let kept = format!("{id} claim-v");
+        self.waiter_saw_claim |= others(v, 0).any(|(_, h)| waiting_on(h, &kept));
     }
-    assert_within_limit(&fleet.watch(), 1);
 }
 
 /// SIGTERM while the instance drains: the agent re-activates it and withdraws its claim before
