@@ -82,6 +82,17 @@ pub enum StandalonePolicy {
     Skip,
 }
 
+/// What a host whose new version failed its health gate or its bake does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Keep the instance out of service and the slot held, for a person to look at (the gate is
+    /// looked at again now and then; if it passes, the update finishes).
+    Hold,
+    /// Record the failure and return the host to service on the new version.
+    Return,
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -113,6 +124,8 @@ pub struct RawConfig {
     cluster: RawCluster,
     #[serde(default)]
     maintenance: RawMaintenance,
+    #[serde(default)]
+    health: crate::health::RawHealth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +222,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// When disruption is allowed.
     pub maintenance: Maintenance,
+    /// The health gate after boot, the bake, and what a failed host does.
+    pub health: crate::health::HealthConfig,
 }
 
 /// Maintenance windows and how an update must fit in them.
@@ -338,6 +353,7 @@ impl Config {
             commands,
             cluster: ClusterConfig::from_raw(raw.cluster)?,
             maintenance: Maintenance::from_raw(raw.maintenance)?,
+            health: crate::health::HealthConfig::from_raw(raw.health, dur, |k, r| bad(k, r))?,
         };
         config.validate()?;
         Ok(config)
@@ -702,6 +718,7 @@ struct Printable {
     commands: toml::Table,
     cluster: toml::Table,
     maintenance: toml::Table,
+    health: toml::Table,
 }
 
 impl From<&Config> for Printable {
@@ -781,6 +798,24 @@ impl From<&Config> for Printable {
             })
             .collect();
         maintenance.insert("windows".into(), windows.into());
+        let h = &c.health;
+        let mut health = toml::Table::new();
+        for (key, v) in [
+            ("instance-health-timeout", h.instance_health_timeout),
+            ("url-timeout", h.url_timeout),
+            ("poll-interval", h.poll_interval),
+            ("bake-time", h.bake_time),
+            ("canary-bake-time", h.canary_bake_time),
+        ] {
+            health.insert(key.into(), f(v).into());
+        }
+        let urls: Vec<toml::Value> = h.urls.iter().map(|u| u.clone().into()).collect();
+        health.insert("urls".into(), urls.into());
+        let on_failure = match h.on_failure {
+            OnFailure::Hold => "hold",
+            OnFailure::Return => "return",
+        };
+        health.insert("on-failure".into(), on_failure.into());
         Printable {
             dry_run: c.dry_run,
             log_format: c.log_format,
@@ -796,6 +831,7 @@ impl From<&Config> for Printable {
             commands,
             cluster,
             maintenance,
+            health,
         }
     }
 }

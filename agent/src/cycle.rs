@@ -20,7 +20,8 @@ use crate::backoff::{Backoff, Jitter};
 use crate::clock::{Clock, WallTime};
 use crate::cluster::retry::{with_retry, RetryPolicy};
 use crate::cluster::{ClusterError, ClusterStore, InstanceStatus, SetStatus, TaskInfo};
-use crate::config::{Config, StandalonePolicy};
+use crate::config::{Config, OnFailure, StandalonePolicy};
+use crate::health::Look;
 use crate::journal::{InFlight, Journal, Record, Step};
 use crate::lease::{ClaimPhase, Held, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names};
 use crate::os_api::commands::{self, CommandError, RebootRequest};
@@ -154,6 +155,27 @@ impl std::fmt::Display for TasksLeft {
     }
 }
 
+/// A failed health check: what the log and the status say, and the failure marker's token.
+struct Failure {
+    why: String,
+    token: String,
+}
+
+impl Failure {
+    fn of(why: String) -> Failure {
+        let token = if why.starts_with("ECS agent") {
+            "ecs-agent-not-connected"
+        } else if why.contains("IMPAIRED") {
+            "instance-impaired"
+        } else if why.contains("INITIALIZING") {
+            "health-initializing"
+        } else {
+            "health-check-failed"
+        };
+        Failure { token: token.into(), why }
+    }
+}
+
 /// Why a round stopped early.
 enum Halt {
     /// A signal: undo and exit.
@@ -199,6 +221,8 @@ pub struct Memory {
     status: std::cell::RefCell<Option<Status>>,
     /// The version whose canaries have all updated: its limit is N from then on, uncounted.
     canaries_done: std::cell::RefCell<Option<String>>,
+    /// Whether the last limit computed was the canary's.
+    canary: std::cell::Cell<bool>,
 }
 
 impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
@@ -417,6 +441,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             drained_by_us: false,
             started_at: self.clock.now(),
             window_end,
+            canary: false,
         };
         self.standalone_precheck().await?;
         let held = self.take_slot(&mut flight, bypass).await?;
@@ -637,6 +662,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let canaries = self.cfg.cluster.canary_hosts;
         let Some(store) = self.cluster.as_ref().filter(|_| canaries > 0) else { return n };
         if self.memory.canaries_done.borrow().as_deref() == Some(version) {
+            self.memory.canary.set(false);
             return n;
         }
         let passed = match self.ecs("ListAttributes", || store.list_attribute(&self.names.status)).await {
@@ -652,8 +678,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         };
         if passed as u64 >= u64::from(canaries) {
             *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
+            self.memory.canary.set(false);
             return n;
         }
+        self.memory.canary.set(true);
         tracing::info!(version, passed, canaries, "canary: one host at a time until {canaries} updated to {version}");
         1
     }
@@ -680,7 +708,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let gate = || async {
             self.window_fit(bypass).map_err(LeaseError::NotNow)?;
             match self.fleet_limit().await? {
-                Some(n) if n > 1 => Ok(Some(self.canary_limit(&flight.target_version, n).await)),
+                // Computed at N = 1 too: a canary bakes longer whatever N is.
+                Some(n) => Ok(Some(self.canary_limit(&flight.target_version, n).await)),
                 other => Ok(other),
             }
         };
@@ -703,6 +732,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             }
         };
         flight.lease_token = Some(held.claim.token.clone());
+        flight.canary = self.memory.canary.get();
         self.announce(flight)?;
         // A host may have failed on this version while this one waited for the slot.
         if let Err(halted) = self.halt_check(&flight.target_version).await {
@@ -1042,7 +1072,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.record_failure(&f.target_version, "unexpected-version").await;
             "unexpected-version"
         };
-        self.return_to_service(f, keeper).await?;
+        let result = if result == "updated" && self.cluster.is_some() {
+            self.gate_and_bake(f, keeper).await?
+        } else {
+            self.return_to_service(f, keeper).await?;
+            result
+        };
         if let Some(end) = f.window_end.filter(|end| self.clock.now() > *end) {
             tracing::warn!(window_closed = %end, over_s = self.clock.now().since(end).as_secs(),
                 "update ran over the maintenance window (it was already under way when the window closed)");
@@ -1059,7 +1094,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Ok(v) => Ok(v),
             Err(e) => {
                 let reason = format!("{what}: {e}");
-                self.publish("held", None, "held-after-boot", &reason).await;
+                let target = self.load_record().in_flight.map(|f| f.target_version);
+                self.publish("held", target.as_deref(), "held-after-boot", &reason).await;
                 Err(reason)
             }
         }
@@ -1261,6 +1297,127 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 false
             }
         }
+    }
+
+    // ---------------------------------------------------------------- health gate and bake
+
+    /// After booting the target: the health gate while out of service, then back in service
+    /// with the slot kept through the bake, then the slot given back. A failed gate or bake
+    /// writes the failure marker (which halts the version fleet-wide) and follows
+    /// `health.on-failure`. Returns the round's result.
+    async fn gate_and_bake(&self, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>) -> Result<&'static str, String> {
+        let store = self.cluster.as_ref().ok_or("no cluster")?;
+        if let Some(failure) = self.gate(f).await? {
+            if self.on_failure(f, &failure, "held-health").await? {
+                return self.give_back(store, f, keeper, "failed-health").await;
+            }
+        }
+        let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
+        let ours = f.drained_by_us || me.attributes.contains_key(&self.names.drained);
+        if ours {
+            self.ecs("UpdateContainerInstancesState", || store.set_status(SetStatus::Active)).await.map_err(|e| e.to_string())?;
+            tracing::info!("instance back in service; the slot is kept until the bake is over");
+        }
+        let bake = if f.canary { self.cfg.health.canary_bake_time } else { self.cfg.health.bake_time };
+        if let Some(failure) = self.bake(f, bake).await? {
+            if self.on_failure(f, &failure, "held-bake").await? {
+                return self.give_back(store, f, keeper, "failed-bake").await;
+            }
+        }
+        self.give_back(store, f, keeper, "updated").await
+    }
+
+    /// Looks at the checks until they all pass (`None`) or one fails (`Some(why)`).
+    async fn gate(&self, f: &InFlight) -> Result<Option<Failure>, String> {
+        let start = self.clock.now();
+        let mut said = String::new();
+        loop {
+            match self.look().await? {
+                Look::Pass => return Ok(None),
+                Look::Fail(why) => return Ok(Some(Failure::of(why))),
+                Look::Wait { why, limit } => {
+                    let waited = self.clock.now().since(start);
+                    if waited >= limit {
+                        return Ok(Some(Failure::of(format!("{why} for {}s", waited.as_secs()))));
+                    }
+                    if why != said {
+                        tracing::info!(check = %why, waited_s = waited.as_secs(), limit_s = limit.as_secs(), "health gate: waiting");
+                        self.publish("verifying", Some(&f.target_version), "health-gate", &why).await;
+                        said = why;
+                    }
+                }
+            }
+            self.pause(self.cfg.health.poll_interval).await?;
+        }
+    }
+
+    /// Keeps the slot for `bake` while the checks keep passing; `Some` when one fails.
+    async fn bake(&self, f: &InFlight, bake: Duration) -> Result<Option<Failure>, String> {
+        if bake.is_zero() {
+            return Ok(None);
+        }
+        let until = self.clock.now().plus(bake);
+        tracing::info!(bake_s = bake.as_secs(), canary = f.canary, until = %until, "baking: back in service, keeping the slot while the checks pass");
+        self.publish("baking", Some(&f.target_version), "baking", &format!("until {until}")).await;
+        // A fault that takes minutes to show is caught within a minute; closer looks would cost
+        // an ECS call each for little.
+        let every = self.cfg.health.poll_interval.max(Duration::from_secs(60));
+        while self.clock.now() < until {
+            self.pause(every.min(until.since(self.clock.now()))).await?;
+            match self.look().await? {
+                Look::Pass => {}
+                // During the bake a check that stops passing is a failure: the host served under it.
+                Look::Fail(why) | Look::Wait { why, .. } => return Ok(Some(Failure::of(format!("during the bake: {why}")))),
+            }
+        }
+        tracing::info!("baked: the checks passed for the whole bake time");
+        Ok(None)
+    }
+
+    /// One look at every check.
+    async fn look(&self) -> Result<Look, String> {
+        let store = self.cluster.as_ref().ok_or("no cluster")?;
+        let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
+        Ok(match crate::health::judge_instance(&me, &self.cfg.health, self.cfg.cluster.agent_connect_timeout) {
+            Look::Pass => crate::health::judge_urls(&self.cfg.health).await,
+            other => other,
+        })
+    }
+
+    /// Records the failure and applies `health.on-failure`: true to give the slot back now
+    /// (`return`); under `hold`, waits holding the slot until the gate passes again (false).
+    async fn on_failure(&self, f: &InFlight, failure: &Failure, held_as: &str) -> Result<bool, String> {
+        tracing::error!(check = %failure.why, policy = ?self.cfg.health.on_failure, target = %f.target_version, "health check failed");
+        self.record_failure(&f.target_version, &failure.token).await;
+        if self.cfg.health.on_failure == OnFailure::Return {
+            return Ok(true);
+        }
+        let result = if failure.token == "ecs-agent-not-connected" { "held-ecs-agent" } else { held_as };
+        self.publish("held", Some(&f.target_version), result, &failure.why).await;
+        let poll = (self.cfg.health.poll_interval * 4).min(Duration::from_secs(60)).max(self.cfg.health.poll_interval);
+        loop {
+            self.pause(poll).await?;
+            if self.look().await? == Look::Pass {
+                tracing::warn!(target = %f.target_version, "the checks pass again; finishing the update (the failure marker stays)");
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Gives the slot back: ACTIVE if we drained, marker and claim removed.
+    async fn give_back(&self, store: &S, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>, result: &'static str) -> Result<&'static str, String> {
+        if let Some(k) = keeper {
+            k.stop().await;
+        }
+        let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
+        let ours = f.drained_by_us || me.attributes.contains_key(&self.names.drained);
+        self.restore_instance(store, ours, &me.status).await?;
+        Ok(result)
+    }
+
+    /// Sleeps, unless a signal comes first (the next start resumes from the record).
+    async fn pause(&self, d: Duration) -> Result<(), String> {
+        self.interruptible(self.clock.sleep(d)).await.map_err(|_| "stopped by signal after boot; the next start resumes".to_string())
     }
 
     // ---------------------------------------------------------------- status

@@ -44,6 +44,9 @@ pub struct InFlight {
     /// When the maintenance window it started in closes, if windows apply.
     #[serde(default)]
     pub window_end: Option<WallTime>,
+    /// Whether this host took the version as one of its canaries (it bakes for longer).
+    #[serde(default)]
+    pub canary: bool,
 }
 
 /// A version that failed to boot, not to be tried again before `until`.
@@ -207,6 +210,7 @@ mod tests {
                 drained_by_us: true,
                 started_at: WallTime::from_secs(1_700_000_000),
                 window_end: None,
+                canary: false,
             }),
             quarantine: vec![],
             last_result: None,

@@ -12,6 +12,7 @@
 //! - [`window`]: weekly maintenance windows in a named time zone.
 //! - [`journal`]: the in-flight record that survives reboots.
 //! - [`halt`]: failure markers, and the fleet-wide halt of a version that failed.
+//! - [`health`]: the health gate after boot and the bake before the slot is given back.
 //! - [`keeper`]: keeps a claim alive in the background while the instance is out of service.
 //! - [`status`]: the status attribute operators and waiting hosts read.
 //! - [`cycle`]: the update state machine that ties the above together.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod cycle;
 pub mod discovery;
 pub mod halt;
+pub mod health;
 pub mod journal;
 pub mod keeper;
 pub mod lease;

@@ -14,12 +14,12 @@ use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::config::timeout::TimeoutConfig;
 use aws_sdk_ecs::config::Region;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecs::types::{ContainerInstanceStatus, DesiredStatus, Failure, TargetType};
+use aws_sdk_ecs::types::{ContainerInstanceField, ContainerInstanceStatus, DesiredStatus, Failure, TargetType};
 use aws_sdk_ecs::Client;
 use tracing::{debug, info, warn};
 
 use super::paging::{read_all, Page};
-use super::{Attribute, ClusterError, ClusterStore, InstanceInfo, InstanceStatus, SetStatus, TaskInfo};
+use super::{Attribute, ClusterError, ClusterStore, InstanceHealth, InstanceInfo, InstanceStatus, SetStatus, TaskInfo};
 
 /// PutAttributes and DeleteAttributes take at most this many attributes per call.
 const ATTRIBUTES_PER_CALL: usize = 10;
@@ -271,6 +271,7 @@ impl ClusterStore for EcsStore {
             .describe_container_instances()
             .cluster(&self.cluster)
             .container_instances(&self.instance_arn)
+            .include(ContainerInstanceField::ContainerInstanceHealth)
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
@@ -290,6 +291,7 @@ impl ClusterStore for EcsStore {
             agent_connected: ci.agent_connected(),
             running_tasks: u32::try_from(ci.running_tasks_count()).unwrap_or(0),
             attributes,
+            health: ci.health_status().map(instance_health),
         })
     }
 
@@ -449,6 +451,21 @@ fn not_stopped(
         tasks.push(TaskInfo { arn: l.arn.clone(), stopping: l.desired_stopped, started_by: None, group: None });
     }
     tasks
+}
+
+/// The agent's form of ECS's health report: the overall state and each failing check.
+fn instance_health(h: &aws_sdk_ecs::types::ContainerInstanceHealthStatus) -> InstanceHealth {
+    let reasons = h
+        .details()
+        .iter()
+        .filter(|d| d.status().is_some_and(|s| s.as_str() != "OK"))
+        .map(|d| {
+            let kind = d.r#type().map_or("check", |t| t.as_str());
+            let state = d.status().map_or("?", |s| s.as_str());
+            format!("{kind} {state}: {}", d.status_reason().unwrap_or(""))
+        })
+        .collect();
+    InstanceHealth { overall: h.overall_status().map_or("INSUFFICIENT_DATA", |s| s.as_str()).to_owned(), reasons }
 }
 
 fn instance_status(status: Option<&str>) -> InstanceStatus {

@@ -57,6 +57,29 @@ pub struct InstanceInfo {
     pub running_tasks: u32,
     /// Its attributes that have a value, by name (built-in `ecs.*` ones included).
     pub attributes: BTreeMap<String, String>,
+    /// Its health as ECS judges it (`include = CONTAINER_INSTANCE_HEALTH`); `None` when ECS
+    /// gave none.
+    pub health: Option<InstanceHealth>,
+}
+
+/// A container instance's overall health, as DescribeContainerInstances reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceHealth {
+    /// `OK`, `IMPAIRED`, `INSUFFICIENT_DATA` or `INITIALIZING`.
+    pub overall: String,
+    /// The failing checks' types and reasons, for the log.
+    pub reasons: Vec<String>,
+}
+
+impl InstanceHealth {
+    /// Whether ECS found the instance impaired.
+    pub fn is_impaired(&self) -> bool {
+        self.overall == "IMPAIRED"
+    }
+    /// Whether ECS has not judged it yet (the gate waits).
+    pub fn is_initializing(&self) -> bool {
+        self.overall == "INITIALIZING"
+    }
 }
 
 /// A task on this instance that has not stopped yet.

@@ -178,6 +178,8 @@ struct Instance {
     /// Every status it had, from its registration, with when it was set (for stale reads).
     status_log: Vec<(Instant, InstanceStatus)>,
     agent_connected: bool,
+    /// ECS's overall health verdict (`None`: ECS reports none).
+    health: Option<String>,
     /// Each attribute's history of (when, value); `None` is a deletion.
     attrs: BTreeMap<String, Vec<(Instant, Option<String>)>>,
     tasks: Vec<Task>,
@@ -331,6 +333,7 @@ impl FakeEcs {
                 status: InstanceStatus::Active,
                 status_log: vec![(Instant::now(), InstanceStatus::Active)],
                 agent_connected: true,
+                health: None,
                 attrs: BTreeMap::new(),
                 tasks: vec![],
             },
@@ -442,6 +445,13 @@ impl FakeEcs {
         i.set_status(now, status.clone());
         let target = i.arn.clone();
         s.record(now, &target, Actor::Operator, EcsChange::Status(status));
+    }
+
+    /// Sets the overall health ECS reports for `arn` (`OK`, `IMPAIRED`, `INITIALIZING`, ...).
+    pub fn set_health(&self, arn: &str, overall: Option<&str>) {
+        if let Some(i) = self.0.borrow_mut().instances.get_mut(arn) {
+            i.health = overall.map(str::to_string);
+        }
     }
 
     /// Marks the ECS agent on `arn` connected or not.
@@ -700,6 +710,7 @@ impl ClusterStore for FakeEcsHost {
             // runningTasksCount counts desired RUNNING: a task still stopping is not in it.
             running_tasks: inst.tasks.iter().filter(|t| !t.desired_stopped(now)).count() as u32,
             attributes: inst.attrs.keys().filter_map(|k| inst.current(k).map(|v| (k.clone(), v.clone()))).collect(),
+            health: inst.health.as_ref().map(|h| agent::cluster::InstanceHealth { overall: h.clone(), reasons: vec![] }),
         })
     }
 

@@ -549,7 +549,9 @@ fn agent_config(spec: &FleetSpec, socket: &Path, state_dir: &Path, introspection
         .set_str("cluster.drain-poll-interval", "500ms")
         .set_str("cluster.ecs-backoff-min", "500ms")
         .set_str("cluster.ecs-backoff-max", "2s")
-        .set_str("cluster.agent-connect-timeout", "10s");
+        .set_str("cluster.agent-connect-timeout", "10s")
+        .set_str("health.poll-interval", "1s")
+        .set_str("health.canary-bake-time", "2s");
     c
 }
 

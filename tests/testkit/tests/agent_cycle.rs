@@ -40,7 +40,8 @@ async fn clustered_host_drains_updates_and_returns_to_service() {
     assert_clean(&ecs, &n);
     let status = ecs.attribute(&n.arn, "br-update.status").expect("status published");
     assert!(status.contains("1.1.0") && status.contains("updated"), "{status}");
-    assert!(ecs.total_calls() < 60, "ECS calls for one update: {}", ecs.total_calls());
+    // The first host of a version is its canary: its ten-minute bake adds a look a minute.
+    assert!(ecs.total_calls() < 80, "ECS calls for one update: {}", ecs.total_calls());
 }
 
 #[tokio::test(start_paused = true)]

@@ -135,3 +135,86 @@ async fn without_a_canary_n_hosts_take_the_new_version_at_once() {
     let (before, _) = canary_scenario(0).await;
     assert_eq!(before, 3);
 }
+
+// ---------------------------------------------------------------- health gate and bake
+
+/// Runs a's update up to the reboot, boots it with `impaired` health, and runs its agent for an
+/// hour (or until it finishes); returns its outcome, if it finished.
+async fn boot_impaired(ecs: &FakeEcs, a: &Node) -> Option<Outcome> {
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+    ecs.set_health(&a.arn, Some("IMPAIRED"));
+    a.host.boot();
+    tokio::time::timeout(Duration::from_secs(3600), a.agent(Shutdown::never()).run(true)).await.ok()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_impaired_instance_fails_the_gate_holds_its_slot_and_halts_the_version() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    let b = node("b", Some(&ecs), config(""));
+    assert_eq!(boot_impaired(&ecs, &a).await, None, "a holds while impaired");
+    let st = status_of(&ecs, &a);
+    assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-health"), "{st:?}");
+    assert!(st.detail.contains("IMPAIRED"), "{st:?}");
+    assert_eq!(ecs.status(&a.arn), Some(InstanceStatus::Draining), "out of service while held");
+    assert!(ecs.attribute(&a.arn, FAILED).is_some_and(|m| m.contains("instance-impaired")));
+    assert!(matches!(b.agent(Shutdown::never()).run(true).await, Outcome::Halted { .. }));
+    // The impairment clears: a finishes its update (the marker stays for the operator).
+    ecs.set_health(&a.arn, Some("OK"));
+    let outcome = a.agent(Shutdown::never()).run(true).await;
+    assert_eq!(outcome, updated());
+    assert_clean(&ecs, &a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_return_records_the_failure_and_gives_the_slot_back() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config("[health]\non-failure = \"return\"\n[cluster]"));
+    let outcome = boot_impaired(&ecs, &a).await;
+    assert_eq!(outcome, Some(Outcome::Finished { result: "failed-health".into(), version: "1.1.0".into() }));
+    assert_clean(&ecs, &a);
+    assert!(ecs.attribute(&a.arn, FAILED).is_some_and(|m| m.starts_with("v1:1.1.0:")));
+}
+
+/// a is the canary (it bakes ten minutes); `fault_after` into the bake its instance turns
+/// IMPAIRED, if at all. Returns a's outcome (if it finished within two hours) and how long the
+/// slot was kept after the instance was ACTIVE again.
+async fn bake_scenario(fault_after: Option<Duration>) -> (Option<Outcome>, FakeEcs, Node) {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+    a.host.boot();
+    let agent = a.agent(Shutdown::never());
+    let fault = async {
+        let Some(after) = fault_after else { return };
+        while status_of(&ecs, &a).phase != "baking" {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(after).await;
+        ecs.set_health(&a.arn, Some("IMPAIRED"));
+    };
+    let (outcome, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(7200), agent.run(true)), fault);
+    (outcome.ok(), ecs, a)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_canary_keeps_its_slot_through_the_bake_then_gives_it_back() {
+    let (outcome, ecs, a) = bake_scenario(None).await;
+    assert_eq!(outcome, Some(updated()));
+    assert_clean(&ecs, &a);
+    let history = ecs.history();
+    let active = history.iter().find(|e| e.change == EcsChange::Status(InstanceStatus::Active)).expect("set ACTIVE").at;
+    let released = history.iter().rfind(|e| matches!(&e.change, EcsChange::Delete { name } if name == "br-update.drained")).expect("marker removed").at;
+    assert!(released.duration_since(active) >= Duration::from_secs(600), "the slot was kept for the whole canary bake");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_burning_fault_during_the_bake_is_caught_and_halts_the_version() {
+    let (outcome, ecs, a) = bake_scenario(Some(Duration::from_secs(300))).await;
+    assert_eq!(outcome, None, "a holds its slot");
+    let st = status_of(&ecs, &a);
+    assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-bake"), "{st:?}");
+    assert!(st.detail.contains("during the bake"), "{st:?}");
+    assert!(ecs.attribute(&a.arn, "br-update.drained").is_some(), "the slot stays held");
+    assert!(ecs.attribute(&a.arn, FAILED).is_some_and(|m| m.contains("instance-impaired")));
+}

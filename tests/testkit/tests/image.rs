@@ -316,7 +316,8 @@ fn the_image_coordinates_through_ecs_from_inside_the_container() {
         "introspection-url = \"{}\"\ndiscovery-timeout = \"1m\"\nsettle-time = \"1s\"\nlease-ttl = \"2m\"\n\
          lease-backoff-min = \"1s\"\nlease-backoff-max = \"5s\"\ndrain-poll-interval = \"1s\"\n\
          drain-timeout = \"1m\"\nreboot-allowance = \"5m\"\nagent-connect-timeout = \"1m\"\n\
-         ecs-backoff-min = \"200ms\"\necs-backoff-max = \"2s\"\necs-retry-budget = \"20s\"\n",
+         ecs-backoff-min = \"200ms\"\necs-backoff-max = \"2s\"\necs-retry-budget = \"20s\"\n\n\
+         [health]\npoll-interval = \"1s\"\ncanary-bake-time = \"2s\"\n",
         introspection.url()
     );
     let host = HostDirs::new(&config(&cluster_config));

@@ -286,9 +286,14 @@ fn a_dead_hosts_lapsed_claim_does_not_block_and_is_left_alone() {
         assert_eq!((census.occupied.len(), census.lapsed), (0, 1), "{census:?}");
         moto.reset_calls().expect("reset calls");
         let held = acquire(client, &params(1)).await.expect("the lapsed claim does not block");
-        // A free slot is taken on the first try: one look, one write, one count.
+        // A free slot is taken on the first try: one look, one write, one count; each look
+        // lists the claims, the drained markers and the DRAINING instances.
         let calls = moto.calls().expect("calls");
-        assert_eq!((calls.of("ListAttributes"), calls.of("PutAttributes")), (2, 1), "{calls:?}");
+        assert_eq!(
+            (calls.of("ListAttributes"), calls.of("ListContainerInstances"), calls.of("PutAttributes")),
+            (4, 2, 1),
+            "{calls:?}"
+        );
         assert_eq!(held.claim.phase, ClaimPhase::Claiming);
         client.release().await.expect("release");
     });
@@ -369,7 +374,7 @@ fn a_holder_whose_claim_is_gone_replaced_or_lapsed_loses_it() {
         let held = acquire(client, &p).await.expect("acquire a fourth time");
         let lapsed = Claim { expires_at: SystemClock.now().as_secs() - 5, ..held.claim.clone() };
         put(&moto, cluster, me, &lapsed.encode()).await;
-        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl, params(1).margin()).await, "expired");
+        assert_lost(client.renew(&held, ClaimPhase::Draining, p.ttl, params(1).margin()).await, "too late");
     });
 }
 

@@ -124,6 +124,9 @@ agent-connect-timeout = "10s"
 ecs-retry-budget = "8s"
 ecs-backoff-min = "200ms"
 ecs-backoff-max = "1s"
+[health]
+poll-interval = "1s"
+canary-bake-time = "5s"
 "#,
         socket = h.socket.display(),
         state = h.state_dir.display(),
