@@ -15,6 +15,8 @@
 //! - [`status`]: the status attribute operators and waiting hosts read.
 //! - [`cycle`]: the update state machine that ties the above together.
 //! - [`shutdown`], [`logging`]: signals and structured logs.
+//! - [`fleet`]: the operator's commands (`br-update-agent fleet ...`): the rollout as a table or
+//!   JSON, and one-word controls.
 
 pub mod backoff;
 pub mod clock;
@@ -22,6 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod cycle;
 pub mod discovery;
+pub mod fleet;
 pub mod journal;
 pub mod keeper;
 pub mod lease;
