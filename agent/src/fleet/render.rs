@@ -1,13 +1,14 @@
 //! A [`FleetView`] as a table for people and as JSON for scripts (the shape is in the module
 //! doc of [`crate::fleet`] and in the README; keys are never left out, absent values are null).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
 use super::model::{FleetView, Host, Report};
 use super::tags::LimitSource;
 use crate::lease::Claim;
+use crate::status::short_id;
 
 /// ANSI: bold.
 const BOLD: &str = "\x1b[1m";
@@ -45,7 +46,9 @@ pub fn table(view: &FleetView, style: TableStyle<'_>) -> String {
     let mut rows: Vec<Vec<String>> = vec![
         ["INSTANCE", "AZ", "ECS", "VERSION", "PHASE", "TARGET", "LAST RESULT", "CLAIM", "FLAGS", "WHY"].map(String::from).to_vec(),
     ];
-    rows.extend(view.hosts.iter().map(|h| row(h, now)));
+    // A waiting host names the holders by container-instance id; operators know hosts by EC2 id.
+    let labels: BTreeMap<&str, &str> = view.hosts.iter().map(|h| (short_id(&h.arn), h.label())).collect();
+    rows.extend(view.hosts.iter().map(|h| row(h, now, &labels)));
     let marks: Vec<&str> = std::iter::once(" ")
         .chain(view.hosts.iter().map(|h| if style.changed.is_some_and(|c| c.contains(&h.arn)) { "*" } else { " " }))
         .collect();
@@ -94,7 +97,7 @@ fn header_line(view: &FleetView) -> String {
     )
 }
 
-fn row(h: &Host, now: i64) -> Vec<String> {
+fn row(h: &Host, now: i64, labels: &BTreeMap<&str, &str>) -> Vec<String> {
     let ecs = match h.drained_by() {
         Some(by) => format!("DRAINING ({})", by.word()),
         None => h.ecs_status.clone(),
@@ -105,7 +108,8 @@ fn row(h: &Host, now: i64) -> Vec<String> {
                 Some(t) => format!("{} {} ago", status.result, age(now - t.as_secs())),
                 None => status.result.clone(),
             };
-            (status.running.clone(), status.phase.clone(), status.target.clone(), result, status.detail.clone())
+            let why: Vec<&str> = status.detail.split(' ').map(|w| labels.get(w).copied().unwrap_or(w)).collect();
+            (status.running.clone(), status.phase.clone(), status.target.clone(), result, why.join(" "))
         }
         Report::Missing => ("-".into(), "no agent (or too old)".into(), "-".into(), "-".into(), String::new()),
         Report::Unreadable(raw) => {
@@ -165,7 +169,7 @@ pub fn age(secs: i64) -> String {
     match s {
         0..=89 => format!("{s}s"),
         90..=5399 => format!("{}m", (s + 30) / 60),
-        5400..=172_799 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        5400..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
     }
 }
@@ -275,13 +279,17 @@ mod tests {
             record(2, "ACTIVE", &[("br-update.status", Some("v1:idle:1.26.0:-:up-to-date")), ("br-update.opt-out", Some("true"))]),
             record(3, "ACTIVE", &[("br-update.status", Some("junk")), ("br-update.lease", Some("junk"))]),
             record(4, "DRAINING", &[]),
+            record(5, "ACTIVE", &[("br-update.status", Some(&format!("v2:waiting:1.26.0:1.27.0:waiting-for-slot:1799999000:slots held by {:032x} claim-d", 1)))]),
         ];
         FleetView::build(&cluster(&[("br-update.max-concurrent", "2")]), records, &ViewSettings::defaults("br-update"), WallTime::from_secs(NOW))
     }
 
     #[test]
     fn ages_are_short() {
-        assert_eq!([age(-5), age(45), age(90), age(3599), age(3 * 3600 + 300), age(2 * 86_400 + 4 * 3600)], ["0s", "45s", "2m", "60m", "3h05m", "2d04h"]);
+        assert_eq!(
+            [age(-5), age(45), age(90), age(3599), age(3 * 3600 + 300), age(86_399), age(90_000), age(2 * 86_400 + 4 * 3600)],
+            ["0s", "45s", "2m", "60m", "3h05m", "23h59m", "1d01h", "2d04h"]
+        );
     }
 
     #[test]
@@ -300,6 +308,7 @@ mod tests {
         assert!(l.contains("unreadable status") && l.contains("garbage attribute \"junk\"") && l.contains("slot:unreadable-claim"), "{l}");
         let l = line("i-00000000000000004");
         assert!(l.contains("DRAINING (other)") && l.contains("no agent (or too old)") && l.contains("slot:draining-not-by-agent"), "{l}");
+        assert!(line("i-00000000000000005").ends_with("slots held by i-00000000000000001 claim-d"), "holders by EC2 id:\n{t}");
     }
 
     #[test]
@@ -322,7 +331,7 @@ mod tests {
         assert_eq!(j["slots_held"], 3);
         let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
         let instances = j["instances"].as_array().expect("instances");
-        assert_eq!(instances.len(), 4);
+        assert_eq!(instances.len(), 5);
         for i in instances {
             assert_eq!(keys(i), keys(&instances[0]));
         }

@@ -253,7 +253,7 @@ async fn status_table_says_what_each_host_does() {
         ("verifying", &["DRAINING (agent)", " verifying ", "verifying expires in 5m", "slot:claim"]),
         ("held", &["DRAINING (agent)", " held ", "held-ecs-agent 30m ago", "verifying expires in 10m", "ecs agent not connected after 10m"]),
         ("waiting", &["ACTIVE", " waiting ", "waiting-for-slot 5m ago", "slots held by"]),
-        ("opted-out", &["opted-out 24h00m ago", "opted-out"]),
+        ("opted-out", &["opted-out 1d00h ago", "opted-out"]),
         ("update-now", &["skipped-outside-window 7m ago", "update-now"]),
         ("no-agent", &["ACTIVE", "no agent (or too old)"]),
         ("garbage", &["unreadable status", "unreadable \"junk\" (counts as live)", "slot:unreadable-claim", "garbage attribute \"not a status\""]),
@@ -265,9 +265,9 @@ async fn status_table_says_what_each_host_does() {
             assert!(r.contains(want), "{label}: {want:?} not in\n{r}");
         }
     }
-    // The waiting host names the holder by container-instance id, as its agent published it.
+    // Its agent names the holder by container-instance id; the table by EC2 id.
     let w = row(&table, &hosts["waiting"]);
-    assert!(w.contains(&format!("slots held by {} claim-d", hosts["draining-agent"].short())), "{w}");
+    assert!(w.ends_with(&format!("slots held by {} claim-d", hosts["draining-agent"].ec2)), "{w}");
     // Hosts without a slot say so by having none.
     for label in ["idle", "waiting", "opted-out", "update-now", "no-agent"] {
         assert!(!row(&table, &hosts[label]).contains("slot:"), "{label}");
