@@ -128,6 +128,9 @@ const STATES: [&str; 13] = [
     "stuck",
 ];
 
+/// One host's seed: its label, whether it is DRAINING, and its attributes.
+type Seed<'a> = (&'a str, bool, Vec<(&'a str, String)>);
+
 /// Seeds `CLUSTER` with one host per state (limit tag 8), through PutAttributes and
 /// UpdateContainerInstancesState; returns the hosts by label and the seed time.
 async fn seed_every_state(moto: &MotoServer) -> (BTreeMap<&'static str, Seeded>, i64) {
@@ -159,7 +162,7 @@ async fn seed_every_state(moto: &MotoServer) -> (BTreeMap<&'static str, Seeded>,
     let (st, lease, marker) = ("br-update.status", "br-update.lease", "br-update.drained");
     // As the agent words it; one holder, so the value stays within ECS's 128 characters.
     let waiting_detail = format!("slots held by {} claim-d", hosts["draining-agent"].short());
-    let seeds: Vec<(&str, bool, Vec<(&str, String)>)> = vec![
+    let seeds: Vec<Seed> = vec![
         ("idle", false, vec![(st, status("idle", "1.27.0", "-", "updated", -7200, ""))]),
         ("claiming", false, vec![(st, status("idle", "1.26.0", "-", "up-to-date", -3000, "")), (lease, claim("c", -60, 540, "a1a1a1a1"))]),
         (
