@@ -619,20 +619,14 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     async fn fleet_limit(&self) -> Result<Option<u32>, LeaseError> {
         let Some(store) = &self.cluster else { return Ok(Some(self.cfg.cluster.max_concurrent)) };
         let tags = self.ecs("ListTagsForResource", || store.cluster_tags()).await?;
-        if tags.get(&self.names.paused_tag).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        let fleet = crate::fleet::tags::FleetTags::read(&tags, &self.names, self.cfg.cluster.max_concurrent);
+        if fleet.paused {
             return Ok(None);
         }
-        let n = match tags.get(&self.names.max_concurrent_tag) {
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    tracing::warn!(tag = %self.names.max_concurrent_tag, value = %v, "ignoring invalid cluster tag");
-                    self.cfg.cluster.max_concurrent
-                }
-            },
-            None => self.cfg.cluster.max_concurrent,
-        };
-        Ok(Some(n))
+        if let crate::fleet::tags::LimitSource::InvalidTag(v) = &fleet.source {
+            tracing::warn!(tag = %self.names.max_concurrent_tag, value = %v, "ignoring invalid cluster tag");
+        }
+        Ok(Some(fleet.limit))
     }
 
     /// Fails with [`Outcome::Halted`] when `version` failed on `cluster.halt-after-failures`

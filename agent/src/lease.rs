@@ -116,13 +116,24 @@ pub enum ClaimPhase {
 }
 
 impl ClaimPhase {
-    fn code(self) -> &'static str {
+    /// The one-letter code stored in the claim.
+    pub fn code(self) -> &'static str {
         match self {
             ClaimPhase::Claiming => "c",
             ClaimPhase::Held => "h",
             ClaimPhase::Draining => "d",
             ClaimPhase::Rebooting => "r",
             ClaimPhase::Verifying => "v",
+        }
+    }
+    /// The word operators read (`claiming`, `held`, `draining`, `rebooting`, `verifying`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ClaimPhase::Claiming => "claiming",
+            ClaimPhase::Held => "held",
+            ClaimPhase::Draining => "draining",
+            ClaimPhase::Rebooting => "rebooting",
+            ClaimPhase::Verifying => "verifying",
         }
     }
     fn from_code(s: &str) -> Option<ClaimPhase> {
@@ -426,6 +437,56 @@ pub struct Census {
 }
 
 impl Census {
+    /// Sorts the three listings of one look at the cluster (every claim, every drained marker,
+    /// every DRAINING instance) into the instances other than `me` that take a slot at `now`.
+    /// The agent's census and the operator's fleet view both count through this, so they agree.
+    pub fn from_listings(
+        me: &str,
+        claims: Vec<Attribute>,
+        markers: Vec<Attribute>,
+        draining: Vec<String>,
+        now: WallTime,
+        skew: Duration,
+    ) -> Census {
+        let mut census = Census { occupied: vec![], out_of_service: vec![], lapsed: 0, own: None };
+        let mut lapsed: std::collections::BTreeMap<String, Option<Claim>> = Default::default();
+        for a in claims {
+            let value = a.value.unwrap_or_default();
+            let claim = Claim::parse(&value).map_err(|why| format!("{why} in `{value}`"));
+            if a.target == me {
+                census.own = Some(claim);
+                continue;
+            }
+            if let Err(why) = &claim {
+                tracing::warn!(instance = %a.target, reason = %why, "unreadable claim counts as live");
+            }
+            let seen = Seen { instance: a.target, claim };
+            if seen.occupies(now, skew) {
+                census.occupied.push(seen);
+            } else {
+                lapsed.insert(seen.instance, seen.claim.ok());
+            }
+        }
+        let claimed: std::collections::BTreeSet<String> = census.occupied.iter().map(|s| s.instance.clone()).collect();
+        let marked: std::collections::BTreeSet<String> =
+            markers.into_iter().map(|a| a.target).filter(|t| t != me && !claimed.contains(t)).collect();
+        for instance in &marked {
+            let lapsed_claim = lapsed.remove(instance).flatten();
+            census.out_of_service.push(Occupant { instance: instance.clone(), why: OutOfService::DrainedByAgent { lapsed_claim } });
+        }
+        for instance in draining {
+            if instance == me || claimed.contains(&instance) || marked.contains(&instance) {
+                continue;
+            }
+            // A lapsed claim on a DRAINING instance without a marker: it was DRAINING before its
+            // agent claimed (someone else drained it), so it is counted as such.
+            lapsed.remove(&instance);
+            census.out_of_service.push(Occupant { instance, why: OutOfService::DrainingByOthers });
+        }
+        census.lapsed = lapsed.len();
+        census
+    }
+
     /// How many slots the others take.
     pub fn taken(&self) -> usize {
         self.occupied.len() + self.out_of_service.len()
@@ -507,45 +568,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     }
 
     fn sort(&self, claims: Vec<Attribute>, markers: Vec<Attribute>, draining: Vec<String>, skew: Duration) -> Census {
-        let now = self.clock.now();
-        let me = self.store.instance_arn();
-        let mut census = Census { occupied: vec![], out_of_service: vec![], lapsed: 0, own: None };
-        let mut lapsed: std::collections::BTreeMap<String, Option<Claim>> = Default::default();
-        for a in claims {
-            let value = a.value.unwrap_or_default();
-            let claim = Claim::parse(&value).map_err(|why| format!("{why} in `{value}`"));
-            if a.target == me {
-                census.own = Some(claim);
-                continue;
-            }
-            if let Err(why) = &claim {
-                tracing::warn!(instance = %a.target, reason = %why, "unreadable claim counts as live");
-            }
-            let seen = Seen { instance: a.target, claim };
-            if seen.occupies(now, skew) {
-                census.occupied.push(seen);
-            } else {
-                lapsed.insert(seen.instance, seen.claim.ok());
-            }
-        }
-        let claimed: std::collections::BTreeSet<String> = census.occupied.iter().map(|s| s.instance.clone()).collect();
-        let marked: std::collections::BTreeSet<String> =
-            markers.into_iter().map(|a| a.target).filter(|t| t != me && !claimed.contains(t)).collect();
-        for instance in &marked {
-            let lapsed_claim = lapsed.remove(instance).flatten();
-            census.out_of_service.push(Occupant { instance: instance.clone(), why: OutOfService::DrainedByAgent { lapsed_claim } });
-        }
-        for instance in draining {
-            if instance == me || claimed.contains(&instance) || marked.contains(&instance) {
-                continue;
-            }
-            // A lapsed claim on a DRAINING instance without a marker: it was DRAINING before its
-            // agent claimed (someone else drained it), so it is counted as such.
-            lapsed.remove(&instance);
-            census.out_of_service.push(Occupant { instance, why: OutOfService::DrainingByOthers });
-        }
-        census.lapsed = lapsed.len();
-        census
+        Census::from_listings(self.store.instance_arn(), claims, markers, draining, self.clock.now(), skew)
     }
 
     /// Takes one of `params.max_concurrent` slots; returns once held. Loops (sleeping) while the

@@ -17,6 +17,8 @@
 //! - [`status`]: the status attribute operators and waiting hosts read.
 //! - [`cycle`]: the update state machine that ties the above together.
 //! - [`shutdown`], [`logging`]: signals and structured logs.
+//! - [`fleet`]: the operator's commands (`br-update-agent fleet ...`): the rollout as a table or
+//!   JSON, and one-word controls.
 
 pub mod backoff;
 pub mod clock;
@@ -24,6 +26,7 @@ pub mod cluster;
 pub mod config;
 pub mod cycle;
 pub mod discovery;
+pub mod fleet;
 pub mod halt;
 pub mod health;
 pub mod journal;

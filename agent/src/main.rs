@@ -23,6 +23,8 @@ usage:
   br-update-agent user-data --config PATH [--toml NAME --source IMAGE]
                                                    print the config as base64 host-container user-data,
                                                    or with --toml a whole [settings.host-containers.NAME]
+  br-update-agent fleet COMMAND --cluster NAME ...  for operators: the rollout (status) and one-word
+                                                   controls, with your own AWS credentials; see `fleet --help`
 
 The config defaults to the host container's user-data (/.bottlerocket/host-containers/current/user-data);
 a missing file means every default.";
@@ -78,6 +80,10 @@ fn number<T: std::str::FromStr>(v: Option<String>, flag: &str) -> Result<T, Stri
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "fleet") {
+        return agent::fleet::cli::main(&argv[1..]);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) if e.is_empty() => {

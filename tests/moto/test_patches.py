@@ -597,6 +597,40 @@ def test_list_container_instances_checks_cluster_status_and_page_arguments(serve
     assert error_code(ecs.list_container_instances, cluster="c1", nextToken=tasks_token) == "InvalidParameterException"
 
 
+# --- cluster tags (unpatched) ------------------------------------------------------------
+
+
+def cluster_tags(ecs: Any, arn: str) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in ecs.list_tags_for_resource(resourceArn=arn)["tags"]}
+
+
+def test_cluster_tags_round_trip_through_tag_untag_list_and_describe(server: Server, ecs: Any) -> None:
+    """Not patched: moto 5.2.5 already tags clusters as ECS documents it. `fleet pause`, `resume`
+    and `limit` write these tags and `fleet status` reads them back through DescribeClusters."""
+    server.seed("c1", 1, tags={"keep": "1"})
+    arn = ecs.describe_clusters(clusters=["c1"])["clusters"][0]["clusterArn"]
+    ecs.tag_resource(resourceArn=arn, tags=[{"key": "br-update.paused", "value": "true"}])
+    assert cluster_tags(ecs, arn) == {"keep": "1", "br-update.paused": "true"}
+    ecs.tag_resource(resourceArn=arn, tags=[{"key": "br-update.paused", "value": "false"}])
+    assert cluster_tags(ecs, arn) == {"keep": "1", "br-update.paused": "false"}, "a second tag overwrites"
+    described = ecs.describe_clusters(clusters=["c1"], include=["TAGS"])["clusters"][0]
+    assert {t["key"]: t["value"] for t in described["tags"]} == cluster_tags(ecs, arn)
+    assert not ecs.describe_clusters(clusters=["c1"])["clusters"][0].get("tags"), "tags only when asked for"
+    ecs.untag_resource(resourceArn=arn, tagKeys=["br-update.paused"])
+    ecs.untag_resource(resourceArn=arn, tagKeys=["never-set"])
+    assert cluster_tags(ecs, arn) == {"keep": "1"}, "untagging removes the key; a missing key is no error"
+
+
+def test_cluster_tags_of_an_unknown_cluster_are_cluster_not_found(server: Server, ecs: Any) -> None:
+    server.seed("c1", 1)
+    missing = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/nope"
+    assert error_code(ecs.tag_resource, resourceArn=missing, tags=[{"key": "k", "value": "v"}]) == "ClusterNotFoundException"
+    assert error_code(ecs.untag_resource, resourceArn=missing, tagKeys=["k"]) == "ClusterNotFoundException"
+    assert error_code(ecs.list_tags_for_resource, resourceArn=missing) == "ClusterNotFoundException"
+    answer = ecs.describe_clusters(clusters=["nope"], include=["TAGS"])
+    assert answer["clusters"] == [] and answer["failures"] == [{"arn": missing, "reason": "MISSING"}]
+
+
 # --- harness routes ----------------------------------------------------------------------
 
 

@@ -757,11 +757,35 @@ pub struct Finished {
     pub stderr: String,
 }
 
+/// Changes to a child's environment: variables set, and variables removed.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    /// Set, in order.
+    pub set: Vec<(String, String)>,
+    /// Removed.
+    pub remove: Vec<String>,
+}
+
+impl Env {
+    fn apply(&self, cmd: &mut Command) {
+        for name in &self.remove {
+            cmd.env_remove(name);
+        }
+        cmd.envs(self.set.iter().map(|(k, v)| (k, v)));
+    }
+}
+
 /// Runs `br-update-agent <args>` to completion (killed past `timeout`), e.g. `check-config`.
 pub fn run_agent(args: &[&str], timeout: Duration) -> Result<Finished, ProcessError> {
-    let mut child = Command::new(binary(AGENT_BIN)?)
-        .args(args)
-        .env_remove("RUST_LOG")
+    run_agent_with_env(args, &Env::default(), timeout)
+}
+
+/// As [`run_agent`], with `env` applied (e.g. the AWS settings of `fleet` commands).
+pub fn run_agent_with_env(args: &[&str], env: &Env, timeout: Duration) -> Result<Finished, ProcessError> {
+    let mut cmd = Command::new(binary(AGENT_BIN)?);
+    cmd.args(args).env_remove("RUST_LOG");
+    env.apply(&mut cmd);
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -779,6 +803,78 @@ pub fn run_agent(args: &[&str], timeout: Duration) -> Result<Finished, ProcessEr
         let _ = reader.join();
     }
     Ok(Finished { status, stdout: out.text(), stderr: err.text() })
+}
+
+/// A long-running `br-update-agent <args>` with both pipes captured (e.g. `fleet status
+/// --watch`), killed on drop.
+pub struct CommandProcess {
+    child: Child,
+    out: LogBuffer,
+    err: LogBuffer,
+    readers: Vec<JoinHandle<()>>,
+    exit: Option<ExitStatus>,
+}
+
+impl CommandProcess {
+    /// Starts `br-update-agent <args>` with `env` applied.
+    pub fn start(args: &[&str], env: &Env) -> Result<CommandProcess, ProcessError> {
+        let mut cmd = Command::new(binary(AGENT_BIN)?);
+        cmd.args(args).env_remove("RUST_LOG");
+        env.apply(&mut cmd);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io("starting br-update-agent"))?;
+        let (out, err) = (LogBuffer::default(), LogBuffer::default());
+        let readers = [child.stdout.take().map(|p| capture(p, out.clone())), child.stderr.take().map(|p| capture(p, err.clone()))];
+        Ok(CommandProcess { child, out, err, readers: readers.into_iter().flatten().collect(), exit: None })
+    }
+
+    /// What it wrote to stdout so far.
+    pub fn stdout(&self) -> &LogBuffer {
+        &self.out
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> &LogBuffer {
+        &self.err
+    }
+
+    /// Sends `signal` (`INT`, `TERM`, ...) unless it already exited (its pid may be reused).
+    pub fn signal(&mut self, signal: &str) -> Result<(), ProcessError> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().map_err(io("polling br-update-agent"))?;
+        }
+        if self.exit.is_none() {
+            send_signal(signal, &self.child.id().to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the exit (killed past `timeout`) and for the whole output.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, ProcessError> {
+        let status = match self.exit {
+            Some(s) => s,
+            None => wait_child(&mut self.child, "br-update-agent", timeout, &self.err)?,
+        };
+        self.exit = Some(status);
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Ok(status)
+    }
+}
+
+impl Drop for CommandProcess {
+    fn drop(&mut self) {
+        dump_if_panicking("br-update-agent (stderr)", &self.err);
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 #[cfg(test)]
