@@ -348,6 +348,41 @@ async fn hole5_negative_control_counting_desired_running_tasks_reboots_with_task
     assert_eq!(stopping_tasks_scenario(TaskListing::DesiredRunningOnly).await, 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn hole5_a_standalone_task_started_during_the_drain_falls_under_the_skip_policy() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&a.arn, Some("ecs-svc/web"), 1);
+    ecs.set_drain_time(10 * MIN, 10 * MIN);
+    let starter = async {
+        while ecs.status(&a.arn) != Some(InstanceStatus::Draining) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        ecs.add_tasks(&a.arn, Some("events-rule/nightly"), 1);
+    };
+    let agent = a.agent(Shutdown::never());
+    let (outcome, ()) = tokio::join!(agent.run(true), starter);
+    assert!(matches!(&outcome, Outcome::Skipped { reason } if reason.contains("started during the drain")), "{outcome:?}");
+    assert_eq!(a.host.reboot_requests(), 0);
+    assert_clean(&ecs, &a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole5_tasks_that_never_finish_stopping_time_the_drain_out_at_the_drain_timeout() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&a.arn, Some("ecs-svc/web"), 1);
+    ecs.set_drain_time(MIN, MIN);
+    ecs.set_stop_time(24 * 60 * MIN, 24 * 60 * MIN);
+    let started = tokio::time::Instant::now();
+    let outcome = a.agent(Shutdown::never()).run(true).await;
+    assert!(matches!(&outcome, Outcome::Skipped { reason } if reason.contains("1 stopping")), "{outcome:?}");
+    // The test config's drain-timeout is 10 minutes; a stopping task must not get the hour
+    // that standalone tasks get.
+    assert!(started.elapsed() < 20 * MIN, "gave up after {:?}", started.elapsed());
+    assert_clean(&ecs, &a);
+}
+
 // ---------------------------------------------------------------- hole 6: partial listings
 
 #[tokio::test(start_paused = true)]
