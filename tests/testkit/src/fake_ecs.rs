@@ -56,6 +56,9 @@ pub struct EcsFaults {
     /// Every Nth PutAttributes fleet-wide (0: none) takes [`EcsFaults::slow_write`] to land, as a
     /// write retried through throttling or a slow network would.
     pub slow_write_every: u64,
+    /// Besides: each PutAttributes takes [`EcsFaults::slow_write`] to land with this chance, so
+    /// that which writes are slow does not cycle with a host's own pattern of writes.
+    pub slow_write_chance: f64,
     /// How long a slow write takes before it lands and the call returns, at least.
     pub slow_write: Duration,
     /// A slow write takes up to this much longer than [`EcsFaults::slow_write`] (uniform).
@@ -637,6 +640,11 @@ pub fn unstopped_at(history: &[EcsEvent], instance: &str, at: Instant) -> usize 
     running.len()
 }
 
+/// True with probability `p`.
+fn chance(rng: &Jitter, p: f64) -> bool {
+    ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+}
+
 fn rejected(op: &'static str, code: &str, message: impl Into<String>) -> ClusterError {
     ClusterError::Rejected { op, code: code.into(), message: message.into() }
 }
@@ -691,7 +699,8 @@ impl ClusterStore for FakeEcsHost {
             let mut s = self.ecs.0.borrow_mut();
             s.puts += 1;
             let f = s.faults.clone();
-            let slow = f.slow_write_every > 0 && s.puts.is_multiple_of(f.slow_write_every);
+            let every = f.slow_write_every > 0 && s.puts.is_multiple_of(f.slow_write_every);
+            let slow = every || (f.slow_write_chance > 0.0 && chance(&s.jitter, f.slow_write_chance));
             slow.then(|| f.slow_write + s.jitter.up_to(f.slow_write_spread))
         };
         if let Some(d) = slow {
