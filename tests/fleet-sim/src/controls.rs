@@ -215,7 +215,7 @@ pub fn tasks_stopping_after_drain() -> Control {
     Control {
         hole: "5",
         fault: "drained tasks run on 2-5 min after told to stop",
-        fix: "listing desired-RUNNING tasks only",
+        fix: "TaskListing::DesiredRunningOnly",
         shows_as: &[ViolationKind::RebootWithTasksRunning],
         scenario: |seed| small(6, seed, FaultPlan { stop_time: Span::minutes(2, 5), ..FaultPlan::none() }),
         switch_off: |sc| sc.task_listing = TaskListing::DesiredRunningOnly,

@@ -225,7 +225,23 @@ fn controls() -> Result<ExitCode, String> {
         );
         good &= f.shown(&c) > 0 && f.on_total() == 0;
     }
-    println!("off/on: violations over all seeds (a run that hit its time limit counts one more); {:.1}s", started.elapsed().as_secs_f64());
+    println!("off/on: violations over all seeds (a run that hit its time limit counts one more)");
+    for (what, scenario) in [
+        ("an agent dies mid-drain and never returns", fleet_sim::controls::agent_never_returns as fn(u64) -> Scenario),
+        ("an ECS agent never reconnects after boot", fleet_sim::controls::ecs_agent_never_reconnects),
+    ] {
+        let (mut violations, mut unfinished, mut waiting) = (0, 0, 0);
+        for seed in seeds.clone() {
+            let r = run(&scenario(seed))?;
+            violations += check::check(&r.trace).len();
+            unfinished += usize::from(!r.finished);
+            let stuck: Vec<&fleet_sim::trace::HostTrace> = r.trace.hosts.iter().filter(|h| check::is_stuck(h)).collect();
+            waiting += r.trace.hosts.iter().filter(|h| check::waits_behind(&h.end, &stuck).is_some()).count();
+        }
+        println!("safe failure, {what} (N = 1): {violations} violations, {unfinished} unfinished, {waiting} hosts left waiting, naming it");
+        good &= violations == 0 && unfinished == 0 && waiting > 0;
+    }
+    println!("{:.1}s", started.elapsed().as_secs_f64());
     Ok(if good { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -299,11 +315,13 @@ fn sweep(args: &Args) -> Result<ExitCode, String> {
         agent::config::format_duration(settings.update_now_poll)
     );
     let started = std::time::Instant::now();
-    let mut failed: Vec<(u64, Vec<Violation>)> = vec![];
+    let mut failed: Vec<(u64, Vec<Violation>, Vec<String>)> = vec![];
+    let mut seen = fleet_sim::trace::FaultCounts::default();
     for seed in args.seed..args.seed + args.seeds {
         let sc = Scenario { faults: fleet_sim::scenario::FaultPlan::everything(), ..args.scenario(hosts, n, seed) };
         let r = run(&sc)?;
         let v = check::check(&r.trace);
+        seen.add(&r.trace.fault_counts());
         let f = Figures::of_trace("", &r.trace, r.wall);
         println!(
             "seed {seed:>5}: {:>3} violations, {} updates, makespan {}, ratio {:.3}, digest {:016x}, {:.2}s",
@@ -315,14 +333,24 @@ fn sweep(args: &Args) -> Result<ExitCode, String> {
             r.wall.as_secs_f64()
         );
         if !v.is_empty() || !r.finished {
-            failed.push((seed, v));
+            let before = v.first().map_or(r.trace.end, |x| x.at);
+            let lead = r.trace.transitions_before(before, 30);
+            if !r.finished {
+                println!("seed {seed}: hit its time limit");
+            }
+            failed.push((seed, v, lead));
         }
     }
-    println!("{} seeds in {:.1}s; {} with violations", args.seeds, started.elapsed().as_secs_f64(), failed.len());
-    for (seed, v) in &failed {
+    println!("{} seeds in {:.1}s; {} with violations or unfinished", args.seeds, started.elapsed().as_secs_f64(), failed.len());
+    println!("faults over the sweep: {seen}");
+    for (seed, v, lead) in &failed {
         println!("SIM_SEED={seed}:");
         for x in v.iter().take(10) {
             println!("  {x}");
+        }
+        println!("  transitions before the first:");
+        for line in lead {
+            println!("    {line}");
         }
     }
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
