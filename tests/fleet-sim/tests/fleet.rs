@@ -36,7 +36,7 @@ fn report(seed: u64, run: &Run, violations: &[Violation]) -> String {
 fn sweep_seeds() -> Vec<u64> {
     match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         Some(seed) => vec![seed],
-        None => (1..=30).collect(),
+        None => (1..=24).collect(),
     }
 }
 
@@ -46,6 +46,9 @@ fn no_violation_with_every_fault_over_many_seeds() {
     let mut seen = fleet_sim::trace::FaultCounts::default();
     for seed in sweep_seeds() {
         let mut sc = Scenario::with_faults(100, 4, seed);
+        // Calls take time, so an act between two calls (DRAINING undone by the next call, say)
+        // lasts long enough for the checker to see it.
+        sc.ecs_latency = Duration::from_millis(50);
         // Half the seeds with a cap long enough for waiters to count their competitors.
         if seed % 2 == 0 {
             sc.wait_poll_max = Duration::from_secs(3600);
