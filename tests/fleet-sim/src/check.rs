@@ -276,7 +276,7 @@ pub fn is_stuck(h: &HostTrace) -> bool {
 /// The stuck host a waiting host names among the holders of the slots it waits for, if any.
 pub fn waits_behind<'a>(e: &EndState, stuck: &[&'a HostTrace]) -> Option<&'a str> {
     let st = status(e).filter(|s| s.phase == "waiting")?;
-    stuck.iter().find(|h| crate::sim::names_instance(&st.detail, &h.instance)).map(|h| h.name.as_str())
+    stuck.iter().find(|h| crate::trace::names_instance(&st.detail, &h.instance)).map(|h| h.name.as_str())
 }
 
 fn status(e: &EndState) -> Option<agent::status::Status> {

@@ -22,7 +22,7 @@ use testkit::node::{DaemonPlan, Interruption, Node, NodeEventKind};
 use tokio::time::Instant;
 
 use crate::scenario::{Scenario, Span, FROM_VERSION, TARGET_VERSION};
-use crate::trace::{CallRecord, Doom, EcsRecord, EndState, HostPlan, HostTrace, Ms, Trace};
+use crate::trace::{names_instance, CallRecord, Doom, EcsRecord, EndState, HostPlan, HostTrace, Ms, Trace};
 
 /// The wall time at t = 0: a whole hour, so check slots fall at their seed's place in the hour.
 pub const EPOCH_SECS: i64 = 1_800_000_000;
@@ -292,11 +292,6 @@ fn is_stuck(ecs: &FakeEcs, h: &SimHost) -> bool {
 /// Whether a host waits for a slot, naming one of the `stuck` instances among the holders.
 fn waits_behind(ecs: &FakeEcs, h: &SimHost, stuck: &[&str]) -> bool {
     status_now(ecs, h).is_some_and(|s| s.phase == "waiting" && stuck.iter().any(|id| names_instance(&s.detail, id)))
-}
-
-/// Whether a status detail names the instance `id` (as a whole word).
-pub fn names_instance(detail: &str, id: &str) -> bool {
-    detail.split_whitespace().any(|w| w == id)
 }
 
 fn status_now(ecs: &FakeEcs, h: &SimHost) -> Option<Status> {

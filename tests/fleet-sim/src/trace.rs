@@ -468,6 +468,12 @@ impl Trace {
     }
 }
 
+/// Whether a status detail names the instance `id` as a whole word (`h1` is not named by
+/// `h10`).
+pub fn names_instance(detail: &str, id: &str) -> bool {
+    detail.split_whitespace().any(|w| w == id)
+}
+
 /// Each stretch of DRAINING until set ACTIVE (or the run's end): those its agent began, and
 /// those someone else began.
 fn draining_intervals(changes: &[(Ms, Actor, &InstanceStatus)], end: Ms) -> (Vec<Interval>, Vec<Interval>) {
