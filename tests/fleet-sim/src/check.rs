@@ -2,14 +2,37 @@
 //! and hosts. It knows nothing of the agent's code, only what the cluster and the hosts went
 //! through, so a bug in the agent cannot hide from it.
 //!
-//! Safety: at no instant may more than N hosts be busy, where a host is busy while its claim
-//! holds a slot (a live claim whose phase is not `c`), while its instance is DRAINING by its
-//! agent, or between a reboot request and the boot. No host may reboot without holding a slot.
+//! # Safety
 //!
-//! End: no instance left DRAINING by its agent, no claim and no drain marker left, nothing in
-//! flight, and every host on the target version or parked for a recorded reason (opted out,
-//! rolled back and quarantined, standalone tasks, ...). Opted-out hosts and hosts with
-//! standalone tasks must not have been updated.
+//! At no instant may more than N hosts be busy. A host is busy while it is out of service or
+//! about to be, whoever caused it:
+//! - its claim holds a slot (a live claim whose phase is not `c`);
+//! - its instance is DRAINING, by its agent or by anyone else: an operator's drain takes a slot
+//!   like any other, so a scenario that drains an instance by operator expects at most N busy
+//!   counting that instance, which holds only because the agents count it;
+//! - it is down: between a reboot request and the boot.
+//!
+//! No host may reboot without holding a slot, nor while a task on its instance still runs (its
+//! last status not STOPPED: a task ECS has told to stop may serve on through its load balancer's
+//! deregistration delay).
+//!
+//! # End
+//!
+//! No instance left DRAINING by its agent, no claim and no drain marker left, nothing in flight,
+//! and every host on the target version or parked for a recorded reason (opted out, rolled back
+//! and quarantined, standalone tasks, ...). Opted-out hosts and hosts with standalone tasks must
+//! not have been updated. Statuses are read as the rollout left them: when the run was told to
+//! stop, before the agents wrote how they were stopped.
+//!
+//! A host may also end **stuck**, but only where the scenario injected a failure that never
+//! ends ([`Doom`]) and the trace shows it: for [`Doom::AgentNeverReturns`], its last agent
+//! crashed and none started again; for [`Doom::EcsAgentNeverReconnects`], its status phase is
+//! `held`. A stuck host may keep its claim, marker, DRAINING instance and in-flight record: that
+//! is how it keeps its slot, and the safety sweep above still counts it. Every other host that
+//! did not update and has no recorded reason must be explained as **waiting behind a stuck
+//! host**: its status phase `waiting`, its detail naming a stuck host's instance among the
+//! holders of the slots. A host held, or waiting, with no doom behind it is a stall and a
+//! violation ([`ViolationKind::NotFinished`]), as is a doom the trace does not show.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -18,7 +41,7 @@ use agent::cluster::InstanceStatus;
 use testkit::fake_ecs::Actor;
 use testkit::node::NodeEventKind;
 
-use crate::trace::{Interval, Ms, Phases, Trace};
+use crate::trace::{Doom, EndState, HostTrace, Interval, Ms, Phases, Trace};
 
 /// What went wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,6 +50,8 @@ pub enum ViolationKind {
     TooManyBusy,
     /// A host rebooted without holding a slot.
     RebootWithoutSlot,
+    /// A host rebooted while a task on its instance had not stopped.
+    RebootWithTasksRunning,
     /// An instance was left DRAINING by its agent.
     LeftDraining,
     /// A claim was left on an instance.
@@ -35,7 +60,8 @@ pub enum ViolationKind {
     MarkerLeft,
     /// A journal still has an update in flight.
     InFlightLeft,
-    /// A host is neither on the target version nor parked for a recorded reason.
+    /// A host is neither on the target version nor parked for a recorded reason, nor stuck by
+    /// its doom or waiting behind a stuck host.
     NotFinished,
     /// A host the scenario kept out of updates (opted out, standalone tasks) was updated.
     UpdatedAgainstPlan,
@@ -77,6 +103,7 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
     let phases = trace.phases();
     let mut out = too_many_busy(trace, &phases);
     out.extend(reboots_without_slot(trace, &phases));
+    out.extend(reboots_with_tasks_running(trace));
     out.extend(end_state(trace));
     out
 }
@@ -138,8 +165,7 @@ fn describe(trace: &Trace, phases: &[Phases], busy: &BTreeSet<usize>, t: Ms, n: 
 
 /// One host's busy time as disjoint intervals.
 fn busy_union(p: &Phases) -> Vec<Interval> {
-    let mut all: Vec<Interval> =
-        p.holding.iter().chain(&p.draining).chain(&p.rebooting).copied().filter(|i| !i.is_empty()).collect();
+    let mut all: Vec<Interval> = p.busy().copied().filter(|i| !i.is_empty()).collect();
     all.sort();
     let mut out: Vec<Interval> = vec![];
     for i in all {
@@ -169,17 +195,51 @@ fn reboots_without_slot(trace: &Trace, phases: &[Phases]) -> Vec<Violation> {
     out
 }
 
+/// Every reboot requested while a task on the host's instance had not stopped, as the
+/// cluster's history of task starts and stops tells.
+fn reboots_with_tasks_running(trace: &Trace) -> Vec<Violation> {
+    let mut out = vec![];
+    for (h, host) in trace.hosts.iter().enumerate() {
+        for (at, kind) in &host.events {
+            if *kind != NodeEventKind::RebootRequested {
+                continue;
+            }
+            let running = trace.unstopped_at(h, *at);
+            if running > 0 {
+                out.push(Violation {
+                    kind: ViolationKind::RebootWithTasksRunning,
+                    at: *at,
+                    until: None,
+                    hosts: vec![host.name.clone()],
+                    detail: format!("reboot requested while {running} task(s) on the instance had not stopped"),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Result tokens of the status attribute that explain why a host is not on the target (and
 /// `skipped-<why>` ones).
 const PARKED: [&str; 5] = ["opted-out", "quarantined", "rolled-back", "halted", "skipped"];
 
 fn end_state(trace: &Trace) -> Vec<Violation> {
+    let stuck: Vec<&HostTrace> = trace.hosts.iter().filter(|h| is_stuck(h)).collect();
     let mut out = vec![];
     for h in &trace.hosts {
         let e = &h.end;
         let mut flag = |kind, detail: String| {
             out.push(Violation { kind, at: trace.end, until: None, hosts: vec![h.name.clone()], detail });
         };
+        let updated = e.running == trace.target;
+        if updated && (h.plan.opted_out || h.plan.standalone) {
+            let why = if h.plan.opted_out { "opted out" } else { "running a standalone task" };
+            flag(ViolationKind::UpdatedAgainstPlan, format!("updated although {why}"));
+        }
+        if is_stuck(h) {
+            // Keeping claim, marker and DRAINING is how a stuck host keeps its slot.
+            continue;
+        }
         if e.status == InstanceStatus::Draining && e.status_by == Some(Actor::Agent) {
             flag(ViolationKind::LeftDraining, "instance left DRAINING by its agent".into());
         }
@@ -192,34 +252,63 @@ fn end_state(trace: &Trace) -> Vec<Violation> {
         if e.in_flight {
             flag(ViolationKind::InFlightLeft, "journal still has an update in flight".into());
         }
-        let updated = e.running == trace.target;
-        if updated && (h.plan.opted_out || h.plan.standalone) {
-            let why = if h.plan.opted_out { "opted out" } else { "running a standalone task" };
-            flag(ViolationKind::UpdatedAgainstPlan, format!("updated although {why}"));
-        }
-        if !updated && reason(e).is_none() {
-            flag(
-                ViolationKind::NotFinished,
-                format!("runs {} with no recorded reason (status {:?}, last result {:?})", e.running, e.status_attribute, e.last_result),
-            );
+        if !updated && reason(e).is_none() && waits_behind(e, &stuck).is_none() {
+            flag(ViolationKind::NotFinished, unfinished(h, &stuck));
         }
     }
     out
 }
 
+/// Whether the scenario doomed `h` and the trace shows it stuck as its doom says.
+pub fn is_stuck(h: &HostTrace) -> bool {
+    match h.plan.doom {
+        Some(Doom::AgentNeverReturns) => h
+            .events
+            .iter()
+            .rev()
+            .find(|(_, k)| matches!(k, NodeEventKind::AgentStarted | NodeEventKind::AgentCrashed))
+            .is_some_and(|(_, k)| *k == NodeEventKind::AgentCrashed),
+        Some(Doom::EcsAgentNeverReconnects) => status(&h.end).is_some_and(|s| s.phase == "held"),
+        None => false,
+    }
+}
+
+/// The stuck host a waiting host names among the holders of the slots it waits for, if any.
+pub fn waits_behind<'a>(e: &EndState, stuck: &[&'a HostTrace]) -> Option<&'a str> {
+    let st = status(e).filter(|s| s.phase == "waiting")?;
+    stuck.iter().find(|h| crate::trace::names_instance(&st.detail, &h.instance)).map(|h| h.name.as_str())
+}
+
+fn status(e: &EndState) -> Option<agent::status::Status> {
+    agent::status::Status::parse(e.status_attribute.as_deref()?)
+}
+
+/// Why a host that did not finish is not explained, in words.
+fn unfinished(h: &HostTrace, stuck: &[&HostTrace]) -> String {
+    let e = &h.end;
+    let seen = format!("runs {}; status {:?}, last result {:?}", e.running, e.status_attribute, e.last_result);
+    match (h.plan.doom, status(e)) {
+        (Some(d), _) => format!("doomed ({d:?}) but not stuck as that says: {seen}"),
+        (None, Some(s)) if s.phase == "held" => format!("holds its slot with nothing injected that never ends: {seen}"),
+        (None, Some(s)) if s.phase == "waiting" && stuck.is_empty() => format!("stalled waiting, and no host is stuck: {seen}"),
+        (None, Some(s)) if s.phase == "waiting" => format!("stalled waiting behind hosts that are not stuck: {seen}"),
+        _ => format!("no recorded reason: {seen}"),
+    }
+}
+
 /// Why a host is not on the target, as its journal or status attribute records it.
-pub fn reason(e: &crate::trace::EndState) -> Option<String> {
+pub fn reason(e: &EndState) -> Option<String> {
     if e.last_result.as_deref() == Some("rolled-back") || !e.quarantined.is_empty() {
         return Some("rolled-back".into());
     }
-    let token = agent::status::Status::parse(e.status_attribute.as_deref()?)?.result;
+    let token = status(e)?.result;
     (PARKED.contains(&token.as_str()) || token.starts_with("skipped-")).then_some(token)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::{EcsRecord, EndState, HostPlan, HostTrace};
+    use crate::trace::{EcsRecord, EndState, HostPlan};
     use testkit::fake_ecs::EcsChange;
 
     const LEASE: &str = "br-update.lease";
@@ -227,6 +316,7 @@ mod tests {
     fn host(name: &str, events: Vec<(Ms, NodeEventKind)>) -> HostTrace {
         HostTrace {
             name: name.into(),
+            instance: name.into(),
             skew_ms: 0,
             plan: HostPlan::default(),
             events,
@@ -251,7 +341,10 @@ mod tests {
             lease_name: LEASE.into(),
             epoch_ms: 0,
             published: 0,
+            stopped: 100_000,
             end: 100_000,
+            lease_ttl: 600_000,
+            ecs_faults: Default::default(),
             hosts,
             ecs,
             calls: vec![],
@@ -333,6 +426,97 @@ mod tests {
         let v = check(&trace(1, hosts, vec![]));
         assert_eq!(v.len(), 1, "{v:?}");
         assert_eq!((v[0].kind, v[0].at), (ViolationKind::RebootWithoutSlot, 5_000));
+    }
+
+    #[test]
+    fn an_operators_drain_counts_against_n_like_any_other() {
+        // b is DRAINING by an operator over [5 s, 50 s); a holds a slot from 10 s (N = 1).
+        let hosts = vec![host("a", vec![]), host("b", vec![])];
+        let ecs = vec![
+            EcsRecord { at: 5_000, host: 1, by: Actor::Operator, change: EcsChange::Status(InstanceStatus::Draining) },
+            put(10_000, 0, "v1:d:10:600:0badf00d:2.0.0"),
+            EcsRecord { at: 50_000, host: 1, by: Actor::Operator, change: EcsChange::Status(InstanceStatus::Active) },
+        ];
+        let v = check(&trace(1, hosts.clone(), ecs.clone()));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!((v[0].kind, v[0].at, v[0].until), (ViolationKind::TooManyBusy, 10_000, Some(50_000)));
+        assert!(v[0].detail.contains("b drained-by-others"), "{}", v[0].detail);
+        // An operator's drain ending as the claim is written is no overlap.
+        let mut ecs = ecs;
+        ecs[2].at = 10_000;
+        assert!(check(&trace(1, hosts, ecs)).is_empty());
+    }
+
+    fn task(at: Ms, host: usize, task: &str, started: bool) -> EcsRecord {
+        let change = if started {
+            EcsChange::TaskStarted { task: task.into(), service: true }
+        } else {
+            EcsChange::TaskStopped { task: task.into(), service: true }
+        };
+        EcsRecord { at, host, by: Actor::Scheduler, change }
+    }
+
+    #[test]
+    fn a_reboot_while_a_task_has_not_stopped_is_found() {
+        let events = vec![(5_000, NodeEventKind::RebootRequested), (9_000, NodeEventKind::Booted { version: "2.0.0".into() })];
+        let claim = put(1_000, 0, "v1:d:1:600:0badf00d:2.0.0");
+        let started = task(0, 0, "t1", true);
+        // Stopped after the reboot request: cut off.
+        let late = vec![claim.clone(), started.clone(), task(5_001, 0, "t1", false)];
+        let v = check(&trace(1, vec![host("a", events.clone())], late));
+        assert_eq!(v.iter().map(|v| (v.kind, v.at)).collect::<Vec<_>>(), [(ViolationKind::RebootWithTasksRunning, 5_000)]);
+        // Stopped at the instant of the request: nothing left to cut off.
+        let in_time = vec![claim, started, task(5_000, 0, "t1", false)];
+        assert!(check(&trace(1, vec![host("a", events)], in_time)).is_empty());
+    }
+
+    /// `a` stuck by `doom` with its leftovers; `b` waiting with `detail`.
+    fn stuck_and_waiting(doom: Option<Doom>, detail: &str) -> Trace {
+        let mut a = host("a", vec![(1_000, NodeEventKind::AgentStarted), (2_000, NodeEventKind::AgentCrashed)]);
+        a.plan.doom = doom;
+        a.end.running = "1.0.0".into();
+        a.end.status = InstanceStatus::Draining;
+        a.end.claim = Some("v1:d:1:600:0badf00d:2.0.0".into());
+        a.end.marker = Some("by-agent:0badf00d".into());
+        a.end.in_flight = true;
+        a.end.last_result = None;
+        let mut b = host("b", vec![]);
+        b.end.running = "1.0.0".into();
+        b.end.last_result = None;
+        b.end.status_attribute = Some(format!("v2:waiting:1.0.0:2.0.0:waiting-for-slot:1:{detail}"));
+        trace(1, vec![a, b], vec![])
+    }
+
+    #[test]
+    fn a_doomed_host_may_end_stuck_and_the_others_waiting_behind_it() {
+        let t = stuck_and_waiting(Some(Doom::AgentNeverReturns), "slots held by a drained-by-agent claim-lapsed");
+        assert!(check(&t).is_empty(), "{:?}", check(&t));
+        assert_eq!(waits_behind(&t.hosts[1].end, &[&t.hosts[0]]), Some("a"));
+    }
+
+    #[test]
+    fn stuck_or_waiting_ends_without_a_doom_that_shows_are_stalls() {
+        let kinds = |t: &Trace| check(t).into_iter().map(|v| (v.hosts[0].clone(), v.kind)).collect::<Vec<_>>();
+        use ViolationKind::*;
+        let a_left = vec![("a".to_string(), LeftDraining), ("a".into(), ClaimLeft), ("a".into(), MarkerLeft), ("a".into(), InFlightLeft)];
+        // No doom: a's leftovers and b's wait are violations.
+        let t = stuck_and_waiting(None, "slots held by a drained-by-agent claim-lapsed");
+        let mut want = a_left.clone();
+        want.extend([("a".into(), NotFinished), ("b".into(), NotFinished)]);
+        assert_eq!(kinds(&t), want);
+        // Doomed, but its agent came back after the crash: not stuck as its doom says.
+        let mut t = stuck_and_waiting(Some(Doom::AgentNeverReturns), "slots held by a drained-by-agent claim-lapsed");
+        t.hosts[0].events.push((3_000, NodeEventKind::AgentStarted));
+        assert_eq!(kinds(&t), want);
+        // Stuck, but b waits behind someone else (a name containing a's is not a's).
+        let t = stuck_and_waiting(Some(Doom::AgentNeverReturns), "slots held by ab claim-d 30s-left");
+        assert_eq!(kinds(&t), [("b".into(), NotFinished)]);
+        // Held, with no doom behind it.
+        let mut t = stuck_and_waiting(Some(Doom::EcsAgentNeverReconnects), "slots held by a claim-v 300s-left");
+        t.hosts[0].end.status_attribute = Some("v2:verifying:2.0.0:-:in-progress:1:".into());
+        assert!(kinds(&t).contains(&("b".into(), NotFinished)), "{:?}", kinds(&t));
+        t.hosts[0].end.status_attribute = Some("v2:held:2.0.0:2.0.0:held-ecs-agent:1:ECS agent not connected".into());
+        assert!(check(&t).is_empty(), "{:?}", check(&t));
     }
 
     #[test]

@@ -9,11 +9,14 @@
 //!   each host's phases derived from it.
 //! - [`check`]: the checker: never more than N hosts busy, nothing left behind, every host done
 //!   or parked for a reason; returns every violation with its time and hosts.
+//! - [`controls`]: the negative controls, one per hole: the checker must find the hole with its
+//!   fix switched off, and nothing with it on.
 //! - [`metrics`]: makespan against the lower bound, utilisation, drained time, ECS calls.
 //! - [`peers`]: simple models of the peers' strategies on the same fleet, for comparison.
 //! - [`svg`]: a timeline picture of a rollout.
 
 pub mod check;
+pub mod controls;
 pub mod metrics;
 pub mod peers;
 pub mod scenario;

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use agent::config::Config;
-use agent::lease::LeaseRule;
+use agent::lease::{LeaseRule, UnsafeOff};
+use testkit::fake_ecs::TaskListing;
+
+pub use crate::trace::Doom;
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -59,6 +62,44 @@ pub struct FaultPlan {
     pub standalone_fraction: f64,
     /// The fraction of hosts an operator opted out.
     pub opted_out_fraction: f64,
+    /// The chance that a PutAttributes lands late, by a draw from `slow_write`: longer than a
+    /// claim's TTL, a renewal lands after the claim it renews has lapsed.
+    pub slow_write_chance: f64,
+    /// How long a slow write takes to land.
+    pub slow_write: Span,
+    /// The chance that a crash keeps the agent down for a draw from `long_restart_delay`
+    /// instead of `restart_delay`: down for longer than its claim lives.
+    pub long_restart_chance: f64,
+    /// How long such a crash keeps the agent down.
+    pub long_restart_delay: Span,
+    /// The fraction of hosts whose agent crashes the first time its instance is DRAINING (then
+    /// restarts as any crash does): crashes that surely fall mid-drain.
+    pub crash_mid_drain_fraction: f64,
+    /// The fraction of hosts whose agent is stopped (SIGTERM) the first time its instance is
+    /// DRAINING: an undo right after DRAINING was set, while describes may still say ACTIVE.
+    pub sigterm_mid_drain_fraction: f64,
+    /// The chance that a boot's API fails for a draw from `api_errors_after_boot`.
+    pub api_errors_chance: f64,
+    /// How long the API fails after such a boot.
+    pub api_errors_after_boot: Span,
+    /// The chance that a boot's ECS agent reconnects only after a draw from `late_reconnect`.
+    pub late_reconnect_chance: f64,
+    /// How long after such a boot the ECS agent reconnects.
+    pub late_reconnect: Span,
+    /// Describes report the instance's status as it was this long ago.
+    pub status_lag: Duration,
+    /// How long a drained service task keeps running after ECS decided to stop it (its load
+    /// balancer's deregistration delay): each task draws its own.
+    pub stop_time: Span,
+    /// How many hosts an operator drains (DRAINING, not by any agent) at a random instant before
+    /// the update is published, keeping them DRAINING for a draw from `operator_drain_for` after
+    /// publication: slots the agents must count although no agent holds them.
+    pub operator_drains: usize,
+    /// How long after publication an operator's drain lasts.
+    pub operator_drain_for: Span,
+    /// Hosts singled out, by index, for a failure that never ends (the safe failures): the
+    /// promise must hold all the same and the others wait behind them.
+    pub doomed: Vec<(usize, Doom)>,
 }
 
 impl Default for FaultPlan {
@@ -81,12 +122,31 @@ impl FaultPlan {
             restart_delay: Span::new(Duration::from_secs(5), Duration::from_secs(60)),
             standalone_fraction: 0.0,
             opted_out_fraction: 0.0,
+            slow_write_chance: 0.0,
+            slow_write: Span::exactly(Duration::ZERO),
+            long_restart_chance: 0.0,
+            long_restart_delay: Span::minutes(15, 60),
+            crash_mid_drain_fraction: 0.0,
+            sigterm_mid_drain_fraction: 0.0,
+            api_errors_chance: 0.0,
+            api_errors_after_boot: Span::minutes(15, 40),
+            late_reconnect_chance: 0.0,
+            late_reconnect: Span::minutes(15, 40),
+            status_lag: Duration::ZERO,
+            stop_time: Span::exactly(Duration::ZERO),
+            operator_drains: 0,
+            operator_drain_for: Span::minutes(30, 90),
+            doomed: vec![],
         }
     }
 
     /// Every kind of fault at once, at rates that still let a rollout finish: some rolled-back
     /// boots, skewed clocks, stale and throttled reads within what the settings allow, crashes
-    /// and SIGTERMs at random instants, standalone tasks and opted-out hosts.
+    /// and SIGTERMs at random instants, standalone tasks and opted-out hosts; and the edges of
+    /// time: writes landing after a claim's TTL, agents down for longer than it (some crashing
+    /// mid-drain), APIs failing and ECS agents reconnecting long after boot, describes lagging
+    /// writes, tasks running on after being told to stop, and an operator's drain.
+    /// Nothing permanent: the doomed hosts have scenarios of their own.
     pub fn everything() -> FaultPlan {
         FaultPlan {
             rollback_chance: 0.05,
@@ -99,6 +159,21 @@ impl FaultPlan {
             restart_delay: Span::new(Duration::from_secs(5), Duration::from_secs(90)),
             standalone_fraction: 0.05,
             opted_out_fraction: 0.05,
+            slow_write_chance: 0.005,
+            slow_write: Span::minutes(11, 12),
+            long_restart_chance: 0.2,
+            long_restart_delay: Span::minutes(15, 60),
+            crash_mid_drain_fraction: 0.02,
+            sigterm_mid_drain_fraction: 0.02,
+            api_errors_chance: 0.03,
+            api_errors_after_boot: Span::minutes(15, 40),
+            late_reconnect_chance: 0.03,
+            late_reconnect: Span::minutes(15, 40),
+            status_lag: Duration::from_secs(8),
+            stop_time: Span::minutes(0, 5),
+            operator_drains: 1,
+            operator_drain_for: Span::minutes(30, 90),
+            doomed: vec![],
         }
     }
 }
@@ -144,6 +219,13 @@ pub struct Scenario {
     /// hardware-specific failures that must not stop the whole rollout; bad-release scenarios
     /// set it.
     pub halt_after_failures: u32,
+    /// Negative controls: the safety fixes every agent runs without (none by default).
+    pub unsafe_off: UnsafeOff,
+    /// Which tasks the cluster lists to the agents (the unsafe listing only to show it fails).
+    pub task_listing: TaskListing,
+    /// Whether agents count DRAINING instances that no agent drained
+    /// (`cluster.count-foreign-draining`).
+    pub count_foreign_draining: bool,
 }
 
 /// The version every host runs at the start.
@@ -176,12 +258,15 @@ impl Scenario {
             time_limit: Duration::ZERO,
             maintenance: None,
             halt_after_failures: 0,
+            unsafe_off: UnsafeOff::default(),
+            task_listing: TaskListing::default(),
+            count_foreign_draining: defaults.cluster.count_foreign_draining,
         }
         .with_time_limit()
     }
 
     /// Sets the time limit to three times the expected makespan plus a day.
-    fn with_time_limit(mut self) -> Scenario {
+    pub fn with_time_limit(mut self) -> Scenario {
         self.time_limit = self.expected_makespan() * 3 + Duration::from_secs(86_400);
         self
     }
@@ -213,6 +298,7 @@ impl Scenario {
         c.halt_after_failures = self.halt_after_failures;
         c.settle_time = self.settle;
         c.wait_poll_max = self.wait_poll_max;
+        c.count_foreign_draining = self.count_foreign_draining;
         // The allowance must cover the largest disagreement between two hosts' clocks.
         c.clock_skew = c.clock_skew.max(self.faults.clock_skew * 2);
         cfg

@@ -12,22 +12,31 @@ use std::time::Duration;
 
 use agent::backoff::Jitter;
 use agent::clock::{VirtualClock, WallTime};
-use agent::cluster::InstanceStatus;
+use agent::cluster::{InstanceStatus, SetStatus};
 use agent::lease::Names;
 use agent::shutdown::Shutdown;
+use agent::status::{short_id, Status};
 use fake_bottlerocket::{CommandDurations, FakeHost, HostConfig, RebootBehavior};
 use testkit::fake_ecs::{Actor, EcsChange, EcsFaults, FakeEcs};
-use testkit::node::{DaemonPlan, Interruption, Node};
+use testkit::node::{DaemonPlan, Interruption, Node, NodeEventKind};
 use tokio::time::Instant;
 
 use crate::scenario::{Scenario, Span, FROM_VERSION, TARGET_VERSION};
-use crate::trace::{CallRecord, EcsRecord, EndState, HostPlan, HostTrace, Ms, Trace};
+use crate::trace::{names_instance, CallRecord, Doom, EcsRecord, EndState, HostPlan, HostTrace, Ms, Trace};
 
 /// The wall time at t = 0: a whole hour, so check slots fall at their seed's place in the hour.
 pub const EPOCH_SECS: i64 = 1_800_000_000;
 
 /// How often the run looks whether every host is done.
 const MONITOR_EVERY: Duration = Duration::from_secs(300);
+
+/// How long every host that is not done must have been stuck, or waiting behind a stuck one,
+/// before the run takes that as its end: longer than any slot, so a host that merely waits its
+/// turn behind a stuck one and a healthy one is not taken for stalled.
+const STUCK_SETTLES: Duration = Duration::from_secs(3600);
+
+/// Longer than any run: what "never" means for a doomed host's ECS agent.
+const NEVER: Duration = Duration::from_secs(365 * 86_400);
 
 /// Why a run could not be carried out at all (not a finding about the agent).
 #[derive(Debug, thiserror::Error)]
@@ -70,15 +79,22 @@ async fn simulate(sc: &Scenario) -> (Trace, bool) {
     let rng = Jitter::seeded(sc.seed);
     let ecs = FakeEcs::new("fleet", mix(sc.seed, 0xec5));
     ecs.set_drain_time(sc.drain_time.lo, sc.drain_time.hi);
+    let f = &sc.faults;
+    ecs.set_stop_time(f.stop_time.lo, f.stop_time.hi);
+    ecs.set_task_listing(sc.task_listing);
     ecs.set_faults(EcsFaults {
-        staleness: sc.faults.staleness,
-        throttle_every: sc.faults.throttle_every,
+        staleness: f.staleness,
+        throttle_every: f.throttle_every,
         latency: sc.ecs_latency,
+        slow_write_chance: f.slow_write_chance,
+        slow_write: f.slow_write.lo,
+        slow_write_spread: f.slow_write.hi.saturating_sub(f.slow_write.lo),
+        status_lag: f.status_lag,
         ..EcsFaults::default()
     });
     let hosts: Vec<SimHost> = (0..sc.hosts).map(|i| build_host(sc, &ecs, &rng, i)).collect();
     let published = t0 + sc.check_interval;
-    let mut plans: Vec<DaemonPlan> = (0..sc.hosts).map(|i| daemon_plan(sc, published, i)).collect();
+    let mut plans: Vec<DaemonPlan> = (0..sc.hosts).map(|i| daemon_plan(sc, &hosts[i].plan, published, i)).collect();
     let (trigger, stop) = Shutdown::new();
     // The agents have been running for a while when the update comes out: they start at random
     // instants of the first check interval, and the update is published at its end.
@@ -99,11 +115,50 @@ async fn simulate(sc: &Scenario) -> (Trace, bool) {
     let monitor = async {
         publisher.await;
         let finished = monitor(sc, &ecs, &hosts, published).await;
+        // How the rollout left each host, before the agents write how they were stopped.
+        let left = Left { at: Instant::now(), statuses: hosts.iter().map(|h| status_attribute(&ecs, h)).collect() };
         trigger.fire();
-        finished
+        (finished, left)
     };
-    let (_, finished) = tokio::join!(daemons, monitor);
-    (record(sc, &ecs, &hosts, t0, published), finished)
+    let operators = operator_drains(sc, &ecs, &hosts, t0, published, stop.clone());
+    let (_, (finished, left), ()) = tokio::join!(daemons, monitor, operators);
+    (record(sc, &ecs, &hosts, t0, published, left), finished)
+}
+
+/// The run as the rollout left it, when the monitor told it to stop.
+struct Left {
+    /// When.
+    at: Instant,
+    /// Each host's status attribute then.
+    statuses: Vec<Option<String>>,
+}
+
+/// An operator drains `operator_drains` instances (no agent's doing) at random instants before
+/// publication and sets each ACTIVE again a while after it.
+async fn operator_drains(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant, published: Instant, stop: Shutdown) {
+    let f = &sc.faults;
+    if f.operator_drains == 0 || hosts.is_empty() {
+        return;
+    }
+    let rng = Jitter::seeded(mix(sc.seed, 0x0d7a));
+    let mut chosen = std::collections::BTreeSet::new();
+    while chosen.len() < f.operator_drains.min(hosts.len()) {
+        chosen.insert((rng.next_u64() % hosts.len() as u64) as usize);
+    }
+    let drains = chosen.into_iter().map(|i| {
+        let (from, until) = (t0 + rng.up_to(published - t0), published + draw(&rng, f.operator_drain_for));
+        let (arn, stop) = (hosts[i].node.arn.clone(), stop.clone());
+        async move {
+            tokio::time::sleep_until(from).await;
+            ecs.operator_update_state(&arn, SetStatus::Draining);
+            tokio::select! {
+                biased;
+                _ = stop.wait() => {}
+                _ = tokio::time::sleep_until(until) => ecs.operator_update_state(&arn, SetStatus::Active),
+            }
+        }
+    });
+    futures_util::future::join_all(drains).await;
 }
 
 /// A host, its instance registered with its tasks and attributes, its clock skewed.
@@ -114,7 +169,8 @@ fn build_host(sc: &Scenario, ecs: &FakeEcs, rng: &Jitter, i: usize) -> SimHost {
     } else {
         rng.between(Duration::ZERO, f.clock_skew * 2).as_millis() as i64 - f.clock_skew.as_millis() as i64
     };
-    let plan = HostPlan { opted_out: chance(rng, f.opted_out_fraction), standalone: chance(rng, f.standalone_fraction) };
+    let doom = f.doomed.iter().find(|(h, _)| *h == i).map(|(_, d)| *d);
+    let plan = HostPlan { opted_out: chance(rng, f.opted_out_fraction), standalone: chance(rng, f.standalone_fraction), doom };
     let wave_seed = if sc.same_instant { 0 } else { (rng.next_u64() % 2048) as u32 };
     let host = FakeHost::new(HostConfig {
         version: FROM_VERSION.into(),
@@ -134,6 +190,7 @@ fn build_host(sc: &Scenario, ecs: &FakeEcs, rng: &Jitter, i: usize) -> SimHost {
     let name = format!("h{i:04}");
     let mut node = Node::new(&name, host, Some(ecs), clock, sc.config(), mix(sc.seed, i as u64 + 1));
     node.lease_rule = Some(sc.rule);
+    node.unsafe_off = sc.unsafe_off;
     ecs.add_tasks(&node.arn, Some("ecs-svc/web"), 3);
     if plan.standalone {
         ecs.add_tasks(&node.arn, Some("events-rule/nightly-report"), 1);
@@ -146,8 +203,8 @@ fn build_host(sc: &Scenario, ecs: &FakeEcs, rng: &Jitter, i: usize) -> SimHost {
 }
 
 /// How systemd and the machine treat host `i`: reboot times, rollbacks, crashes, SIGTERMs
-/// (at instants after `t0`).
-fn daemon_plan(sc: &Scenario, t0: Instant, i: usize) -> DaemonPlan {
+/// (at instants after `t0`, or mid-drain), long outages, and its doom if it has one.
+fn daemon_plan(sc: &Scenario, host: &HostPlan, t0: Instant, i: usize) -> DaemonPlan {
     let f = &sc.faults;
     let rng = Jitter::seeded(mix(sc.seed, 0xdae0_0000 + i as u64));
     let mut interruptions: Vec<(Instant, Interruption)> = vec![];
@@ -157,7 +214,14 @@ fn daemon_plan(sc: &Scenario, t0: Instant, i: usize) -> DaemonPlan {
         }
     }
     interruptions.sort_by_key(|(at, _)| *at);
-    DaemonPlan {
+    let on_first_drain = if chance(&rng, f.crash_mid_drain_fraction) {
+        Some(Interruption::Crash)
+    } else if chance(&rng, f.sigterm_mid_drain_fraction) {
+        Some(Interruption::Terminate)
+    } else {
+        None
+    };
+    let mut plan = DaemonPlan {
         reboot_time: (sc.reboot_time.lo, sc.reboot_time.hi),
         rollback_chance: f.rollback_chance,
         interruptions: VecDeque::from(interruptions),
@@ -165,20 +229,77 @@ fn daemon_plan(sc: &Scenario, t0: Instant, i: usize) -> DaemonPlan {
         restart_on_exit: true,
         ecs_agent_reconnect: (sc.ecs_agent_reconnect.lo, sc.ecs_agent_reconnect.hi),
         rng,
+        long_restart_chance: f.long_restart_chance,
+        long_restart_delay: (f.long_restart_delay.lo, f.long_restart_delay.hi),
+        restart_after_crash: true,
+        on_first_drain,
+        late_reconnect_chance: f.late_reconnect_chance,
+        late_reconnect: (f.late_reconnect.lo, f.late_reconnect.hi),
+        api_errors_chance: f.api_errors_chance,
+        api_errors_after_boot: (f.api_errors_after_boot.lo, f.api_errors_after_boot.hi),
+    };
+    match host.doom {
+        Some(Doom::AgentNeverReturns) => {
+            plan.on_first_drain = Some(Interruption::Crash);
+            plan.restart_after_crash = false;
+        }
+        Some(Doom::EcsAgentNeverReconnects) => {
+            plan.late_reconnect_chance = 1.0;
+            plan.late_reconnect = (NEVER, NEVER);
+        }
+        None => {}
     }
+    plan
 }
 
-/// Waits until every host is done (or the time limit after `t0`); true when all are.
+/// Waits until every host is done, or every host not done has been stuck or waiting behind a
+/// stuck one for [`STUCK_SETTLES`] (or the time limit after `t0`); true unless the time limit
+/// ended it.
 async fn monitor(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant) -> bool {
     let mut pending: Vec<usize> = (0..hosts.len()).collect();
-    while !pending.is_empty() {
+    let mut stuck_since: Option<Instant> = None;
+    loop {
+        pending.retain(|&i| !is_done(ecs, &hosts[i]));
+        if pending.is_empty() {
+            return true;
+        }
+        let stuck: Vec<&str> = pending.iter().filter(|&&i| is_stuck(ecs, &hosts[i])).map(|&i| short_id(&hosts[i].node.arn)).collect();
+        let behind = |i: usize| waits_behind(ecs, &hosts[i], &stuck);
+        let settled = !stuck.is_empty() && pending.iter().all(|&i| is_stuck(ecs, &hosts[i]) || behind(i));
+        stuck_since = if settled { stuck_since.or(Some(Instant::now())) } else { None };
+        if stuck_since.is_some_and(|since| since.elapsed() >= STUCK_SETTLES) {
+            return true;
+        }
         if Instant::now().duration_since(t0) >= sc.time_limit {
             return false;
         }
         tokio::time::sleep(MONITOR_EVERY).await;
-        pending.retain(|&i| !is_done(ecs, &hosts[i]));
     }
-    true
+}
+
+/// Whether a doomed host is stuck as its doom says: its agent gone for good after a crash, or
+/// holding its slot after the update's boot.
+fn is_stuck(ecs: &FakeEcs, h: &SimHost) -> bool {
+    match h.plan.doom {
+        Some(Doom::AgentNeverReturns) => {
+            h.node.history().iter().rev().find(|e| matches!(e.kind, NodeEventKind::AgentStarted | NodeEventKind::AgentCrashed)).is_some_and(|e| e.kind == NodeEventKind::AgentCrashed)
+        }
+        Some(Doom::EcsAgentNeverReconnects) => status_now(ecs, h).is_some_and(|s| s.phase == "held"),
+        None => false,
+    }
+}
+
+/// Whether a host waits for a slot, naming one of the `stuck` instances among the holders.
+fn waits_behind(ecs: &FakeEcs, h: &SimHost, stuck: &[&str]) -> bool {
+    status_now(ecs, h).is_some_and(|s| s.phase == "waiting" && stuck.iter().any(|id| names_instance(&s.detail, id)))
+}
+
+fn status_now(ecs: &FakeEcs, h: &SimHost) -> Option<Status> {
+    Status::parse(&status_attribute(ecs, h)?)
+}
+
+fn status_attribute(ecs: &FakeEcs, h: &SimHost) -> Option<String> {
+    ecs.attribute(&h.node.arn, &Names::new(&h.node.cfg.cluster.attribute_prefix).status)
 }
 
 /// Whether a host reached its end: on the target with nothing in flight, or parked for a
@@ -194,8 +315,7 @@ fn is_done(ecs: &FakeEcs, h: &SimHost) -> bool {
     if record.last_result.as_deref() == Some("rolled-back") || record.quarantine.iter().any(|q| q.version == TARGET_VERSION) {
         return true;
     }
-    let names = Names::new(&h.node.cfg.cluster.attribute_prefix);
-    let token = ecs.attribute(&h.node.arn, &names.status).and_then(|v| agent::status::Status::parse(&v)).map(|s| s.result);
+    let token = status_now(ecs, h).map(|s| s.result);
     match token.as_deref() {
         Some("opted-out") => h.plan.opted_out,
         Some("halted") => true,
@@ -204,15 +324,16 @@ fn is_done(ecs: &FakeEcs, h: &SimHost) -> bool {
     }
 }
 
-/// Turns the fakes' histories into a trace.
-fn record(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant, published: Instant) -> Trace {
+/// Turns the fakes' histories into a trace; the rollout left the hosts as `left` says.
+fn record(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant, published: Instant, left: Left) -> Trace {
     let ms = |at: Instant| at.saturating_duration_since(t0).as_millis() as Ms;
+    let names = Names::new(&sc.config().cluster.attribute_prefix);
+    let history = ecs.history();
     let index: std::collections::BTreeMap<&str, usize> =
         hosts.iter().enumerate().map(|(i, h)| (h.node.arn.as_str(), i)).collect();
     let host_of = |arn: &str| index.get(arn).copied();
     let mut last_status_by: Vec<Option<Actor>> = vec![None; hosts.len()];
-    let ecs_records: Vec<EcsRecord> = ecs
-        .history()
+    let ecs_records: Vec<EcsRecord> = history
         .into_iter()
         .filter_map(|e| {
             let host = host_of(&e.instance)?;
@@ -227,7 +348,6 @@ fn record(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant, publishe
         .into_iter()
         .filter_map(|c| Some(CallRecord { at: ms(c.at), host: host_of(&c.instance)?, op: c.op }))
         .collect();
-    let names = Names::new(&sc.config().cluster.attribute_prefix);
     let host_traces = hosts
         .iter()
         .enumerate()
@@ -239,13 +359,14 @@ fn record(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant, publishe
                 status_by: last_status_by[i],
                 claim: ecs.attribute(&h.node.arn, &names.lease),
                 marker: ecs.attribute(&h.node.arn, &names.drained),
-                status_attribute: ecs.attribute(&h.node.arn, &names.status),
+                status_attribute: left.statuses[i].clone(),
                 last_result: record.last_result.clone(),
                 in_flight: record.in_flight.is_some(),
                 quarantined: record.quarantine.iter().map(|q| q.version.clone()).collect(),
             };
             HostTrace {
                 name: h.node.name.clone(),
+                instance: short_id(&h.node.arn).to_string(),
                 skew_ms: h.skew_ms,
                 plan: h.plan,
                 events: h.node.history().into_iter().map(|e| (ms(e.at), e.kind)).collect(),
@@ -259,7 +380,10 @@ fn record(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant, publishe
         lease_name: names.lease,
         epoch_ms: EPOCH_SECS * 1000,
         published: ms(published),
+        stopped: ms(left.at),
         end: ms(Instant::now()),
+        lease_ttl: sc.config().cluster.lease_ttl.as_millis() as Ms,
+        ecs_faults: ecs.fault_tally(),
         hosts: host_traces,
         ecs: ecs_records,
         calls,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use agent::cluster::InstanceStatus;
 use agent::lease::{Claim, ClaimPhase};
-use testkit::fake_ecs::{Actor, EcsChange};
+use testkit::fake_ecs::{Actor, EcsChange, FaultTally};
 use testkit::node::NodeEventKind;
 
 /// Milliseconds since the rollout started.
@@ -37,6 +37,16 @@ pub struct CallRecord {
     pub op: &'static str,
 }
 
+/// A failure that never ends, given to a host on purpose to show the safe failure: the host
+/// keeps its slot, the promise holds, and the others wait behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Doom {
+    /// Its agent is killed (-9) mid-drain and never started again.
+    AgentNeverReturns,
+    /// After the update's boot its ECS agent never reconnects, so it holds its slot.
+    EcsAgentNeverReconnects,
+}
+
 /// What the scenario planned for a host, besides timings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostPlan {
@@ -44,6 +54,8 @@ pub struct HostPlan {
     pub opted_out: bool,
     /// It runs a standalone task that never ends.
     pub standalone: bool,
+    /// A failure that never ends, if the scenario gave it one.
+    pub doom: Option<Doom>,
 }
 
 /// How a host ended.
@@ -59,7 +71,8 @@ pub struct EndState {
     pub claim: Option<String>,
     /// Its drain marker, if any is left.
     pub marker: Option<String>,
-    /// Its `<prefix>.status` attribute.
+    /// Its `<prefix>.status` attribute as the rollout left it: when the run was stopped
+    /// ([`Trace::stopped`]), before the agents wrote how they were stopped.
     pub status_attribute: Option<String>,
     /// The journal's `last_result`.
     pub last_result: Option<String>,
@@ -74,6 +87,9 @@ pub struct EndState {
 pub struct HostTrace {
     /// Its name.
     pub name: String,
+    /// Its container instance's short id (the last part of its ARN), as the others' status
+    /// details name it.
+    pub instance: String,
     /// How far its clock is off, in milliseconds.
     pub skew_ms: i64,
     /// What the scenario planned for it.
@@ -97,8 +113,15 @@ pub struct Trace {
     pub epoch_ms: i64,
     /// When the update was published (the agents started before, at random instants).
     pub published: Ms,
-    /// When the run stopped.
+    /// When the run was told to stop: every host done, parked, or waiting behind a doomed one,
+    /// or the time limit.
+    pub stopped: Ms,
+    /// When the run stopped (the agents have stopped by then).
     pub end: Ms,
+    /// The claims' time to live (`cluster.lease-ttl`), to tell outages longer than a claim lives.
+    pub lease_ttl: Ms,
+    /// How often the cluster's injected faults took effect.
+    pub ecs_faults: FaultTally,
     /// The hosts, by index.
     pub hosts: Vec<HostTrace>,
     /// Every change to the cluster, oldest first.
@@ -118,6 +141,67 @@ pub struct FaultCounts {
     pub reboots: usize,
     /// Boots that came back on a version other than the target.
     pub rollbacks: usize,
+    /// Crashes after which the agent stayed down longer than a claim lives (or for good).
+    pub long_downs: usize,
+    /// Crashes while the instance was DRAINING.
+    pub crashes_mid_drain: usize,
+    /// Crashed agents that had not come back when the run stopped, a claim's life or more later.
+    pub never_returned: usize,
+    /// Boots whose API then failed for longer than a claim lives.
+    pub long_api_outages: usize,
+    /// Boots whose ECS agent reconnected more than a claim's life later (or never).
+    pub late_reconnects: usize,
+    /// Writes that landed late.
+    pub slow_writes: u64,
+    /// Describes that answered an outdated status.
+    pub stale_status_reads: u64,
+    /// Task listings that showed a task still stopping after ECS decided to stop it.
+    pub stopping_tasks_listed: u64,
+    /// Instances set DRAINING by an operator.
+    pub operator_drains: usize,
+}
+
+impl FaultCounts {
+    /// The sum of two runs' counts.
+    pub fn add(&mut self, o: &FaultCounts) {
+        self.crashes += o.crashes;
+        self.sigterms += o.sigterms;
+        self.reboots += o.reboots;
+        self.rollbacks += o.rollbacks;
+        self.long_downs += o.long_downs;
+        self.crashes_mid_drain += o.crashes_mid_drain;
+        self.never_returned += o.never_returned;
+        self.long_api_outages += o.long_api_outages;
+        self.late_reconnects += o.late_reconnects;
+        self.slow_writes += o.slow_writes;
+        self.stale_status_reads += o.stale_status_reads;
+        self.stopping_tasks_listed += o.stopping_tasks_listed;
+        self.operator_drains += o.operator_drains;
+    }
+}
+
+impl std::fmt::Display for FaultCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "crashes {} (mid-drain {}, down > TTL {}, not back by the end {}), SIGTERMs {}, reboots {}, rollbacks {}, \
+             API failing > TTL after boot {}, ECS agent back > TTL after boot {}, slow writes {}, \
+             stale status reads {}, listings with stopping tasks {}, operator drains {}",
+            self.crashes,
+            self.crashes_mid_drain,
+            self.long_downs,
+            self.never_returned,
+            self.sigterms,
+            self.reboots,
+            self.rollbacks,
+            self.long_api_outages,
+            self.late_reconnects,
+            self.slow_writes,
+            self.stale_status_reads,
+            self.stopping_tasks_listed,
+            self.operator_drains
+        )
+    }
 }
 
 /// A half-open interval `[start, end)` of a run.
@@ -151,7 +235,9 @@ pub struct Phases {
     pub holding: Vec<Interval>,
     /// Its instance was DRAINING, set by its agent.
     pub draining: Vec<Interval>,
-    /// Between an accepted reboot request and the boot.
+    /// Its instance was DRAINING, set by someone else (an operator, ECS on scale-in).
+    pub drained_by_others: Vec<Interval>,
+    /// Down: between an accepted reboot request and the boot.
     pub rebooting: Vec<Interval>,
     /// From the claim write that won a slot to the claim's removal (or lapse): the slot time.
     pub slots: Vec<Interval>,
@@ -160,14 +246,25 @@ pub struct Phases {
 }
 
 impl Phases {
+    /// Every stretch during which the host counts against N, in no order and possibly
+    /// overlapping: holding, DRAINING by anyone, down.
+    pub fn busy(&self) -> impl Iterator<Item = &Interval> {
+        self.holding.iter().chain(&self.draining).chain(&self.drained_by_others).chain(&self.rebooting)
+    }
     /// Whether the host counts against N at `t`.
     pub fn busy_at(&self, t: Ms) -> bool {
-        [&self.holding, &self.draining, &self.rebooting].iter().any(|v| v.iter().any(|i| i.contains(t)))
+        self.busy().any(|i| i.contains(t))
     }
-    /// Which of the three states it is in at `t`, for reports.
+    /// Which of the busy states it is in at `t`, for reports.
     pub fn describe_at(&self, t: Ms) -> String {
         let mut parts = vec![];
-        for (name, v) in [("holding", &self.holding), ("draining", &self.draining), ("rebooting", &self.rebooting)] {
+        let states = [
+            ("holding", &self.holding),
+            ("draining", &self.draining),
+            ("drained-by-others", &self.drained_by_others),
+            ("down", &self.rebooting),
+        ];
+        for (name, v) in states {
             if v.iter().any(|i| i.contains(t)) {
                 parts.push(name);
             }
@@ -196,9 +293,11 @@ impl Trace {
         (0..self.hosts.len())
             .map(|i| {
                 let (holding, slots) = self.claim_intervals(i, &lease[i]);
+                let (draining, drained_by_others) = draining_intervals(&status[i], self.end);
                 Phases {
                     holding,
-                    draining: draining_intervals(&status[i], self.end),
+                    draining,
+                    drained_by_others,
                     rebooting: reboot_intervals(&self.hosts[i].events, self.end),
                     waiting: waiting_intervals(&looks[i], &slots),
                     slots,
@@ -253,6 +352,25 @@ impl Trace {
         (holding, slots)
     }
 
+    /// How many tasks on `host`'s instance had not stopped at `at`: started by then and not yet
+    /// stopped (a task that stops at `at` itself no longer counts), as the cluster's history
+    /// tells (the same rule as `testkit::fake_ecs::unstopped_at`).
+    pub fn unstopped_at(&self, host: usize, at: Ms) -> usize {
+        let mut running = std::collections::BTreeSet::new();
+        for e in self.ecs.iter().take_while(|e| e.at <= at).filter(|e| e.host == host) {
+            match &e.change {
+                EcsChange::TaskStarted { task, .. } => {
+                    running.insert(task.as_str());
+                }
+                EcsChange::TaskStopped { task, .. } => {
+                    running.remove(task.as_str());
+                }
+                _ => {}
+            }
+        }
+        running.len()
+    }
+
     /// The hosts' names, for reports.
     pub fn name(&self, host: usize) -> &str {
         &self.hosts[host].name
@@ -293,21 +411,50 @@ impl Trace {
         all[from..].iter().map(|(t, line)| format!("{} {line}", crate::check::clock(*t))).collect()
     }
 
-    /// How many events of each kind the hosts went through: agent crashes, SIGTERMs, reboots,
-    /// and boots that came back on the old version.
+    /// How many events of each kind the run went through: agent crashes (and how many of those
+    /// kept the agent down past a claim's life, or for good), SIGTERMs, reboots, boots that came
+    /// back on the old version, long API outages and late ECS agents after boot, the cluster's
+    /// slow writes, stale describes and stopping tasks, and operators' drains.
     pub fn fault_counts(&self) -> FaultCounts {
-        let mut c = FaultCounts::default();
-        for h in &self.hosts {
-            for (_, kind) in &h.events {
+        let phases = self.phases();
+        let mut c = FaultCounts {
+            slow_writes: self.ecs_faults.slow_writes,
+            stale_status_reads: self.ecs_faults.stale_status_reads,
+            stopping_tasks_listed: self.ecs_faults.stopping_tasks_listed,
+            ..FaultCounts::default()
+        };
+        for (h, host) in self.hosts.iter().enumerate() {
+            let mut booted = None;
+            for (k, (at, kind)) in host.events.iter().enumerate() {
                 match kind {
-                    NodeEventKind::AgentCrashed => c.crashes += 1,
+                    NodeEventKind::AgentCrashed => {
+                        c.crashes += 1;
+                        let mid_drain = phases[h].draining.iter().chain(&phases[h].drained_by_others).any(|i| i.contains(*at));
+                        c.crashes_mid_drain += usize::from(mid_drain);
+                        let back = host.events[k..].iter().find(|(_, e)| *e == NodeEventKind::AgentStarted).map(|(t, _)| *t);
+                        c.never_returned += usize::from(back.is_none() && self.stopped.saturating_sub(*at) > self.lease_ttl);
+                        c.long_downs += usize::from(back.unwrap_or(self.stopped).saturating_sub(*at) > self.lease_ttl);
+                    }
                     NodeEventKind::AgentTerminated => c.sigterms += 1,
                     NodeEventKind::RebootRequested => c.reboots += 1,
-                    NodeEventKind::Booted { version } if *version != self.target => c.rollbacks += 1,
+                    NodeEventKind::Booted { version } => {
+                        c.rollbacks += usize::from(*version != self.target);
+                        booted = Some(*at);
+                        let back = host.events[k..].iter().find(|(_, e)| *e == NodeEventKind::EcsAgentReconnected).map(|(t, _)| *t);
+                        c.late_reconnects += usize::from(back.unwrap_or(self.stopped).saturating_sub(*at) > self.lease_ttl);
+                    }
+                    NodeEventKind::ApiFailingAfterBoot { lasting } if booted.is_some() => {
+                        c.long_api_outages += usize::from(lasting.as_millis() as Ms > self.lease_ttl);
+                    }
                     _ => {}
                 }
             }
         }
+        c.operator_drains = self
+            .ecs
+            .iter()
+            .filter(|e| e.by == Actor::Operator && e.change == EcsChange::Status(InstanceStatus::Draining))
+            .count();
         c
     }
 
@@ -321,25 +468,36 @@ impl Trace {
     }
 }
 
-/// DRAINING set by the agent, until set ACTIVE (or the run ends).
-fn draining_intervals(changes: &[(Ms, Actor, &InstanceStatus)], end: Ms) -> Vec<Interval> {
-    let mut out = vec![];
-    let mut since = None;
+/// Whether a status detail names the instance `id` as a whole word (`h1` is not named by
+/// `h10`).
+pub fn names_instance(detail: &str, id: &str) -> bool {
+    detail.split_whitespace().any(|w| w == id)
+}
+
+/// Each stretch of DRAINING until set ACTIVE (or the run's end): those its agent began, and
+/// those someone else began.
+fn draining_intervals(changes: &[(Ms, Actor, &InstanceStatus)], end: Ms) -> (Vec<Interval>, Vec<Interval>) {
+    let (mut by_agent, mut by_others) = (vec![], vec![]);
+    let mut since: Option<(Ms, Actor)> = None;
+    let mut close = |start: Ms, who: Actor, at: Ms| {
+        let out = if who == Actor::Agent { &mut by_agent } else { &mut by_others };
+        out.push(Interval { start, end: at });
+    };
     for &(at, by, status) in changes {
         match (status, since) {
-            (InstanceStatus::Draining, None) if by == Actor::Agent => since = Some(at),
+            (InstanceStatus::Draining, None) => since = Some((at, by)),
             (InstanceStatus::Draining, _) => {}
-            (_, Some(start)) => {
-                out.push(Interval { start, end: at });
+            (_, Some((start, who))) => {
+                close(start, who, at);
                 since = None;
             }
             (_, None) => {}
         }
     }
-    if let Some(start) = since {
-        out.push(Interval { start, end });
+    if let Some((start, who)) = since {
+        close(start, who, end);
     }
-    out
+    (by_agent, by_others)
 }
 
 /// From each accepted reboot request to the next boot (or the run's end).

@@ -36,7 +36,7 @@ fn report(seed: u64, run: &Run, violations: &[Violation]) -> String {
 fn sweep_seeds() -> Vec<u64> {
     match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         Some(seed) => vec![seed],
-        None => (1..=30).collect(),
+        None => (1..=24).collect(),
     }
 }
 
@@ -46,22 +46,27 @@ fn no_violation_with_every_fault_over_many_seeds() {
     let mut seen = fleet_sim::trace::FaultCounts::default();
     for seed in sweep_seeds() {
         let mut sc = Scenario::with_faults(100, 4, seed);
+        // Calls take time, so an act between two calls (DRAINING undone by the next call, say)
+        // lasts long enough for the checker to see it.
+        sc.ecs_latency = Duration::from_millis(50);
         // Half the seeds with a cap long enough for waiters to count their competitors.
         if seed % 2 == 0 {
             sc.wait_poll_max = Duration::from_secs(3600);
         }
         let r = run(&sc);
         let v = check::check(&r.trace);
-        let c = r.trace.fault_counts();
-        (seen.crashes, seen.sigterms, seen.reboots, seen.rollbacks) =
-            (seen.crashes + c.crashes, seen.sigterms + c.sigterms, seen.reboots + c.reboots, seen.rollbacks + c.rollbacks);
+        seen.add(&r.trace.fault_counts());
         if !v.is_empty() || !r.finished {
             failures.push(report(seed, &r, &v));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("faults over the sweep: {seen}");
     // The sweep proves something only if the faults really happened.
-    assert!(seen.crashes > 0 && seen.sigterms > 0 && seen.rollbacks > 0 && seen.reboots > 0, "{seen:?}");
+    let c = &seen;
+    let hosts_side = [c.crashes, c.sigterms, c.rollbacks, c.reboots, c.long_downs, c.crashes_mid_drain, c.long_api_outages, c.late_reconnects];
+    let cluster_side = [c.slow_writes, c.stale_status_reads, c.stopping_tasks_listed, c.operator_drains as u64];
+    assert!(hosts_side.iter().all(|&n| n > 0) && cluster_side.iter().all(|&n| n > 0), "{seen:?}");
 }
 
 #[test]

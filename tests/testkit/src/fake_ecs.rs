@@ -56,13 +56,31 @@ pub struct EcsFaults {
     /// Every Nth PutAttributes fleet-wide (0: none) takes [`EcsFaults::slow_write`] to land, as a
     /// write retried through throttling or a slow network would.
     pub slow_write_every: u64,
-    /// How long a slow write takes before it lands and the call returns.
+    /// Besides: each PutAttributes takes [`EcsFaults::slow_write`] to land with this chance, so
+    /// that which writes are slow does not cycle with a host's own pattern of writes.
+    pub slow_write_chance: f64,
+    /// How long a slow write takes before it lands and the call returns, at least.
     pub slow_write: Duration,
+    /// A slow write takes up to this much longer than [`EcsFaults::slow_write`] (uniform).
+    pub slow_write_spread: Duration,
     /// DescribeContainerInstances reports the instance's status as it was this long ago
     /// (ECS's reads are eventually consistent; right after DRAINING a describe may say ACTIVE).
     pub status_lag: Duration,
     /// ListAttributes and ListContainerInstances fail as a listing cut short.
     pub incomplete_lists: bool,
+}
+
+/// How often the injected faults of [`EcsFaults`] and the stop time took effect, so that a run
+/// can show they happened and not only that they were set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultTally {
+    /// Writes that landed late ([`EcsFaults::slow_write_every`]).
+    pub slow_writes: u64,
+    /// Describes that answered a status other than the instance's current one
+    /// ([`EcsFaults::status_lag`]).
+    pub stale_status_reads: u64,
+    /// Task listings that included a task still stopping ([`FakeEcs::set_stop_time`]).
+    pub stopping_tasks_listed: u64,
 }
 
 /// Who changed the cluster.
@@ -239,6 +257,7 @@ struct State {
     max_staleness: Duration,
     /// PutAttributes calls so far (for the slow-write fault).
     puts: u64,
+    tally: FaultTally,
 }
 
 impl State {
@@ -255,6 +274,41 @@ impl State {
             self.visible.entry(name.clone()).or_default().insert(instance.clone());
         }
         self.history.push(EcsEvent { at, instance: instance.clone(), by, change });
+    }
+
+    /// UpdateContainerInstancesState on `arn` by `by`: DRAINING moves the service tasks (each
+    /// after the drain time, then its stop time), ACTIVE calls off a drain whose time has not run
+    /// out.
+    fn update_state(&mut self, arn: &str, status: SetStatus, by: Actor) -> Result<(), ClusterError> {
+        const OP: &str = "UpdateContainerInstancesState";
+        let (lo, hi) = self.drain_time;
+        let drain = self.jitter.between(lo, hi);
+        let (stop_lo, stop_hi) = self.stop_time;
+        let State { instances, jitter, stop_queue, .. } = self;
+        let inst = instances.get_mut(arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
+        let now = Instant::now();
+        match (status, &inst.status) {
+            (SetStatus::Draining, InstanceStatus::Active | InstanceStatus::Draining) => {
+                inst.set_status(now, InstanceStatus::Draining);
+                for t in inst.tasks.iter_mut().filter(|t| t.service && t.stops_at.is_none()) {
+                    t.stops_at = Some(now + drain);
+                    t.stop_time = jitter.between(stop_lo, stop_hi);
+                    stop_queue.insert((now + drain + t.stop_time, inst.arn.clone()));
+                }
+            }
+            (SetStatus::Active, InstanceStatus::Active | InstanceStatus::Draining) => {
+                inst.set_status(now, InstanceStatus::Active);
+                // A task ECS has already decided to stop goes on stopping; only a drain whose
+                // time has not run out is called off.
+                for t in inst.tasks.iter_mut().filter(|t| !t.desired_stopped(now)) {
+                    t.stops_at = None;
+                }
+            }
+            (_, other) => return Err(rejected(OP, "InvalidParameterException", format!("instance is {other:?}"))),
+        }
+        let (target, new_status) = (inst.arn.clone(), inst.status.clone());
+        self.record(now, &target, by, EcsChange::Status(new_status));
+        Ok(())
     }
 
     /// Ends the tasks whose stop time has run out by `now`, each recorded at the instant it
@@ -318,6 +372,7 @@ impl FakeEcs {
             visible: BTreeMap::new(),
             max_staleness: Duration::ZERO,
             puts: 0,
+            tally: FaultTally::default(),
         })))
     }
 
@@ -452,6 +507,22 @@ impl FakeEcs {
         if let Some(i) = self.0.borrow_mut().instances.get_mut(arn) {
             i.health = overall.map(str::to_string);
         }
+    }
+
+    /// What an operator's `aws ecs update-container-instances-state` does (or ECS's managed
+    /// draining on scale-in): the same as the agent's call, service tasks moving off a DRAINING
+    /// instance, recorded as the operator's. A call ECS would refuse changes nothing.
+    pub fn operator_update_state(&self, arn: &str, status: SetStatus) {
+        let mut s = self.0.borrow_mut();
+        s.settle(Instant::now());
+        if let Err(e) = s.update_state(arn, status, Actor::Operator) {
+            tracing::debug!(error = %e, "operator state change refused");
+        }
+    }
+
+    /// How often the injected faults took effect so far.
+    pub fn fault_tally(&self) -> FaultTally {
+        self.0.borrow().tally
     }
 
     /// Marks the ECS agent on `arn` connected or not.
@@ -592,6 +663,11 @@ pub fn unstopped_at(history: &[EcsEvent], instance: &str, at: Instant) -> usize 
     running.len()
 }
 
+/// True with probability `p`.
+fn chance(rng: &Jitter, p: f64) -> bool {
+    ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+}
+
 fn rejected(op: &'static str, code: &str, message: impl Into<String>) -> ClusterError {
     ClusterError::Rejected { op, code: code.into(), message: message.into() }
 }
@@ -645,11 +721,14 @@ impl ClusterStore for FakeEcsHost {
         let slow = {
             let mut s = self.ecs.0.borrow_mut();
             s.puts += 1;
-            let f = &s.faults;
-            (f.slow_write_every > 0 && s.puts.is_multiple_of(f.slow_write_every)).then_some(f.slow_write)
+            let f = s.faults.clone();
+            let every = f.slow_write_every > 0 && s.puts.is_multiple_of(f.slow_write_every);
+            let slow = every || (f.slow_write_chance > 0.0 && chance(&s.jitter, f.slow_write_chance));
+            slow.then(|| f.slow_write + s.jitter.up_to(f.slow_write_spread))
         };
         if let Some(d) = slow {
             tokio::time::sleep(d).await;
+            self.ecs.0.borrow_mut().tally.slow_writes += 1;
         }
         if attrs.len() > 10 {
             return Err(rejected(OP, "InvalidParameterException", "at most 10 attributes per call"));
@@ -700,10 +779,12 @@ impl ClusterStore for FakeEcsHost {
         const OP: &str = "DescribeContainerInstances";
         self.ecs.enter(OP, &self.arn).await?;
         let now = Instant::now();
-        let s = self.ecs.0.borrow();
+        let mut s = self.ecs.0.borrow_mut();
+        let lag = s.faults.status_lag;
         let inst = s.instances.get(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
-        let status = inst.status_seen(s.faults.status_lag);
-        Ok(InstanceInfo {
+        let status = inst.status_seen(lag);
+        let stale = status != inst.status;
+        let info = InstanceInfo {
             arn: self.arn.clone(),
             status,
             agent_connected: inst.agent_connected,
@@ -711,41 +792,15 @@ impl ClusterStore for FakeEcsHost {
             running_tasks: inst.tasks.iter().filter(|t| !t.desired_stopped(now)).count() as u32,
             attributes: inst.attrs.keys().filter_map(|k| inst.current(k).map(|v| (k.clone(), v.clone()))).collect(),
             health: inst.health.as_ref().map(|h| agent::cluster::InstanceHealth { overall: h.clone(), reasons: vec![] }),
-        })
+        };
+        s.tally.stale_status_reads += u64::from(stale);
+        Ok(info)
     }
 
     async fn set_status(&self, status: SetStatus) -> Result<(), ClusterError> {
         const OP: &str = "UpdateContainerInstancesState";
         self.ecs.enter(OP, &self.arn).await?;
-        let mut s = self.ecs.0.borrow_mut();
-        let (lo, hi) = s.drain_time;
-        let drain = s.jitter.between(lo, hi);
-        let (stop_lo, stop_hi) = s.stop_time;
-        let State { instances, jitter, stop_queue, .. } = &mut *s;
-        let inst = instances.get_mut(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
-        let now = Instant::now();
-        match (status, &inst.status) {
-            (SetStatus::Draining, InstanceStatus::Active | InstanceStatus::Draining) => {
-                inst.set_status(now, InstanceStatus::Draining);
-                for t in inst.tasks.iter_mut().filter(|t| t.service && t.stops_at.is_none()) {
-                    t.stops_at = Some(now + drain);
-                    t.stop_time = jitter.between(stop_lo, stop_hi);
-                    stop_queue.insert((now + drain + t.stop_time, inst.arn.clone()));
-                }
-            }
-            (SetStatus::Active, InstanceStatus::Active | InstanceStatus::Draining) => {
-                inst.set_status(now, InstanceStatus::Active);
-                // A task ECS has already decided to stop goes on stopping; only a drain whose
-                // time has not run out is called off.
-                for t in inst.tasks.iter_mut().filter(|t| !t.desired_stopped(now)) {
-                    t.stops_at = None;
-                }
-            }
-            (_, other) => return Err(rejected(OP, "InvalidParameterException", format!("instance is {other:?}"))),
-        }
-        let (target, new_status) = (inst.arn.clone(), inst.status.clone());
-        s.record(now, &target, Actor::Agent, EcsChange::Status(new_status));
-        Ok(())
+        self.ecs.0.borrow_mut().update_state(&self.arn, status, Actor::Agent)
     }
 
     async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
@@ -775,6 +830,9 @@ impl ClusterStore for FakeEcsHost {
             let describe_calls = tasks.len().div_ceil(DESCRIBE_TASKS);
             (tasks, list_calls, describe_calls)
         };
+        if tasks.iter().any(|t| t.stopping) {
+            self.ecs.0.borrow_mut().tally.stopping_tasks_listed += 1;
+        }
         self.ecs.extra_calls(OP, &self.arn, list_calls - 1).await;
         self.ecs.extra_calls("DescribeTasks", &self.arn, describe_calls).await;
         Ok(tasks)
@@ -1089,6 +1147,57 @@ mod tests {
             for _ in 0..50 {
                 assert_eq!(hb.draining_instances().await.expect("list"), vec![b.clone()]);
             }
+        });
+    }
+
+    #[test]
+    fn an_operators_drain_moves_service_tasks_as_the_agents_does() {
+        run(async {
+            let ecs = FakeEcs::new("c", 1);
+            let a = ecs.register("a");
+            ecs.set_drain_time(Duration::from_secs(30), Duration::from_secs(30));
+            ecs.add_tasks(&a, Some("ecs-svc/1"), 2);
+            ecs.add_tasks(&a, Some("events-rule/x"), 1);
+            ecs.operator_update_state(&a, SetStatus::Draining);
+            tokio::time::sleep(Duration::from_secs(31)).await;
+            assert_eq!(ecs.unstopped_tasks(&a), 1, "service tasks moved, the standalone one kept");
+            ecs.operator_update_state(&a, SetStatus::Active);
+            let by: Vec<Actor> = ecs.history().iter().filter(|e| matches!(e.change, EcsChange::Status(_))).map(|e| e.by).collect();
+            assert_eq!(by, [Actor::Operator, Actor::Operator]);
+            assert_eq!(ecs.status(&a), Some(InstanceStatus::Active));
+        });
+    }
+
+    #[test]
+    fn slow_writes_stale_describes_and_stopping_listings_are_tallied() {
+        run(async {
+            let ecs = FakeEcs::new("c", 1);
+            let a = ecs.register("a");
+            let h = ecs.host(&a);
+            ecs.set_drain_time(Duration::ZERO, Duration::ZERO);
+            ecs.set_stop_time(Duration::from_secs(60), Duration::from_secs(60));
+            ecs.add_tasks(&a, Some("ecs-svc/1"), 1);
+            let faults = EcsFaults {
+                slow_write_every: 2,
+                slow_write: Duration::from_secs(100),
+                slow_write_spread: Duration::from_secs(10),
+                status_lag: Duration::from_secs(5),
+                ..Default::default()
+            };
+            ecs.set_faults(faults);
+            let t0 = Instant::now();
+            h.put_attributes(&[("x".into(), "1".into())]).await.expect("fast");
+            assert_eq!(Instant::now(), t0);
+            h.put_attributes(&[("x".into(), "2".into())]).await.expect("slow");
+            let took = Instant::now() - t0;
+            assert!((Duration::from_secs(100)..=Duration::from_secs(110)).contains(&took), "{took:?}");
+            h.set_status(SetStatus::Draining).await.expect("drain");
+            assert_eq!(h.describe_self().await.expect("describe").status, InstanceStatus::Active, "lags the drain");
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            assert_eq!(h.describe_self().await.expect("describe").status, InstanceStatus::Draining);
+            assert!(h.running_tasks().await.expect("tasks")[0].stopping);
+            let tally = ecs.fault_tally();
+            assert_eq!((tally.slow_writes, tally.stale_status_reads, tally.stopping_tasks_listed), (1, 1, 1));
         });
     }
 

@@ -48,6 +48,14 @@ pub enum NodeEventKind {
         /// The version it runs after the boot.
         version: String,
     },
+    /// The host's API fails for this long from the boot just recorded (the plan's
+    /// `api_errors_chance`).
+    ApiFailingAfterBoot {
+        /// How long.
+        lasting: Duration,
+    },
+    /// The host's ECS agent reconnected after a boot.
+    EcsAgentReconnected,
 }
 
 /// One entry of a host's history.
@@ -114,7 +122,30 @@ pub struct DaemonPlan {
     pub ecs_agent_reconnect: (Duration, Duration),
     /// Draws reboot times, restart delays and rollbacks.
     pub rng: Jitter,
+    /// The chance that a crash keeps the agent down for a delay drawn from `long_restart_delay`
+    /// instead of `restart_delay`: an agent down for longer than its claim lives.
+    pub long_restart_chance: f64,
+    /// How long such a crash keeps the agent down (uniform in the range).
+    pub long_restart_delay: (Duration, Duration),
+    /// Whether systemd starts the agent again after a crash (false: it never comes back).
+    pub restart_after_crash: bool,
+    /// Interrupts the agent this way the first time its instance is seen DRAINING (looked at
+    /// every [`DRAIN_LOOK`]): an agent that dies, or is stopped, mid-drain.
+    pub on_first_drain: Option<Interruption>,
+    /// The chance that a boot's ECS agent reconnects only after a delay drawn from
+    /// `late_reconnect` instead of `ecs_agent_reconnect`.
+    pub late_reconnect_chance: f64,
+    /// How long after such a boot the ECS agent reconnects (uniform in the range).
+    pub late_reconnect: (Duration, Duration),
+    /// The chance that a boot's API fails for a while (a new version whose API server is broken
+    /// until it recovers).
+    pub api_errors_chance: f64,
+    /// How long the API fails after such a boot (uniform in the range).
+    pub api_errors_after_boot: (Duration, Duration),
 }
+
+/// How often a daemon with [`DaemonPlan::on_first_drain`] looks whether its instance is DRAINING.
+pub const DRAIN_LOOK: Duration = Duration::from_secs(5);
 
 impl DaemonPlan {
     /// Reboots of exactly `reboot_time`, no rollback, no interruption, no restart after an exit.
@@ -127,6 +158,14 @@ impl DaemonPlan {
             restart_on_exit: false,
             ecs_agent_reconnect: (Duration::ZERO, Duration::ZERO),
             rng: Jitter::seeded(0),
+            long_restart_chance: 0.0,
+            long_restart_delay: (Duration::ZERO, Duration::ZERO),
+            restart_after_crash: true,
+            on_first_drain: None,
+            late_reconnect_chance: 0.0,
+            late_reconnect: (Duration::ZERO, Duration::ZERO),
+            api_errors_chance: 0.0,
+            api_errors_after_boot: (Duration::ZERO, Duration::ZERO),
         }
     }
 
@@ -288,20 +327,46 @@ impl Node {
                 reconnect = self.reboot(plan).await;
                 continue;
             }
-            match next {
+            let delay = match next {
                 Next::Stop => return,
                 Next::Ended if !plan.restart_on_exit => return,
-                Next::Ended | Next::Interrupted => {
-                    let delay = plan.rng.between(plan.restart_delay.0, plan.restart_delay.1);
-                    tokio::select! {
-                        biased;
-                        _ = stop.wait() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                Next::Interrupted(Interruption::Crash) if !plan.restart_after_crash => {
+                    // Never started again; only the stop of the whole run ends the wait.
+                    self.wait_out(None, &stop, &mut reconnect).await;
+                    return;
                 }
-                Next::Reboot => {}
+                Next::Interrupted(Interruption::Crash) if plan.chance(plan.long_restart_chance) => {
+                    plan.rng.between(plan.long_restart_delay.0, plan.long_restart_delay.1)
+                }
+                Next::Ended | Next::Interrupted(_) => plan.rng.between(plan.restart_delay.0, plan.restart_delay.1),
+                Next::Reboot => continue,
+            };
+            if !self.wait_out(Some(delay), &stop, &mut reconnect).await {
+                return;
             }
         }
+    }
+
+    /// Waits `delay` (forever: `None`) while no agent runs, reconnecting the ECS agent when it
+    /// is due; false when the run was stopped meanwhile.
+    async fn wait_out(&self, delay: Option<Duration>, stop: &Shutdown, reconnect: &mut Option<Instant>) -> bool {
+        let until = sleep_until_or_never(delay.map(|d| Instant::now() + d));
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait() => return false,
+                _ = &mut until => return true,
+                _ = sleep_until_or_never(*reconnect) => self.ecs_agent_back(reconnect),
+            }
+        }
+    }
+
+    /// The ECS agent reconnects now.
+    fn ecs_agent_back(&self, reconnect: &mut Option<Instant>) {
+        self.set_ecs_agent_connected(true);
+        self.note(NodeEventKind::EcsAgentReconnected);
+        *reconnect = None;
     }
 
     /// Starts one agent process and waits for whatever ends it; meanwhile the host's ECS agent
@@ -321,33 +386,45 @@ impl Node {
         let upcoming = plan.next_interruption(Instant::now());
         let interrupt_at = sleep_until_or_never(upcoming.map(|(at, _)| at));
         tokio::pin!(interrupt_at);
+        let drain_seen = self.first_drain(plan.on_first_drain.is_some());
+        tokio::pin!(drain_seen);
         let next = loop {
             let reconnect_at = sleep_until_or_never(*reconnect);
             tokio::select! {
                 biased;
                 _ = stop.wait() => break Next::Stop,
                 _ = reboots.changed() => break Next::Reboot,
-                _ = &mut interrupt_at => break Next::Interrupted,
-                _ = reconnect_at => {
-                    self.set_ecs_agent_connected(true);
-                    *reconnect = None;
+                _ = &mut interrupt_at => {
+                    plan.interruptions.pop_front();
+                    break Next::Interrupted(upcoming.map_or(Interruption::Terminate, |(_, kind)| kind));
                 }
+                _ = &mut drain_seen => {
+                    if let Some(kind) = plan.on_first_drain.take() {
+                        break Next::Interrupted(kind);
+                    }
+                }
+                _ = reconnect_at => self.ecs_agent_back(reconnect),
                 _ = &mut run => return Next::Ended,
             }
         };
-        match (next, upcoming) {
-            (Next::Interrupted, Some((_, Interruption::Crash))) => {
-                plan.interruptions.pop_front();
-                self.note(NodeEventKind::AgentCrashed);
-            }
-            (Next::Interrupted, _) => {
-                plan.interruptions.pop_front();
+        match next {
+            Next::Interrupted(Interruption::Crash) => self.note(NodeEventKind::AgentCrashed),
+            Next::Interrupted(Interruption::Terminate) => {
                 stop_agent(trigger, run).await;
                 self.note(NodeEventKind::AgentTerminated);
             }
             _ => stop_agent(trigger, run).await,
         }
         next
+    }
+
+    /// Returns once this host's instance is DRAINING (looked at every [`DRAIN_LOOK`]); never
+    /// when `watch` is false or the host runs without a cluster.
+    async fn first_drain(&self, watch: bool) {
+        let Some(ecs) = self.ecs.as_ref().filter(|_| watch) else { return std::future::pending().await };
+        while ecs.cluster().status(&self.arn) != Some(agent::cluster::InstanceStatus::Draining) {
+            tokio::time::sleep(DRAIN_LOOK).await;
+        }
     }
 
     /// The host goes down (the agent has already stopped), stays down for the reboot time and
@@ -361,11 +438,21 @@ impl Node {
             self.set_ecs_agent_connected(false);
         }
         self.clock.sleep(down).await;
-        if plan.rollback_chance > 0.0 {
-            self.host.set_faults(fake_bottlerocket::Faults { rollback_on_boot: rollback, ..self.host.faults() });
+        let api_errors = if plan.chance(plan.api_errors_chance) {
+            plan.rng.between(plan.api_errors_after_boot.0, plan.api_errors_after_boot.1)
+        } else {
+            Duration::ZERO
+        };
+        if plan.rollback_chance > 0.0 || plan.api_errors_chance > 0.0 {
+            let faults = fake_bottlerocket::Faults { rollback_on_boot: rollback, api_errors_after_boot: api_errors, ..self.host.faults() };
+            self.host.set_faults(faults);
         }
         self.host.boot();
         self.note(NodeEventKind::Booted { version: self.host.running_version() });
+        if !api_errors.is_zero() {
+            self.note(NodeEventKind::ApiFailingAfterBoot { lasting: api_errors });
+        }
+        let (lo, hi) = if disconnects && plan.chance(plan.late_reconnect_chance) { plan.late_reconnect } else { (lo, hi) };
         disconnects.then(|| Instant::now() + plan.rng.between(lo, hi))
     }
 
@@ -397,7 +484,7 @@ enum Next {
     /// The agent asked for a reboot.
     Reboot,
     /// A planned crash or SIGTERM.
-    Interrupted,
+    Interrupted(Interruption),
     /// The agent returned on its own.
     Ended,
 }

@@ -1,10 +1,12 @@
 //! The fleet benchmark: simulates rollouts of the real agent and of the peers' strategies on the
 //! same fleet and prints the figures; `--sweep` runs many seeds with faults through the checker;
-//! `--svg` draws a rollout's timeline.
+//! `--controls` runs the negative controls (each hole's fix off, then on); `--svg` draws a
+//! rollout's timeline.
 //!
 //! ```text
 //! cargo run --release -p fleet-sim --bin fleet-bench                      # the table, 1,000 hosts
 //! cargo run --release -p fleet-sim --bin fleet-bench -- --sweep --seeds 200 --hosts 200 --n 5
+//! cargo run --release -p fleet-sim --bin fleet-bench -- --controls
 //! cargo run --release -p fleet-sim --bin fleet-bench -- --svg docs/rollout.svg --hosts 60 --n 5
 //! ```
 
@@ -21,8 +23,9 @@ use fleet_sim::svg;
 
 const USAGE: &str = "usage: fleet-bench [--hosts H] [--n 1,10,50] [--seed S] [--no-peers] [--faults]
                    [--wait-poll-max D] [--update-now-poll D] [--ecs-latency D] [--agent-defaults]
-                   [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--explain]
-  D is a duration such as 90s, 15m, 1h. Without --svg or --sweep: the benchmark table.";
+                   [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--controls] [--explain]
+  D is a duration such as 90s, 15m, 1h. Without --svg, --sweep or --controls: the benchmark
+  table, then the negative controls.";
 
 /// The command line.
 #[derive(Debug)]
@@ -39,6 +42,7 @@ struct Args {
     svg: Option<String>,
     sweep: bool,
     seeds: u64,
+    controls: bool,
     explain: bool,
 }
 
@@ -56,6 +60,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         svg: None,
         sweep: false,
         seeds: 200,
+        controls: false,
         explain: false,
     };
     while let Some(flag) = it.next() {
@@ -73,6 +78,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--agent-defaults" => a.agent_defaults = true,
             "--svg" => a.svg = Some(value()?),
             "--sweep" => a.sweep = true,
+            "--controls" => a.controls = true,
             "--explain" => a.explain = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -116,6 +122,8 @@ fn main() -> ExitCode {
     };
     let result = if args.sweep {
         sweep(&args)
+    } else if args.controls {
+        controls()
     } else if let Some(path) = &args.svg {
         picture(&args, path)
     } else {
@@ -177,6 +185,8 @@ fn table(args: &Args) -> Result<ExitCode, String> {
     }
     println!();
     legend();
+    println!();
+    let controls_code = controls()?;
     if args.explain {
         for (n, updates, ops, second, minute) in breakdowns {
             let per: Vec<String> = ops.iter().map(|(op, c)| format!("{op} {:.1}", *c as f64 / updates.max(1) as f64)).collect();
@@ -185,7 +195,54 @@ fn table(args: &Args) -> Result<ExitCode, String> {
             println!("  busiest minute: {minute}");
         }
     }
-    Ok(if violations == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if violations == 0 { controls_code } else { ExitCode::FAILURE })
+}
+
+/// The negative controls: for each hole, the violations the checker finds with its fix off and
+/// with it on, over the same seeds. Fails unless every hole shows with its fix off and nothing
+/// shows with it on.
+fn controls() -> Result<ExitCode, String> {
+    let seeds = fleet_sim::controls::SEEDS;
+    println!("negative controls: seeds {}-{}, each with the fix off, then on", seeds.start(), seeds.end());
+    println!(
+        "| {:<4} | {:<53} | {:<48} | {:>7} | {:>6} | {:<40} |",
+        "hole", "fault", "fix switched off", "off", "on", "found with the fix off"
+    );
+    println!("|{:-<6}|{:-<55}|{:-<50}|{:-<9}|{:-<8}|{:-<42}|", "", "", "", "", "", "");
+    let mut good = true;
+    let started = std::time::Instant::now();
+    for c in fleet_sim::controls::all() {
+        let f = fleet_sim::controls::run(&c, seeds.clone()).map_err(|e| e.to_string())?;
+        let kinds: Vec<String> = f.off_kinds().iter().map(|k| format!("{k:?}")).collect();
+        println!(
+            "| {:<4} | {:<53} | {:<48} | {:>7} | {:>6} | {:<40} |",
+            c.hole,
+            c.fault,
+            c.fix,
+            f.off_total(),
+            f.on_total(),
+            kinds.join(" ")
+        );
+        good &= f.shown(&c) > 0 && f.on_total() == 0;
+    }
+    println!("off/on: violations over all seeds (a run that hit its time limit counts one more)");
+    for (what, scenario) in [
+        ("an agent dies mid-drain and never returns", fleet_sim::controls::agent_never_returns as fn(u64) -> Scenario),
+        ("an ECS agent never reconnects after boot", fleet_sim::controls::ecs_agent_never_reconnects),
+    ] {
+        let (mut violations, mut unfinished, mut waiting) = (0, 0, 0);
+        for seed in seeds.clone() {
+            let r = run(&scenario(seed))?;
+            violations += check::check(&r.trace).len();
+            unfinished += usize::from(!r.finished);
+            let stuck: Vec<&fleet_sim::trace::HostTrace> = r.trace.hosts.iter().filter(|h| check::is_stuck(h)).collect();
+            waiting += r.trace.hosts.iter().filter(|h| check::waits_behind(&h.end, &stuck).is_some()).count();
+        }
+        println!("safe failure, {what} (N = 1): {violations} violations, {unfinished} unfinished, {waiting} hosts left waiting, naming it");
+        good &= violations == 0 && unfinished == 0 && waiting > 0;
+    }
+    println!("{:.1}s", started.elapsed().as_secs_f64());
+    Ok(if good { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn header() {
@@ -258,11 +315,13 @@ fn sweep(args: &Args) -> Result<ExitCode, String> {
         agent::config::format_duration(settings.update_now_poll)
     );
     let started = std::time::Instant::now();
-    let mut failed: Vec<(u64, Vec<Violation>)> = vec![];
+    let mut failed: Vec<(u64, Vec<Violation>, Vec<String>)> = vec![];
+    let mut seen = fleet_sim::trace::FaultCounts::default();
     for seed in args.seed..args.seed + args.seeds {
         let sc = Scenario { faults: fleet_sim::scenario::FaultPlan::everything(), ..args.scenario(hosts, n, seed) };
         let r = run(&sc)?;
         let v = check::check(&r.trace);
+        seen.add(&r.trace.fault_counts());
         let f = Figures::of_trace("", &r.trace, r.wall);
         println!(
             "seed {seed:>5}: {:>3} violations, {} updates, makespan {}, ratio {:.3}, digest {:016x}, {:.2}s",
@@ -274,14 +333,24 @@ fn sweep(args: &Args) -> Result<ExitCode, String> {
             r.wall.as_secs_f64()
         );
         if !v.is_empty() || !r.finished {
-            failed.push((seed, v));
+            let before = v.first().map_or(r.trace.end, |x| x.at);
+            let lead = r.trace.transitions_before(before, 30);
+            if !r.finished {
+                println!("seed {seed}: hit its time limit");
+            }
+            failed.push((seed, v, lead));
         }
     }
-    println!("{} seeds in {:.1}s; {} with violations", args.seeds, started.elapsed().as_secs_f64(), failed.len());
-    for (seed, v) in &failed {
+    println!("{} seeds in {:.1}s; {} with violations or unfinished", args.seeds, started.elapsed().as_secs_f64(), failed.len());
+    println!("faults over the sweep: {seen}");
+    for (seed, v, lead) in &failed {
         println!("SIM_SEED={seed}:");
         for x in v.iter().take(10) {
             println!("  {x}");
+        }
+        println!("  transitions before the first:");
+        for line in lead {
+            println!("    {line}");
         }
     }
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

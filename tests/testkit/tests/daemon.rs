@@ -1,0 +1,110 @@
+//! The part of the world the daemon plays around one agent: crashes mid-drain, agents that stay
+//! down for long or for good, and boots whose API or ECS agent stays away, each as its plan says
+//! and noted in the host's history.
+
+use std::time::Duration;
+
+use agent::backoff::Jitter;
+use agent::cluster::InstanceStatus;
+use agent::shutdown::Shutdown;
+use testkit::fake_ecs::FakeEcs;
+use testkit::node::{DaemonPlan, Interruption, Node, NodeEventKind};
+use tokio::time::Instant;
+
+mod common;
+use common::*;
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// One host with a service task that drains for ten minutes, run as a daemon under `plan` for
+/// `run_for`; returns the node, the cluster and when the run started.
+async fn daemon(plan: &mut DaemonPlan, run_for: Duration) -> (Node, FakeEcs, Instant) {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/web"), 1);
+    ecs.set_drain_time(10 * MIN, 10 * MIN);
+    let t0 = Instant::now();
+    let (trigger, stop) = Shutdown::new();
+    let stopper = async {
+        tokio::time::sleep(run_for).await;
+        trigger.fire();
+    };
+    tokio::join!(n.run_daemon_with(plan, stop), stopper);
+    (n, ecs, t0)
+}
+
+fn plan() -> DaemonPlan {
+    DaemonPlan {
+        restart_delay: (Duration::from_secs(5), Duration::from_secs(5)),
+        restart_on_exit: true,
+        rng: Jitter::seeded(3),
+        ..DaemonPlan::fixed(REBOOT)
+    }
+}
+
+/// When each event of `kind` happened, after `t0`.
+fn times(n: &Node, t0: Instant, kind: &NodeEventKind) -> Vec<Duration> {
+    n.history().iter().filter(|e| e.kind == *kind).map(|e| e.at - t0).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_killed_mid_drain_and_never_restarted_leaves_its_instance_draining() {
+    let mut p = DaemonPlan { on_first_drain: Some(Interruption::Crash), restart_after_crash: false, ..plan() };
+    let (n, ecs, t0) = daemon(&mut p, 120 * MIN).await;
+    assert_eq!(times(&n, t0, &NodeEventKind::AgentStarted).len(), 1, "{:?}", n.history());
+    let crashed = times(&n, t0, &NodeEventKind::AgentCrashed);
+    assert_eq!(crashed.len(), 1);
+    assert_eq!(ecs.status(&n.arn), Some(InstanceStatus::Draining));
+    assert!(ecs.attribute(&n.arn, &drained(&n)).is_some(), "the marker keeps its slot");
+    assert_eq!(n.host.reboot_requests(), 0);
+    assert!(p.on_first_drain.is_none(), "used up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_restart_keeps_a_crashed_agent_down_for_its_delay() {
+    let mut p = DaemonPlan {
+        on_first_drain: Some(Interruption::Crash),
+        long_restart_chance: 1.0,
+        long_restart_delay: (30 * MIN, 30 * MIN),
+        ..plan()
+    };
+    let (n, ecs, t0) = daemon(&mut p, 240 * MIN).await;
+    let crashed = times(&n, t0, &NodeEventKind::AgentCrashed)[0];
+    let started = times(&n, t0, &NodeEventKind::AgentStarted);
+    assert_eq!(started.get(1).copied(), Some(crashed + 30 * MIN), "{:?}", n.history());
+    assert_eq!(n.host.running_version(), "1.1.0", "the returning agent finished the update");
+    assert_clean(&ecs, &n);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sigterm_mid_drain_stops_the_agent_and_systemd_restarts_it() {
+    let mut p = DaemonPlan { on_first_drain: Some(Interruption::Terminate), ..plan() };
+    let (n, ecs, t0) = daemon(&mut p, 240 * MIN).await;
+    assert_eq!(times(&n, t0, &NodeEventKind::AgentTerminated).len(), 1, "{:?}", n.history());
+    assert!(times(&n, t0, &NodeEventKind::AgentCrashed).is_empty());
+    assert_eq!(n.host.running_version(), "1.1.0");
+    assert_clean(&ecs, &n);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_boot_can_bring_a_failing_api_and_a_late_ecs_agent() {
+    let mut p = DaemonPlan {
+        ecs_agent_reconnect: (Duration::from_secs(30), Duration::from_secs(30)),
+        late_reconnect_chance: 1.0,
+        late_reconnect: (25 * MIN, 25 * MIN),
+        api_errors_chance: 1.0,
+        api_errors_after_boot: (15 * MIN, 15 * MIN),
+        ..plan()
+    };
+    let (n, ecs, t0) = daemon(&mut p, 240 * MIN).await;
+    let booted = n.history().iter().find(|e| matches!(e.kind, NodeEventKind::Booted { .. })).map(|e| e.at - t0);
+    let booted = booted.expect("booted");
+    let api = n.history().into_iter().find_map(|e| match e.kind {
+        NodeEventKind::ApiFailingAfterBoot { lasting } => Some((e.at - t0, lasting)),
+        _ => None,
+    });
+    assert_eq!(api, Some((booted, 15 * MIN)));
+    assert_eq!(times(&n, t0, &NodeEventKind::EcsAgentReconnected), [booted + 25 * MIN]);
+    assert_eq!(n.host.running_version(), "1.1.0");
+    assert_clean(&ecs, &n);
+}
