@@ -25,6 +25,8 @@ Runs with your own AWS credentials (the default chain: AWS_PROFILE, AWS_REGION, 
   opt-out INSTANCE        put <prefix>.opt-out=true on the instance
   opt-in INSTANCE         delete <prefix>.opt-out from the instance
   update-now INSTANCE     put <prefix>.update-now=true on the instance
+  resume-version VERSION  delete every <prefix>.failed marker that names VERSION, so the hosts
+                          that halted it take it again
   release INSTANCE [--force]
                           a host that will never come back: set it ACTIVE, delete its
                           <prefix>.drained and <prefix>.lease (refused unless it carries the
@@ -156,6 +158,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, CliError> {
         "opt-in" => FleetCommand::Control(Control::OptIn(one(instance)?)),
         "update-now" => FleetCommand::Control(Control::UpdateNow(one(instance)?)),
         "release" => FleetCommand::Control(Control::Release { instance: one(instance)?, force }),
+        "resume-version" => FleetCommand::Control(Control::ResumeVersion(one("a VERSION")?)),
         other => return Err(usage(format!("unknown fleet command `{other}`"))),
     };
     Ok(Invocation { cluster, region, prefix, command })

@@ -26,6 +26,8 @@ pub enum Control {
     OptIn(String),
     /// Put `<prefix>.update-now=true` on an instance.
     UpdateNow(String),
+    /// Delete every failure marker that names a version, so hosts take it again.
+    ResumeVersion(String),
     /// Set a host that will not come back ACTIVE and delete its marker and claim.
     Release {
         /// The instance.
@@ -172,6 +174,27 @@ pub async fn apply<A: FleetApi>(
                 aws: vec![put_line(&r.arn, name, "true")],
             })
         }
+        Control::ResumeVersion(version) => {
+            let name = &names.failed;
+            let records = crate::fleet::model::read_instances(api, cluster).await?;
+            let failed: Vec<&InstanceRecord> = records
+                .iter()
+                .filter(|r| r.value(name).and_then(crate::halt::FailureMarker::parse).is_some_and(|m| &m.version == version))
+                .collect();
+            if failed.is_empty() {
+                return Err(FleetError::NothingToResume { version: version.clone(), cluster: cluster.to_owned() });
+            }
+            let mut change = Change {
+                note: format!("hosts take {version} again at their next look (each failure marker named it)"),
+                ..Change::default()
+            };
+            for r in failed {
+                api.delete_attributes(cluster, &r.arn, &[name]).await?;
+                change.changed.push(format!("cleared {} on {}: (before: {})", name, named(r), before(r.attributes.get(name))));
+                change.aws.push(delete_line(&r.arn, &[name]));
+            }
+            Ok(change)
+        }
         Control::Release { instance, force } => {
             let r = resolve(api, cluster, instance).await?;
             let (marker, lease) = (&names.drained, &names.lease);
@@ -251,6 +274,21 @@ mod tests {
 
     fn id(n: usize) -> String {
         format!("i-{n:017x}")
+    }
+
+    #[tokio::test]
+    async fn resume_version_clears_only_the_markers_that_name_it() {
+        let f = FakeFleet::new(vec![
+            record(0, "ACTIVE", &[("br-update.failed", Some("v1:1.27.0:1800000000:rolled-back"))]),
+            record(1, "ACTIVE", &[("br-update.failed", Some("v1:1.26.5:1800000000:rolled-back"))]),
+            record(2, "DRAINING", &[("br-update.failed", Some("v1:1.27.0:1800000000:instance-impaired"))]),
+        ]);
+        let c = run(&f, Control::ResumeVersion("1.27.0".into())).await.expect("resume");
+        assert_eq!(c.aws.len(), 2, "{c:?}");
+        let writes = f.writes.borrow().clone();
+        let cleared: Vec<String> = [0, 2].iter().map(|i| format!("delete {} br-update.failed", short_id(&f.records[*i].arn))).collect();
+        assert_eq!(writes, cleared);
+        assert!(matches!(run(&f, Control::ResumeVersion("9.9.9".into())).await, Err(FleetError::NothingToResume { .. })));
     }
 
     #[tokio::test]

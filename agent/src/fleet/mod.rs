@@ -31,6 +31,8 @@
 //!                                           readable status)
 //!   "newest_target": "1.27.0",              newest version any status or claim names, or null
 //!   "behind": 8,                            hosts whose running version is older than it
+//!   "failures": {"1.27.0": ["i-0abc..."]},  versions that failed, with the hosts whose failure
+//!                                           marker (<prefix>.failed) names them
 //!   "instances": [{
 //!     "instance_id": "i-0abc...",           EC2 instance id, or null
 //!     "container_instance_arn": "arn:...",
@@ -101,6 +103,14 @@ pub enum FleetError {
         instance: String,
         /// Why.
         why: String,
+    },
+    /// `resume-version` for a version no failure marker names.
+    #[error("no failure marker in cluster {cluster} names version {version}: nothing to resume")]
+    NothingToResume {
+        /// The version given.
+        version: String,
+        /// The cluster.
+        cluster: String,
     },
     /// No region in the flags, the environment or the profile.
     #[error("no AWS region: pass --region, set AWS_REGION, or set a region in the AWS profile")]

@@ -199,6 +199,8 @@ pub struct FleetView {
     pub newest_target: Option<String>,
     /// Hosts whose running version is older than `newest_target`.
     pub behind: usize,
+    /// Versions that failed, with the hosts (by label) whose failure marker names them.
+    pub failures: BTreeMap<String, Vec<String>>,
     /// The hosts, by label.
     pub hosts: Vec<Host>,
 }
@@ -275,7 +277,16 @@ impl FleetView {
                 .count(),
             None => 0,
         };
+        let mut failures: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &records {
+            let marker = r.value(&names.failed).and_then(crate::halt::FailureMarker::parse);
+            if let Some(m) = marker {
+                let label = hosts.iter().find(|h| h.arn == r.arn).map_or(r.arn.clone(), |h| h.label().to_owned());
+                failures.entry(m.version).or_default().push(label);
+            }
+        }
         FleetView {
+            failures,
             cluster: cluster.name.clone(),
             cluster_arn: cluster.arn.clone(),
             observed_at: now,

@@ -41,7 +41,13 @@ pub fn table(view: &FleetView, style: TableStyle<'_>) -> String {
         Some(t) => format!("newest target {t}: {} host(s) behind", view.behind),
         None => "no target seen".to_owned(),
     };
-    out.push_str(&format!("hosts {}: {}   {behind}\n\n", view.hosts.len(), if versions.is_empty() { "none".into() } else { versions.join(", ") }));
+    out.push_str(&format!("hosts {}: {}   {behind}\n", view.hosts.len(), if versions.is_empty() { "none".into() } else { versions.join(", ") }));
+    for (version, on) in &view.failures {
+        let line = format!("failed: version {version} on {} (halted where cluster.halt-after-failures <= {}; resume: fleet resume-version {version})", on.join(", "), on.len());
+        out.push_str(&(if style.colour { format!("{BOLD}{line}{RESET}") } else { line }));
+        out.push('\n');
+    }
+    out.push('\n');
 
     let mut rows: Vec<Vec<String>> = vec![
         ["INSTANCE", "AZ", "ECS", "VERSION", "PHASE", "TARGET", "LAST RESULT", "CLAIM", "FLAGS", "WHY"].map(String::from).to_vec(),
@@ -199,6 +205,7 @@ pub fn json(view: &FleetView) -> Value {
         "versions": view.versions,
         "newest_target": view.newest_target,
         "behind": view.behind,
+        "failures": view.failures,
         "instances": instances,
     })
 }
