@@ -116,6 +116,7 @@ pub struct RawConfig {
     check_jitter: Option<String>,
     seed: Option<u32>,
     quarantine: Option<String>,
+    min_release_age: Option<String>,
     request_timeout: Option<String>,
     reboot_wait: Option<String>,
     #[serde(default)]
@@ -212,6 +213,8 @@ pub struct Config {
     pub seed: Option<u32>,
     /// How long a version that failed to boot is not tried again.
     pub quarantine: Duration,
+    /// A version is taken only once this host has known of it for this long.
+    pub min_release_age: Duration,
     /// Per-request timeout on the API socket.
     pub request_timeout: Duration,
     /// How long to wait for the host to go down after the reboot was accepted.
@@ -348,6 +351,7 @@ impl Config {
             check_jitter: dur("check-jitter", &raw.check_jitter, "5m")?,
             seed: raw.seed,
             quarantine: dur("quarantine", &raw.quarantine, "7d")?,
+            min_release_age: dur("min-release-age", &raw.min_release_age, "0s")?,
             request_timeout: positive("request-timeout", &raw.request_timeout, "30s")?,
             reboot_wait: positive("reboot-wait", &raw.reboot_wait, "10m")?,
             commands,
@@ -713,6 +717,7 @@ struct Printable {
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u32>,
     quarantine: String,
+    min_release_age: String,
     request_timeout: String,
     reboot_wait: String,
     commands: toml::Table,
@@ -826,6 +831,7 @@ impl From<&Config> for Printable {
             check_jitter: f(c.check_jitter),
             seed: c.seed,
             quarantine: f(c.quarantine),
+            min_release_age: f(c.min_release_age),
             request_timeout: f(c.request_timeout),
             reboot_wait: f(c.reboot_wait),
             commands,

@@ -108,6 +108,8 @@ fn skip_token(reason: &str) -> &'static str {
         "skipped-standalone-tasks"
     } else if reason.contains("drain timed out") {
         "skipped-drain-timeout"
+    } else if reason.contains("soaking") {
+        "skipped-soaking"
     } else if reason.contains("window") {
         "skipped-outside-window"
     } else if reason.contains("instance is") {
@@ -525,8 +527,36 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             tracing::warn!(target, "update failed to boot here recently; quarantined");
             return Err(Halt::Done(Outcome::Quarantined { version: target.to_string() }));
         }
+        self.soaked(record, target)?;
         tracing::info!(running = %os.version_id, target, "update chosen");
         Ok(Some(target.to_string()))
+    }
+
+    /// `min-release-age`: a version is taken only once this host has known of it that long (the
+    /// first sighting is kept in the record, across reboots and restarts; a dry run keeps none).
+    fn soaked(&self, mut record: Record, target: &str) -> Step_<()> {
+        let age = self.cfg.min_release_age;
+        if age.is_zero() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let first = match record.first_seen.get(target) {
+            Some(t) => *t,
+            None => {
+                record.first_seen.insert(target.to_string(), now);
+                if !self.cfg.dry_run {
+                    self.journal.store(&record).map_err(|e| failed(format!("cannot write the record: {e}")))?;
+                }
+                now
+            }
+        };
+        let ready = first.plus(age);
+        if now >= ready {
+            return Ok(());
+        }
+        let reason = format!("soaking: version {target} first seen {first}, taken from {ready} (min-release-age)");
+        tracing::info!(target, first_seen = %first, ready = %ready, "not taking a version this young");
+        Err(Halt::Done(Outcome::Skipped { reason }))
     }
 
     /// Downloads the update to the inactive partition before any cluster step, so the host

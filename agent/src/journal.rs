@@ -72,6 +72,9 @@ pub struct Record {
     /// The outcome of the last update attempt, for the status attribute.
     #[serde(default)]
     pub last_result: Option<String>,
+    /// When this host first saw each version offered (for `min-release-age`).
+    #[serde(default)]
+    pub first_seen: std::collections::BTreeMap<String, WallTime>,
 }
 
 impl Record {
@@ -214,6 +217,7 @@ mod tests {
             }),
             quarantine: vec![],
             last_result: None,
+            first_seen: Default::default(),
         }
     }
 

@@ -218,3 +218,19 @@ async fn a_slow_burning_fault_during_the_bake_is_caught_and_halts_the_version() 
     assert!(ecs.attribute(&a.arn, "br-update.drained").is_some(), "the slot stays held");
     assert!(ecs.attribute(&a.arn, FAILED).is_some_and(|m| m.contains("instance-impaired")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_version_is_taken_only_once_the_host_has_known_of_it_for_min_release_age() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config("min-release-age = \"1d\""));
+    let outcome = a.agent(Shutdown::never()).run(true).await;
+    assert!(matches!(&outcome, Outcome::Skipped { reason } if reason.contains("soaking")), "{outcome:?}");
+    assert_eq!(status_of(&ecs, &a).result, "skipped-soaking");
+    let first = a.record().first_seen.get("1.1.0").copied().expect("first sighting kept");
+    // Half a day later, after a restart: still soaking, from the same first sighting.
+    tokio::time::sleep(Duration::from_secs(12 * 3600)).await;
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Skipped { .. }));
+    assert_eq!(a.record().first_seen.get("1.1.0"), Some(&first));
+    tokio::time::sleep(Duration::from_secs(12 * 3600 + 60)).await;
+    assert_eq!(a.run_once_through_reboots(REBOOT, 2).await.last(), Some(&updated()));
+}
