@@ -809,6 +809,7 @@ impl From<&Config> for Printable {
             ("instance-health-timeout", h.instance_health_timeout),
             ("url-timeout", h.url_timeout),
             ("poll-interval", h.poll_interval),
+            ("task-timeout", h.task_timeout),
             ("bake-time", h.bake_time),
             ("canary-bake-time", h.canary_bake_time),
         ] {
@@ -816,6 +817,8 @@ impl From<&Config> for Printable {
         }
         let urls: Vec<toml::Value> = h.urls.iter().map(|u| u.clone().into()).collect();
         health.insert("urls".into(), urls.into());
+        let families: Vec<toml::Value> = h.task_families.iter().map(|f| f.clone().into()).collect();
+        health.insert("task-families".into(), families.into());
         let on_failure = match h.on_failure {
             OnFailure::Hold => "hold",
             OnFailure::Return => "return",

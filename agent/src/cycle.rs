@@ -1342,6 +1342,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.ecs("UpdateContainerInstancesState", || store.set_status(SetStatus::Active)).await.map_err(|e| e.to_string())?;
             tracing::info!("instance back in service; the slot is kept until the bake is over");
         }
+        if let Some(failure) = self.families_back(store).await? {
+            if self.on_failure(f, &failure, "held-health").await? {
+                return self.give_back(store, f, keeper, "failed-health").await;
+            }
+        }
         let bake = if f.canary { self.cfg.health.canary_bake_time } else { self.cfg.health.bake_time };
         if let Some(failure) = self.bake(f, bake).await? {
             if self.on_failure(f, &failure, "held-bake").await? {
@@ -1372,6 +1377,31 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 }
             }
             self.pause(self.cfg.health.poll_interval).await?;
+        }
+    }
+
+    /// Once back in service: waits for the `health.task-families` to run on the instance again
+    /// (ECS places daemon tasks once it is ACTIVE); `Some` when one has not within the timeout.
+    async fn families_back(&self, store: &S) -> Result<Option<Failure>, String> {
+        let h = &self.cfg.health;
+        if h.task_families.is_empty() {
+            return Ok(None);
+        }
+        let start = self.clock.now();
+        loop {
+            let tasks = self.ecs("ListTasks", || store.running_tasks()).await.map_err(|e| e.to_string())?;
+            let missing = crate::health::missing_families(&h.task_families, &tasks);
+            if missing.is_empty() {
+                tracing::info!(families = ?h.task_families, "every required task family runs again");
+                return Ok(None);
+            }
+            let waited = self.clock.now().since(start);
+            if waited >= h.task_timeout {
+                let why = format!("task families not running {}s after the return to service: {}", waited.as_secs(), missing.join(", "));
+                return Ok(Some(Failure { token: "task-family-missing".into(), why }));
+            }
+            tracing::info!(missing = %missing.join(", "), waited_s = waited.as_secs(), "health gate: waiting for task families");
+            self.pause(h.poll_interval).await?;
         }
     }
 

@@ -30,6 +30,8 @@ pub struct RawHealth {
     urls: Option<Vec<String>>,
     url_timeout: Option<String>,
     poll_interval: Option<String>,
+    task_families: Option<Vec<String>>,
+    task_timeout: Option<String>,
     bake_time: Option<String>,
     canary_bake_time: Option<String>,
     on_failure: Option<OnFailure>,
@@ -46,6 +48,11 @@ pub struct HealthConfig {
     pub url_timeout: Duration,
     /// How often the checks are looked at.
     pub poll_interval: Duration,
+    /// Task definition families that must run on this instance again once it is back in
+    /// service (daemon services such as a log router).
+    pub task_families: Vec<String>,
+    /// How long they may take to be placed and started again.
+    pub task_timeout: Duration,
     /// How long every host keeps its slot, back in service, while the checks keep passing.
     pub bake_time: Duration,
     /// The same for the canaries of a version (see `cluster.canary-hosts`).
@@ -76,6 +83,8 @@ impl HealthConfig {
             urls,
             url_timeout: dur("health.url-timeout", &r.url_timeout, "5m")?,
             poll_interval,
+            task_families: r.task_families.unwrap_or_default(),
+            task_timeout: dur("health.task-timeout", &r.task_timeout, "10m")?,
             bake_time: dur("health.bake-time", &r.bake_time, "0s")?,
             canary_bake_time: dur("health.canary-bake-time", &r.canary_bake_time, "10m")?,
             on_failure: r.on_failure.unwrap_or(OnFailure::Hold),
@@ -126,6 +135,15 @@ pub async fn judge_urls(cfg: &HealthConfig) -> Look {
     Look::Pass
 }
 
+/// Which of `families` have no task on the instance that is running and not being stopped.
+pub fn missing_families<'a>(families: &'a [String], tasks: &[crate::cluster::TaskInfo]) -> Vec<&'a str> {
+    families
+        .iter()
+        .filter(|f| !tasks.iter().any(|t| !t.stopping && t.family.as_deref() == Some(f.as_str())))
+        .map(String::as_str)
+        .collect()
+}
+
 /// One GET of `url`: its status code, or why there was none.
 pub async fn probe(url: &str) -> Result<u16, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
@@ -148,6 +166,8 @@ mod tests {
             urls: vec![],
             url_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(15),
+            task_families: vec![],
+            task_timeout: Duration::from_secs(600),
             bake_time: Duration::ZERO,
             canary_bake_time: Duration::from_secs(600),
             on_failure: OnFailure::Hold,
@@ -192,6 +212,21 @@ mod tests {
             let e = crate::config::Config::parse(text, "t").expect_err(text).to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn families_count_only_tasks_that_run_and_are_not_being_stopped() {
+        let task = |family: &str, stopping: bool| crate::cluster::TaskInfo {
+            arn: "t".into(),
+            stopping,
+            started_by: Some("ecs-svc/1".into()),
+            group: None,
+            family: Some(family.into()),
+        };
+        let want = vec!["log-router".to_string(), "node-exporter".to_string()];
+        assert_eq!(missing_families(&want, &[]), ["log-router", "node-exporter"]);
+        assert_eq!(missing_families(&want, &[task("log-router", false), task("node-exporter", true)]), ["node-exporter"]);
+        assert!(missing_families(&want, &[task("log-router", false), task("node-exporter", false)]).is_empty());
     }
 
     #[tokio::test]

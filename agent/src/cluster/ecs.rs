@@ -432,6 +432,7 @@ fn not_stopped(
                 stopping: task.desired_status().map_or(l.desired_stopped, |s| s == STOPPED),
                 started_by: task.started_by().map(str::to_owned),
                 group: task.group().map(str::to_owned),
+                family: task.task_definition_arn().and_then(super::family_of).map(str::to_owned),
             });
             continue;
         }
@@ -448,7 +449,7 @@ fn not_stopped(
             ),
             None => warn!(task = %l.arn, "listed task neither described nor reported missing; counting it as not stopped"),
         }
-        tasks.push(TaskInfo { arn: l.arn.clone(), stopping: l.desired_stopped, started_by: None, group: None });
+        tasks.push(TaskInfo { arn: l.arn.clone(), stopping: l.desired_stopped, started_by: None, group: None, family: None });
     }
     tasks
 }

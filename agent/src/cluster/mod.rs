@@ -96,6 +96,15 @@ pub struct TaskInfo {
     pub started_by: Option<String>,
     /// `group`: `service:<name>` or `family:<name>`.
     pub group: Option<String>,
+    /// Its task definition's family (from `taskDefinitionArn`), when known.
+    pub family: Option<String>,
+}
+
+/// The family of a task definition ARN (`...:task-definition/<family>:<revision>`).
+pub fn family_of(task_definition_arn: &str) -> Option<&str> {
+    let tail = task_definition_arn.rsplit_once("task-definition/")?.1;
+    let family = tail.rsplit_once(':').map_or(tail, |(f, _)| f);
+    (!family.is_empty()).then_some(family)
 }
 
 impl TaskInfo {
@@ -252,9 +261,18 @@ mod tests {
     }
 
     #[test]
+    fn families_come_from_task_definition_arns() {
+        assert_eq!(family_of("arn:aws:ecs:us-east-1:123456789012:task-definition/log-router:7"), Some("log-router"));
+        assert_eq!(family_of("arn:aws:ecs:us-east-1:123456789012:task-definition/web"), Some("web"));
+        assert_eq!(family_of("arn:aws:ecs:us-east-1:123456789012:task/c/abc"), None);
+        assert_eq!(family_of("arn:aws:ecs:us-east-1:1:task-definition/:3"), None);
+    }
+
+    #[test]
     fn service_tasks_are_told_from_standalone_ones() {
         let t = |sb: Option<&str>, g: Option<&str>| TaskInfo {
             arn: "t".into(),
+            family: None,
             stopping: false,
             started_by: sb.map(Into::into),
             group: g.map(Into::into),

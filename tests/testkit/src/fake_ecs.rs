@@ -171,6 +171,8 @@ pub struct CallRecord {
 struct Task {
     arn: String,
     started_by: Option<String>,
+    /// Its task definition's family.
+    family: Option<String>,
     service: bool,
     /// When its desired status turns (or turned) STOPPED; `None`: nothing is stopping it.
     stops_at: Option<Instant>,
@@ -437,6 +439,11 @@ impl FakeEcs {
 
     /// Starts `count` tasks on `arn`; `started_by` `ecs-svc/...` makes them service tasks.
     pub fn add_tasks(&self, arn: &str, started_by: Option<&str>, count: usize) {
+        self.add_family_tasks(arn, started_by, None, count);
+    }
+
+    /// As [`FakeEcs::add_tasks`], of task definition family `family`.
+    pub fn add_family_tasks(&self, arn: &str, started_by: Option<&str>, family: Option<&str>, count: usize) {
         let now = Instant::now();
         let mut s = self.0.borrow_mut();
         let service = started_by.is_some_and(|b| b.starts_with("ecs-svc/"));
@@ -445,6 +452,7 @@ impl FakeEcs {
             let task = Task {
                 arn: format!("arn:aws:ecs:us-east-1:123456789012:task/t{}", s.task_seq),
                 started_by: started_by.map(Into::into),
+                family: family.map(Into::into),
                 service,
                 stops_at: None,
                 stop_time: Duration::ZERO,
@@ -818,6 +826,7 @@ impl ClusterStore for FakeEcsHost {
                     stopping: t.desired_stopped(now),
                     started_by: t.started_by.clone(),
                     group: None,
+                    family: t.family.clone(),
                 })
                 .collect();
             // What the real store pays: ListTasks per page of each desired status it lists

@@ -234,3 +234,31 @@ async fn a_version_is_taken_only_once_the_host_has_known_of_it_for_min_release_a
     tokio::time::sleep(Duration::from_secs(12 * 3600 + 60)).await;
     assert_eq!(a.run_once_through_reboots(REBOOT, 2).await.last(), Some(&updated()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_daemon_task_family_that_does_not_come_back_fails_the_gate() {
+    let cfg = "[health]\ntask-families = [\"log-router\"]\ntask-timeout = \"5m\"\non-failure = \"return\"\n[cluster]";
+    // Comes back: the scheduler places the log router a minute after the instance is ACTIVE.
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(cfg));
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+    a.host.boot();
+    let agent = a.agent(Shutdown::never());
+    let scheduler = async {
+        while ecs.status(&a.arn) != Some(InstanceStatus::Active) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        ecs.add_family_tasks(&a.arn, Some("ecs-svc/daemon"), Some("log-router"), 1);
+    };
+    let (outcome, ()) = tokio::join!(agent.run(true), scheduler);
+    assert_eq!(outcome, updated());
+
+    // Never comes back: the gate fails, the version is marked failed.
+    let ecs = FakeEcs::new("c", 1);
+    let b = node("b", Some(&ecs), config(cfg));
+    let outcomes = b.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes.last(), Some(&Outcome::Finished { result: "failed-health".into(), version: "1.1.0".into() }));
+    assert!(ecs.attribute(&b.arn, FAILED).is_some_and(|m| m.contains("task-family-missing")));
+    assert_clean(&ecs, &b);
+}
