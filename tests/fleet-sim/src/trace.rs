@@ -356,19 +356,7 @@ impl Trace {
     /// stopped (a task that stops at `at` itself no longer counts), as the cluster's history
     /// tells (the same rule as `testkit::fake_ecs::unstopped_at`).
     pub fn unstopped_at(&self, host: usize, at: Ms) -> usize {
-        let mut running = std::collections::BTreeSet::new();
-        for e in self.ecs.iter().take_while(|e| e.at <= at).filter(|e| e.host == host) {
-            match &e.change {
-                EcsChange::TaskStarted { task, .. } => {
-                    running.insert(task.as_str());
-                }
-                EcsChange::TaskStopped { task, .. } => {
-                    running.remove(task.as_str());
-                }
-                _ => {}
-            }
-        }
-        running.len()
+        testkit::fake_ecs::unstopped(self.ecs.iter().take_while(|e| e.at <= at).filter(|e| e.host == host).map(|e| &e.change))
     }
 
     /// The hosts' names, for reports.

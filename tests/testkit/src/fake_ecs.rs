@@ -656,9 +656,14 @@ impl FakeEcs {
 /// How many tasks on `instance` had not stopped at `at`, from a [`FakeEcs::history`] alone:
 /// started by then and not yet stopped (a task that stops at `at` itself no longer counts).
 pub fn unstopped_at(history: &[EcsEvent], instance: &str, at: Instant) -> usize {
+    unstopped(history.iter().take_while(|e| e.at <= at).filter(|e| &*e.instance == instance).map(|e| &e.change))
+}
+
+/// How many tasks one instance's changes, oldest first, leave started and not stopped.
+pub fn unstopped<'a>(changes: impl Iterator<Item = &'a EcsChange>) -> usize {
     let mut running = BTreeSet::new();
-    for e in history.iter().take_while(|e| e.at <= at).filter(|e| &*e.instance == instance) {
-        match &e.change {
+    for change in changes {
+        match change {
             EcsChange::TaskStarted { task, .. } => {
                 running.insert(task.as_str());
             }

@@ -782,27 +782,18 @@ pub fn run_agent(args: &[&str], timeout: Duration) -> Result<Finished, ProcessEr
 
 /// As [`run_agent`], with `env` applied (e.g. the AWS settings of `fleet` commands).
 pub fn run_agent_with_env(args: &[&str], env: &Env, timeout: Duration) -> Result<Finished, ProcessError> {
-    let mut cmd = Command::new(binary(AGENT_BIN)?);
-    cmd.args(args).env_remove("RUST_LOG");
-    env.apply(&mut cmd);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io("starting br-update-agent"))?;
-    let (out, err) = (LogBuffer::default(), LogBuffer::default());
-    let readers = [child.stdout.take().map(|p| capture(p, out.clone())), child.stderr.take().map(|p| capture(p, err.clone()))];
-    let status = wait_child(&mut child, "br-update-agent", timeout, &err);
+    let mut p = CommandProcess::start(args, env)?;
+    let status = wait_child(&mut p.child, "br-update-agent", timeout, &p.err);
     if status.is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = p.child.kill();
+        let _ = p.child.wait();
     }
     let status = status?;
-    for reader in readers.into_iter().flatten() {
+    p.exit = Some(status);
+    for reader in std::mem::take(&mut p.readers) {
         let _ = reader.join();
     }
-    Ok(Finished { status, stdout: out.text(), stderr: err.text() })
+    Ok(Finished { status, stdout: p.out.text(), stderr: p.err.text() })
 }
 
 /// A long-running `br-update-agent <args>` with both pipes captured (e.g. `fleet status
