@@ -368,6 +368,28 @@ async fn hole5_a_standalone_task_started_during_the_drain_falls_under_the_skip_p
 }
 
 #[tokio::test(start_paused = true)]
+async fn hole5_a_standalone_task_started_while_waiting_for_the_slot_skips_before_any_drain() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    // Another host holds the only slot for a while; a standalone task starts meanwhile.
+    let other = ecs.register("other");
+    let claim = |expires: i64| format!("v1:d:1800000000:{expires}:0badf00d:1.1.0");
+    ecs.operator_put(&other, "br-update.lease", &claim(1_800_000_000 + 1200));
+    let agent = a.agent(Shutdown::never());
+    let world = async {
+        tokio::time::sleep(5 * MIN).await;
+        ecs.add_tasks(&a.arn, Some("events-rule/nightly"), 1);
+        tokio::time::sleep(5 * MIN).await;
+        ecs.operator_delete(&other, "br-update.lease");
+    };
+    let (outcome, ()) = tokio::join!(agent.run(true), world);
+    assert!(matches!(&outcome, Outcome::Skipped { reason } if reason.contains("standalone")), "{outcome:?}");
+    let drained = ecs.history().iter().any(|e| &*e.instance == a.arn.as_str() && e.change == EcsChange::Status(InstanceStatus::Draining));
+    assert!(!drained, "the instance was drained although a standalone task would have stayed");
+    assert_clean(&ecs, &a);
+}
+
+#[tokio::test(start_paused = true)]
 async fn hole5_tasks_that_never_finish_stopping_time_the_drain_out_at_the_drain_timeout() {
     let ecs = FakeEcs::new("c", 1);
     let a = node("a", Some(&ecs), config(""));
