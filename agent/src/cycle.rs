@@ -515,7 +515,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let candidate = match status.update_state {
             UpdateState::Idle => None,
             UpdateState::Available => status.chosen_version(),
-            UpdateState::Staged | UpdateState::Ready => status.staged_version().or(status.chosen_version()),
+            // A download left from an earlier round (one that was halted, say) must not hold the
+            // host back from a newer release: prepare stages the newer one over it.
+            UpdateState::Staged => match (status.staged_version(), status.chosen_version()) {
+                (Some(staged), Some(chosen)) if crate::fleet::model::compare_versions(chosen, staged).is_gt() => Some(chosen),
+                (staged, chosen) => staged.or(chosen),
+            },
+            UpdateState::Ready => status.staged_version().or(status.chosen_version()),
         };
         let Some(target) = candidate.filter(|v| *v != os.version_id) else {
             tracing::info!(running = %os.version_id, state = ?status.update_state, available = ?status.available_updates,

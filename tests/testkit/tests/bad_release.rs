@@ -262,3 +262,24 @@ async fn a_daemon_task_family_that_does_not_come_back_fails_the_gate() {
     assert!(ecs.attribute(&b.arn, FAILED).is_some_and(|m| m.contains("task-family-missing")));
     assert_clean(&ecs, &b);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_download_of_a_halted_version_does_not_hold_a_host_back_from_a_newer_release() {
+    let ecs = FakeEcs::new("c", 1);
+    let b = node("b", Some(&ecs), config(""));
+    let other = ecs.register("other");
+    // b downloads 1.1.0 (refresh takes 2 s, prepare 2 s more); another host's failure on 1.1.0
+    // lands meanwhile, so b finds the version halted once it holds the slot.
+    let failure = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        ecs.operator_put(&other, FAILED, "v1:1.1.0:1800000000:rolled-back");
+    };
+    let agent = b.agent(Shutdown::never());
+    let (first, ()) = tokio::join!(agent.run(true), failure);
+    assert!(matches!(first, Outcome::Halted { .. }), "{first:?}");
+    assert_eq!(b.host.update_state(), Some(fake_bottlerocket::UpdateState::Staged), "1.1.0 stays downloaded");
+    // 1.2.0 comes out: b takes it, not the halted download.
+    b.host.publish(["1.0.0", "1.1.0", "1.2.0"]);
+    let outcomes = b.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes.last(), Some(&Outcome::Finished { result: "updated".into(), version: "1.2.0".into() }), "{outcomes:?}");
+}
