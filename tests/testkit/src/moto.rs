@@ -218,6 +218,22 @@ impl MotoServer {
             .map(drop)
     }
 
+    /// Play ECS's health checks for `instance`: from now on DescribeContainerInstances (with
+    /// `include = CONTAINER_INSTANCE_HEALTH`) reports `overall` (`OK`, `IMPAIRED`,
+    /// `INSUFFICIENT_DATA`, `INITIALIZING`) with one check of `check_type` (e.g.
+    /// `CONTAINER_RUNTIME`) in that status, and `reason` as its `statusReason`.
+    pub fn set_instance_health(
+        &self,
+        cluster: &str,
+        instance: &str,
+        overall: &str,
+        check_type: &str,
+        reason: Option<&str>,
+    ) -> Result<(), String> {
+        let body = json!({"cluster": cluster, "instance": instance, "overall": overall, "type": check_type, "reason": reason});
+        self.post("/_harness/instance-health", &body).map(drop)
+    }
+
     fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
         self.request("POST", path, Some(body))
     }
