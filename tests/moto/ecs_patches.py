@@ -23,8 +23,10 @@ if moto.__version__ != EXPECTED_MOTO_VERSION:
     )
 
 from moto.core.responses import ActionResult  # noqa: E402
+from moto.core.serialize import never_return  # noqa: E402
 from moto.ecs.exceptions import ECSException, InvalidParameterException  # noqa: E402
 from moto.ecs.models import (  # noqa: E402
+    ContainerInstance,
     ContainerInstanceFailure,
     EC2ContainerServiceBackend,
     Task,
@@ -32,6 +34,7 @@ from moto.ecs.models import (  # noqa: E402
 from moto.ecs.responses import DESCRIBE_TASKS_TAGS, EC2ContainerServiceResponse  # noqa: E402
 
 from drain import DrainScheduler  # noqa: E402
+import instance_health as health  # noqa: E402
 from paging import paginate  # noqa: E402
 
 log = logging.getLogger("moto-harness.patches")
@@ -343,6 +346,19 @@ def describe_tasks_response(self: Any) -> ActionResult:
     return ActionResult({"tasks": tasks, "failures": failures})
 
 
+def describe_container_instances_response(self: Any) -> ActionResult:
+    """DescribeContainerInstances with `healthStatus` only when `include` asks for it."""
+    if health.INCLUDE in (self._get_param("include") or []):
+        self._include_in_response(DESCRIBE_INSTANCES_HEALTH)
+    else:
+        self._exclude_from_response(DESCRIBE_INSTANCES_HEALTH)
+    cluster_str = self._get_param("cluster", "default")
+    instances, failures = self.ecs_backend.describe_container_instances(
+        cluster_str, self._get_param("containerInstances")
+    )
+    return ActionResult({"failures": failures, "containerInstances": instances})
+
+
 def _on_instance(task: Any, instance_ref: str | None) -> bool:
     if not instance_ref:
         return True
@@ -376,12 +392,20 @@ _RESPONSE_PATCHES = {
     "list_tasks": list_tasks_response,
     "list_container_instances": list_container_instances_response,
     "describe_tasks": describe_tasks_response,
+    "describe_container_instances": describe_container_instances_response,
 }
 _ATTRIBUTE_PATHS = (
     "DescribeContainerInstancesResponse.containerInstances.ContainerInstance.attributes",
     "RegisterContainerInstanceResponse.containerInstance.attributes",
     "UpdateContainerInstancesStateResponse.containerInstances.ContainerInstance.attributes",
     "DeregisterContainerInstanceResponse.containerInstance.attributes",
+)
+DESCRIBE_INSTANCES_HEALTH = "DescribeContainerInstancesResponse.containerInstances.ContainerInstance.healthStatus"
+#: Responses that carry a ContainerInstance but have no `include`: ECS leaves its health out.
+_HEALTHLESS_PATHS = (
+    "RegisterContainerInstanceResponse.containerInstance.healthStatus",
+    "UpdateContainerInstancesStateResponse.containerInstances.ContainerInstance.healthStatus",
+    "DeregisterContainerInstanceResponse.containerInstance.healthStatus",
 )
 _applied = False
 
@@ -398,11 +422,17 @@ def apply() -> None:
             raise RuntimeError(f"moto {moto.__version__}: {cls.__name__} lacks {missing}; cannot patch")
     if not callable(getattr(Task, "advance", None)):
         raise RuntimeError(f"moto {moto.__version__}: ecs Task lacks advance(); cannot freeze it")
+    if hasattr(ContainerInstance, "health_status"):
+        raise RuntimeError(f"moto {moto.__version__}: ContainerInstance has its own health_status; port the patch")
     for cls, patches in targets:
         for name, func in patches.items():
             setattr(cls, name, func)
     Task.advance = _frozen_advance
     for path in _ATTRIBUTE_PATHS:
         EC2ContainerServiceResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER[path] = format_attributes
+    # The serializer reads `healthStatus` off the model as `health_status`.
+    ContainerInstance.health_status = property(health.health_status)
+    for path in _HEALTHLESS_PATHS:
+        EC2ContainerServiceResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER[path] = never_return
     _applied = True
     log.debug("moto %s ECS patches applied", moto.__version__)

@@ -23,6 +23,7 @@ from moto.ec2.models import ec2_backends
 from moto.ecs.models import ecs_backends
 from moto.moto_api._internal.models import moto_api_backend
 
+import instance_health
 from ecs_patches import LOCK, SCHEDULER
 from stopping import LAST_STATUSES_WHILE_STOPPING, STOPPED, begin_stop, finish_stop
 
@@ -76,6 +77,7 @@ class Harness:
             ("POST", "/_harness/tags"): self._tags,
             ("POST", "/_harness/instance-status"): self._instance_status,
             ("POST", "/_harness/task-status"): self._task_status,
+            ("POST", "/_harness/instance-health"): self._instance_health,
         }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -290,6 +292,21 @@ class Harness:
         instance = self._instance(cluster.name, _field(body, "instance", str))
         instance.status = _field(body, "status", str)
         return {"arn": instance.container_instance_arn, "status": instance.status}
+
+    def _instance_health(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+        # Plays ECS's own checks: what DescribeContainerInstances reports from now on when asked
+        # for CONTAINER_INSTANCE_HEALTH.
+        cluster = self._cluster(_field(body, "cluster", str))
+        instance = self._instance(cluster.name, _field(body, "instance", str))
+        overall = _field(body, "overall", str)
+        check = _field(body, "type", str, default=instance_health.DEFAULT_CHECK)
+        reason = _field(body, "reason", str, default=None)
+        try:
+            health = instance_health.set_health(instance, overall, check, reason)
+        except ValueError as err:
+            raise BadRequest(str(err)) from None
+        log.info("instance %s health now %s (%s: %s)", instance.container_instance_arn, overall, check, reason)
+        return {"arn": instance.container_instance_arn, "overall": health.overall, "type": health.check, "reason": health.reason}
 
     def _task_status(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         # Plays the scheduler stopping one task: desired STOPPED, then the last status given.

@@ -631,6 +631,86 @@ def test_cluster_tags_of_an_unknown_cluster_are_cluster_not_found(server: Server
     assert answer["clusters"] == [] and answer["failures"] == [{"arn": missing, "reason": "MISSING"}]
 
 
+# --- container instance health ------------------------------------------------------------
+
+HEALTH = "CONTAINER_INSTANCE_HEALTH"
+
+
+def health_of(ecs: Any, cluster: str, arns: list[str], include: list[str] | None = None) -> dict[str, Any]:
+    """healthStatus by instance ARN (None where the answer has none)."""
+    kwargs = {} if include is None else {"include": include}
+    described = ecs.describe_container_instances(cluster=cluster, containerInstances=arns, **kwargs)
+    return {d["containerInstanceArn"]: d.get("healthStatus") for d in described["containerInstances"]}
+
+
+def test_describe_container_instances_reports_health_only_when_asked(server: Server, ecs: Any) -> None:
+    """Unpatched: no healthStatus, even with include CONTAINER_INSTANCE_HEALTH."""
+    a, b = server.seed("c1", 2)
+    assert health_of(ecs, "c1", [a, b]) == {a: None, b: None}
+    assert health_of(ecs, "c1", [a], include=["TAGS"]) == {a: None}
+    got = health_of(ecs, "c1", [a, b], include=[HEALTH, "TAGS"])
+    for arn in (a, b):
+        status = got[arn]
+        assert status["overallStatus"] == "OK", status
+        (detail,) = status["details"]
+        assert (detail["type"], detail["status"]) == ("CONTAINER_RUNTIME", "OK")
+        assert "statusReason" not in detail
+        # Real timestamps in UTC, the check as if just run: a zone mix-up is hours off.
+        assert detail["lastStatusChange"] <= detail["lastUpdated"]
+        assert abs(detail["lastUpdated"].timestamp() - time.time()) < 3600, detail
+
+
+def test_responses_without_include_carry_no_health(server: Server, ecs: Any) -> None:
+    a, b = server.seed("c1", 2)
+    server.ok("POST", "/_harness/instance-health", {"cluster": "c1", "instance": a, "overall": "IMPAIRED"})
+    updated = ecs.update_container_instances_state(cluster="c1", containerInstances=[a], status="DRAINING")
+    assert "healthStatus" not in updated["containerInstances"][0]
+    gone = ecs.deregister_container_instance(cluster="c1", containerInstance=b)["containerInstance"]
+    assert "healthStatus" not in gone
+
+
+def test_instance_health_route_impairs_an_instance_until_it_is_cleared(server: Server, ecs: Any) -> None:
+    a, b = server.seed("c1", 2)
+    body = {"cluster": "c1", "instance": a, "overall": "IMPAIRED", "type": "CONTAINER_RUNTIME", "reason": "docker down"}
+    answer = server.ok("POST", "/_harness/instance-health", body)
+    assert answer == {"arn": a, "overall": "IMPAIRED", "type": "CONTAINER_RUNTIME", "reason": "docker down"}
+    got = health_of(ecs, "c1", [a, b], include=[HEALTH])
+    assert got[a]["overallStatus"] == "IMPAIRED"
+    (detail,) = got[a]["details"]
+    assert (detail["type"], detail["status"], detail["statusReason"]) == ("CONTAINER_RUNTIME", "IMPAIRED", "docker down")
+    assert got[b]["overallStatus"] == "OK", "only the instance named"
+    assert health_of(ecs, "c1", [a]) == {a: None}, "still only when asked"
+
+    # The same status again, with another reason: the status has not changed since.
+    server.ok("POST", "/_harness/instance-health", {**body, "reason": "still down"})
+    (again,) = health_of(ecs, "c1", [a], include=[HEALTH])[a]["details"]
+    assert again["statusReason"] == "still down"
+    assert again["lastStatusChange"] == detail["lastStatusChange"]
+
+    short_id = a.rsplit("/", 1)[-1]
+    server.ok("POST", "/_harness/instance-health", {"cluster": "c1", "instance": short_id, "overall": "OK"})
+    cleared = health_of(ecs, "c1", [a], include=[HEALTH])[a]
+    assert cleared["overallStatus"] == "OK"
+    (ok_detail,) = cleared["details"]
+    assert (ok_detail["type"], ok_detail["status"]) == ("CONTAINER_RUNTIME", "OK") and "statusReason" not in ok_detail
+    assert ok_detail["lastStatusChange"] >= detail["lastStatusChange"]
+
+    server.ok("POST", "/_harness/instance-health", {"cluster": "c1", "instance": a, "overall": "INITIALIZING", "type": "DAEMON"})
+    (daemon,) = health_of(ecs, "c1", [a], include=[HEALTH])[a]["details"]
+    assert (daemon["type"], daemon["status"]) == ("DAEMON", "INITIALIZING")
+
+
+def test_instance_health_route_rejects_bad_input(server: Server) -> None:
+    (a,) = server.seed("c1", 1)
+    route = "/_harness/instance-health"
+    assert server.call("POST", route, {"cluster": "c1", "instance": a})[0] == 400
+    assert server.call("POST", route, {"cluster": "c1", "instance": a, "overall": "SICK"})[0] == 400
+    assert server.call("POST", route, {"cluster": "c1", "instance": a, "overall": "OK", "type": "DISK"})[0] == 400
+    assert server.call("POST", route, {"cluster": "c1", "instance": "nope", "overall": "OK"})[0] == 404
+    assert server.call("POST", route, {"cluster": "nope", "instance": a, "overall": "OK"})[0] == 404
+    assert server.call("GET", route)[0] == 405
+
+
 # --- harness routes ----------------------------------------------------------------------
 
 

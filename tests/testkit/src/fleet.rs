@@ -7,7 +7,8 @@
 //! 0, the host boots, and a new agent process starts. A [`Watch`] thread reads the harness state
 //! and every fake host all along and keeps the worst it saw: the most instances DRAINING or
 //! rebooting at once, the most live confirmed claims, and per host whether it was ever drained or
-//! ever claimed a slot.
+//! ever claimed a slot. A [`BootHook`] lets a test change the world between a boot and the agent
+//! started after it (ECS finding the booted version's instance impaired, say).
 //!
 //! Every child is killed on drop. Timeouts are safety nets; nothing here asserts a duration.
 
@@ -23,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use agent::clock::{Clock, SystemClock, WallTime};
 use agent::lease::{Claim, ClaimPhase, Names};
-use fake_bottlerocket::HostSnapshot;
+use fake_bottlerocket::{FaultsPatch, HostSnapshot};
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::introspection::{Answer, FakeIntrospection};
 use crate::moto::{Calls, Faults, MotoServer, Seeded, REGION};
-use crate::process::{binary, AgentConfig, Boot, FakeHostProcess, ProcessError, AGENT_BIN};
+use crate::process::{binary, run_agent_with_env, AgentConfig, Boot, FakeHostProcess, Finished, ProcessError, AGENT_BIN};
 
 /// The attribute prefix every agent of the fleet uses (the default).
 pub const PREFIX: &str = "br-update";
@@ -43,6 +44,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(100);
 /// Log lines of each agent shown in a failure.
 const TAIL_LINES: usize = 40;
+/// How long one `br-update-agent fleet ...` command may take.
+const OPERATOR_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to build: the fleet's size, its limit and its timings.
 #[derive(Clone, Debug)]
@@ -66,6 +69,9 @@ pub struct FleetSpec {
     /// Extra `fake-bottlerocket` arguments for some hosts, by index (faults such as
     /// `--api-errors-after-boot 25s`).
     pub fake_args: BTreeMap<usize, Vec<String>>,
+    /// Agent settings for every host on top of the fleet's own, as `key` (`table.name`) and
+    /// TOML literal, e.g. `("health.on-failure", "\"return\"")`.
+    pub agent_settings: Vec<(String, String)>,
 }
 
 impl FleetSpec {
@@ -81,6 +87,7 @@ impl FleetSpec {
             from: "1.0.0".into(),
             to: "1.1.0".into(),
             fake_args: BTreeMap::new(),
+            agent_settings: Vec::new(),
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct HostView {
     pub status_attr: Option<String>,
     /// `<prefix>.opt-out`.
     pub opt_out: Option<String>,
+    /// `<prefix>.failed`: the version whose update failed here.
+    pub failed: Option<String>,
     /// Tasks with desired status RUNNING on the instance.
     pub running_tasks: u64,
     /// `GET /fake/state`; `None` while the host is down.
@@ -169,7 +178,32 @@ impl HostApi {
     pub fn status_of(&self, path: &str) -> Result<u16, ProcessError> {
         self.fakes[self.i].request("GET", path, None).map(|(status, _)| status)
     }
+
+    /// Replaces the versions the host's update repository publishes.
+    pub fn publish(&self, versions: &[&str]) -> Result<(), String> {
+        let body = serde_json::to_string(versions).map_err(|e| e.to_string())?;
+        self.control("/fake/publish", &body)
+    }
+
+    /// Changes the host's faults; fields left `None` keep their value.
+    pub fn set_faults(&self, patch: &FaultsPatch) -> Result<(), String> {
+        let body = serde_json::to_string(patch).map_err(|e| e.to_string())?;
+        self.control("/fake/faults", &body)
+    }
+
+    fn control(&self, path: &str, body: &str) -> Result<(), String> {
+        match self.fakes[self.i].request("POST", path, Some(body)) {
+            Ok((status, _)) if (200..300).contains(&status) => Ok(()),
+            Ok((status, answer)) => Err(format!("host {}: POST {path}: HTTP {status}: {answer}", self.i)),
+            Err(e) => Err(format!("host {}: POST {path}: {e}", self.i)),
+        }
+    }
 }
+
+/// Runs after host `i` has booted and before its next agent starts, with what the host booted
+/// into: the test plays what the booted version does to the world the agent then looks at (ECS
+/// finding the instance impaired, say), before the agent can look.
+pub type BootHook = Box<dyn FnMut(usize, &HostSnapshot, &MotoServer) -> Result<(), String>>;
 
 /// A running agent process; its stderr goes to the host's log file.
 struct AgentChild {
@@ -204,6 +238,7 @@ pub struct Fleet {
     watch: Arc<Mutex<Watch>>,
     stop_watch: Arc<AtomicBool>,
     watcher: Option<JoinHandle<()>>,
+    on_boot: Option<BootHook>,
     // Last: removed after every process that uses it is gone.
     _dir: TempDir,
 }
@@ -232,9 +267,11 @@ impl Fleet {
             let fake = start_fake(&host_dir, &spec, extra).map_err(|e| format!("host {i}: {e}"))?;
             let endpoint = FakeIntrospection::start(Answer::registered(&spec.cluster, arn));
             let config = host_dir.join("agent.toml");
-            agent_config(&spec, fake.socket(), &host_dir.join("state"), &endpoint.url())
-                .write(&config)
-                .map_err(|e| e.to_string())?;
+            let mut agent = agent_config(&spec, fake.socket(), &host_dir.join("state"), &endpoint.url());
+            for (key, literal) in &spec.agent_settings {
+                agent.set_raw(key, literal);
+            }
+            agent.write(&config).map_err(|e| e.to_string())?;
             files.push(HostFiles { log: host_dir.join("agent.log"), config });
             fakes.push(fake);
             introspection.push(endpoint);
@@ -257,6 +294,7 @@ impl Fleet {
             watch: Arc::new(Mutex::new(watch)),
             stop_watch: Arc::new(AtomicBool::new(false)),
             watcher: None,
+            on_boot: None,
             _dir: dir,
         })
     }
@@ -284,6 +322,20 @@ impl Fleet {
         let child = spawn_agent(&self.files[i], self.starts[i], &self.moto.endpoint())?;
         self.agents[i] = Some(AgentChild { child });
         Ok(())
+    }
+
+    /// Sets what happens between each boot and the agent started after it (see [`BootHook`]).
+    pub fn on_boot(&mut self, hook: impl FnMut(usize, &HostSnapshot, &MotoServer) -> Result<(), String> + 'static) {
+        self.on_boot = Some(Box::new(hook));
+    }
+
+    /// Runs `br-update-agent fleet <args> --cluster <this fleet's cluster>` to its end, as an
+    /// operator's shell pointed at this fleet's ECS would.
+    pub fn operator(&self, args: &[&str]) -> Result<Finished, String> {
+        let mut all = vec!["fleet"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--cluster", &self.spec.cluster]);
+        run_agent_with_env(&all, &self.moto.operator_env(), OPERATOR_TIMEOUT).map_err(|e| format!("fleet {args:?}: {e}"))
     }
 
     /// How many agent processes host `i` has run.
@@ -390,7 +442,10 @@ impl Fleet {
                 self.log_tail(i)
             ));
         }
-        self.fakes[i].release_boot(BOOT_TIMEOUT).map_err(|e| format!("host {i} does not boot: {e}"))?;
+        let booted = self.fakes[i].release_boot(BOOT_TIMEOUT).map_err(|e| format!("host {i} does not boot: {e}"))?;
+        if let Some(hook) = self.on_boot.as_mut() {
+            hook(i, &booted, &self.moto).map_err(|e| format!("after host {i} booted: {e}"))?;
+        }
         self.start_agent(i)
     }
 
@@ -496,6 +551,7 @@ fn read_view(moto: &MotoServer, cluster: &str, fakes: &[FakeHostProcess]) -> Res
             drained: text(attrs, &names.drained),
             status_attr: text(attrs, &names.status),
             opt_out: text(attrs, &names.opt_out),
+            failed: text(attrs, &names.failed),
             running_tasks: inst["running_tasks"].as_u64().unwrap_or_default(),
             host,
         });
@@ -632,6 +688,7 @@ mod tests {
             drained: None,
             status_attr: None,
             opt_out: None,
+            failed: None,
             running_tasks: 0,
             host: (!down).then_some(snapshot),
         }

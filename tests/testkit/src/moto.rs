@@ -18,6 +18,8 @@ use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
 use serde_json::{json, Value};
 
+use crate::process::Env;
+
 /// How long the server may take to print its port (imports alone take a second or two).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long one harness request may take.
@@ -140,6 +142,25 @@ impl MotoServer {
         aws_sdk_ecs::Client::from_conf(conf)
     }
 
+    /// The environment of an operator's shell pointed at this server: endpoint, region and
+    /// static keys set, nothing from this machine's own AWS configuration.
+    pub fn operator_env(&self) -> Env {
+        let set = [
+            ("AWS_ENDPOINT_URL_ECS", self.endpoint()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("AWS_CONFIG_FILE", "/nonexistent/br-update-agent-test/config".to_owned()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/br-update-agent-test/credentials".to_owned()),
+        ];
+        let remove = ["AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "NO_COLOR"];
+        Env {
+            set: set.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            remove: remove.into_iter().map(str::to_owned).collect(),
+        }
+    }
+
     /// Forget all ECS state, faults and call counts.
     pub fn reset(&self) -> Result<(), String> {
         self.post("/_harness/reset", &json!({})).map(drop)
@@ -216,6 +237,22 @@ impl MotoServer {
     pub fn set_instance_status(&self, cluster: &str, instance: &str, status: &str) -> Result<(), String> {
         self.post("/_harness/instance-status", &json!({"cluster": cluster, "instance": instance, "status": status}))
             .map(drop)
+    }
+
+    /// Play ECS's health checks for `instance`: from now on DescribeContainerInstances (with
+    /// `include = CONTAINER_INSTANCE_HEALTH`) reports `overall` (`OK`, `IMPAIRED`,
+    /// `INSUFFICIENT_DATA`, `INITIALIZING`) with one check of `check_type` (e.g.
+    /// `CONTAINER_RUNTIME`) in that status, and `reason` as its `statusReason`.
+    pub fn set_instance_health(
+        &self,
+        cluster: &str,
+        instance: &str,
+        overall: &str,
+        check_type: &str,
+        reason: Option<&str>,
+    ) -> Result<(), String> {
+        let body = json!({"cluster": cluster, "instance": instance, "overall": overall, "type": check_type, "reason": reason});
+        self.post("/_harness/instance-health", &body).map(drop)
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Value, String> {

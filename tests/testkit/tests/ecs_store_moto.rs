@@ -213,6 +213,41 @@ async fn describe_self_reports_status_agent_tasks_and_attributes() {
 }
 
 #[tokio::test]
+async fn describe_self_reads_the_instance_health_and_the_failing_checks_reason() {
+    let moto = moto();
+    let seeded = seed(&moto, "c1", 2);
+    let arn = &seeded.instances[0];
+    let me = store(&moto, "c1", arn);
+
+    let healthy = me.describe_self().await.expect("describe").health.expect("health, asked for with include");
+    assert_eq!(healthy.overall, "OK");
+    assert!(!healthy.is_impaired() && !healthy.is_initializing());
+    assert!(healthy.reasons.is_empty(), "a passing check is no reason: {healthy:?}");
+
+    moto.set_instance_health("c1", arn, "IMPAIRED", "CONTAINER_RUNTIME", Some("docker not responding"))
+        .expect("impair");
+    reset_calls(&moto);
+    let impaired = me.describe_self().await.expect("describe").health.expect("health");
+    assert_eq!(calls(&moto, "DescribeContainerInstances"), 1, "the health comes with the one describe");
+    assert!(impaired.is_impaired(), "{impaired:?}");
+    assert_eq!(impaired.reasons, ["CONTAINER_RUNTIME IMPAIRED: docker not responding"]);
+    let other = store(&moto, "c1", &seeded.instances[1]).describe_self().await.expect("describe other");
+    assert_eq!(other.health.map(|h| h.overall).as_deref(), Some("OK"), "only the instance named");
+
+    moto.set_instance_health("c1", arn, "INITIALIZING", "AGENT_CONNECTIVITY", None).expect("initializing");
+    let waiting = me.describe_self().await.expect("describe").health.expect("health");
+    assert!(waiting.is_initializing(), "{waiting:?}");
+    assert!(
+        waiting.reasons.len() == 1 && waiting.reasons[0].starts_with("AGENT_CONNECTIVITY INITIALIZING"),
+        "{waiting:?}"
+    );
+
+    moto.set_instance_health("c1", arn, "OK", "CONTAINER_RUNTIME", None).expect("clear");
+    let cleared = me.describe_self().await.expect("describe").health.expect("health");
+    assert_eq!((cleared.overall.as_str(), cleared.reasons.len()), ("OK", 0));
+}
+
+#[tokio::test]
 async fn draining_stops_only_the_service_tasks_after_the_delay() {
     let moto = moto();
     let seeded = seed(&moto, "c1", 1);
