@@ -463,7 +463,10 @@ fn instance_health(h: &aws_sdk_ecs::types::ContainerInstanceHealthStatus) -> Ins
         .map(|d| {
             let kind = d.r#type().map_or("check", |t| t.as_str());
             let state = d.status().map_or("?", |s| s.as_str());
-            format!("{kind} {state}: {}", d.status_reason().unwrap_or(""))
+            match d.status_reason().filter(|r| !r.is_empty()) {
+                Some(reason) => format!("{kind} {state}: {reason}"),
+                None => format!("{kind} {state}"),
+            }
         })
         .collect();
     InstanceHealth { overall: h.overall_status().map_or("INSUFFICIENT_DATA", |s| s.as_str()).to_owned(), reasons }

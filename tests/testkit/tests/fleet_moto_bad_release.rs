@@ -202,7 +202,6 @@ fn a_release_that_rolls_back_everywhere_stops_at_the_canary_and_again_after_a_re
 /// after the repository offers only 1.2.0. So after the resume they install 1.1.0 first, and
 /// without the resume they stay halted on 1.1.0 and never take 1.2.0.
 #[test]
-#[ignore = "agent: a host that staged a halted version installs it (or stays halted on it) instead of the newer version offered"]
 fn a_release_that_rolls_back_everywhere_stops_at_the_canary_and_the_next_good_one_reaches_all() {
     let (mut fleet, boots, started) = rollback_fleet("fleet-rollback-fix");
     let c = halt_at_the_canary(&mut fleet, &boots);
