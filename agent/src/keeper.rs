@@ -116,9 +116,4 @@ impl<'a, S: ClusterStore, K: Clock> ClaimKeeper<'a, S, K> {
         st.stopped = true;
         st.held.clone()
     }
-
-    /// The claim as last written, if still held.
-    pub async fn current(&self) -> Option<Held> {
-        self.state.lock().await.held.clone()
-    }
 }

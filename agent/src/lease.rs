@@ -849,6 +849,9 @@ mod tests {
             "v1:x:1:2:0badf00d:1.0.0",
             "v1:d:one:2:0badf00d:1.0.0",
             "v1:d:1:2:zz:1.0.0",
+            "v1:d:1:2:zzzzzzzz:1.0.0",
+            "v1:d:1:2:abc:1.0.0",
+            "v1:d:1:2:0123456789abcdef0123456789abcdef0:1.0.0",
             "v1:d:1:2:0badf00d:",
             "v1:d:1:2:0badf00d:1.0.0:extra",
         ] {

@@ -263,6 +263,36 @@ async fn hole3_negative_control_without_the_keeper_the_claim_lapses_after_boot()
     assert!(!live, "without the keeper the claim must be seen lapsed while the API fails");
 }
 
+#[tokio::test(start_paused = true)]
+async fn hole3_a_claim_replaced_while_the_host_was_down_is_not_taken_over_after_boot() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+    // While a is down, an operator writes another claim (another token) on its instance.
+    let foreign = "v1:h:1800000000:1900000000:deadbeef:9.9.9";
+    ecs.operator_put(&a.arn, &lease(&a), foreign);
+    a.host.boot();
+    let outcome = a.agent(Shutdown::never()).run(true).await;
+    assert_eq!(outcome, Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+    let rewrote = ecs.history().iter().any(|e| {
+        e.by == testkit::fake_ecs::Actor::Agent && matches!(&e.change, EcsChange::Put { value, .. } if value.contains("deadbeef"))
+    });
+    assert!(!rewrote, "the agent renewed a claim that was not its own");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole3_a_reboot_that_never_happened_is_asked_again_under_the_kept_claim() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+    // The agent is restarted but the host never went down: the update is still Ready.
+    let outcome = a.agent(Shutdown::never()).run(true).await;
+    assert_eq!(outcome, Outcome::Rebooting { target: "1.1.0".into() }, "asked again, holding its slot");
+    assert_eq!(a.host.reboot_requests(), 2);
+    let claim = ecs.attribute(&a.arn, &lease(&a)).and_then(|v| Claim::parse(&v).ok()).expect("the claim is kept");
+    assert_eq!(claim.phase, ClaimPhase::Rebooting);
+}
+
 // ---------------------------------------------------------------- hole 4: undo and stale reads
 
 /// a drains; five seconds after DRAINING is set it is stopped (SIGTERM) while describes lag a
