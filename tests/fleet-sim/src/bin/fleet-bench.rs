@@ -235,7 +235,7 @@ fn controls() -> Result<ExitCode, String> {
             let r = run(&scenario(seed))?;
             violations += check::check(&r.trace).len();
             unfinished += usize::from(!r.finished);
-            let stuck: Vec<&fleet_sim::trace::HostTrace> = r.trace.hosts.iter().filter(|h| check::is_stuck(h)).collect();
+            let stuck: Vec<&fleet_sim::trace::HostTrace> = r.trace.hosts.iter().filter(|h| check::is_stuck(h, &r.trace.target)).collect();
             waiting += r.trace.hosts.iter().filter(|h| check::waits_behind(&h.end, &stuck).is_some()).count();
         }
         println!("safe failure, {what} (N = 1): {violations} violations, {unfinished} unfinished, {waiting} hosts left waiting, naming it");
