@@ -163,8 +163,9 @@ async fn operator_drains(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: In
 }
 
 /// The hosts on which the new version is bad: exactly the scenario's fraction of the fleet,
-/// rounded, drawn from a stream of their own so the rest of the run is drawn as without them.
-fn bad_release_hosts(sc: &Scenario) -> std::collections::BTreeSet<usize> {
+/// rounded, drawn from a stream of their own so the rest of the run is drawn as without them
+/// (the peer models take the same hosts).
+pub fn bad_release_hosts(sc: &Scenario) -> std::collections::BTreeSet<usize> {
     let want = ((sc.faults.bad_release.clamp(0.0, 1.0) * sc.hosts as f64).round() as usize).min(sc.hosts);
     if want == sc.hosts {
         return (0..sc.hosts).collect();

@@ -6,6 +6,7 @@ use agent::config::Config;
 use agent::lease::Names;
 use agent::status::Status;
 use testkit::fake_ecs::EcsChange;
+use testkit::node::NodeEventKind;
 
 use crate::check;
 use crate::trace::{Doom, HostTrace, Ms, Trace};
@@ -23,6 +24,8 @@ pub struct Spread {
     pub halted: usize,
     /// Hosts still waiting for a slot, naming a host stuck on the release.
     pub waiting: usize,
+    /// From publication to the last boot into the release.
+    pub last_received: Option<Ms>,
     /// From publication to the first failure marker naming the release.
     pub first_failure: Option<Ms>,
     /// From publication to the last host's status turning `halted`.
@@ -60,6 +63,13 @@ impl Spread {
             bad: trace.hosts.iter().filter(|h| bad(h)).count(),
             received: trace.hosts.iter().filter(|h| h.booted_into(target)).count(),
             failed: trace.hosts.iter().filter(|h| bad(h) && h.booted_into(target)).count(),
+            last_received: trace
+                .hosts
+                .iter()
+                .flat_map(|h| &h.events)
+                .filter(|(_, k)| matches!(k, NodeEventKind::Booted { version } if version == target))
+                .map(|(at, _)| since(*at))
+                .max(),
             halted: trace.hosts.iter().filter(|h| ends_halted(h)).count(),
             waiting: trace.hosts.iter().filter(|h| check::waits_behind(&h.end, &stuck).is_some()).count(),
             first_failure,

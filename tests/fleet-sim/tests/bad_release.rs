@@ -2,7 +2,7 @@
 //! instance IMPAIRED after boot reaches one host with the canary (at most N without), the host it
 //! failed on holds its slot, and every other host halts or waits behind it; the checker finds
 //! nothing. With `health.on-failure = return` the failed hosts give their slots back, so only the
-//! halt keeps the others from taking the release one after another.
+//! halt keeps the others from taking the release one after another: without it, every host does.
 
 use agent::config::OnFailure;
 use fleet_sim::check;
@@ -68,4 +68,18 @@ fn hosts_that_give_their_slot_back_after_failing_still_stop_the_release() {
             assert_eq!((s.received + s.halted, s.waiting), (r.trace.hosts.len(), 0), "seed {seed}, canary {canary_hosts}: {s:?}");
         }
     }
+}
+
+#[test]
+fn without_the_halt_the_same_release_reaches_every_host_one_canary_at_a_time() {
+    // The control for the figures above: the failure markers are written but nobody counts
+    // them. Failed hosts that give their slot back hand it to the next, which fails in turn (no
+    // host passes as a canary, so the limit stays 1); failed hosts that hold leave the others
+    // waiting, none halted.
+    let sc = Scenario { halt_after_failures: 0, on_failure: OnFailure::Return, ..Scenario::bad_release(HOSTS, N, 1, 1.0) };
+    let (_, s) = spread(&sc);
+    assert_eq!((s.received, s.halted), (HOSTS, 0), "{s:?}");
+    let sc = Scenario { halt_after_failures: 0, ..Scenario::bad_release(HOSTS, N, 1, 1.0) };
+    let (_, s) = spread(&sc);
+    assert_eq!((s.received, s.halted, s.waiting), (1, 0, HOSTS - 1), "{s:?}");
 }
