@@ -514,9 +514,10 @@ fn sweep(args: &Args) -> Result<ExitCode, String> {
             let s = Spread::of(&r.trace);
             bad_runs += 1;
             (received, failed_on, halted, waiting) = (received + s.received, failed_on + s.failed, halted + s.halted, waiting + s.waiting);
-            out += r.trace.hosts.iter().filter(|h| h.end.status == agent::cluster::InstanceStatus::Draining).count();
+            let draining = r.trace.hosts.iter().filter(|h| h.end.status == agent::cluster::InstanceStatus::Draining).count();
+            out += draining;
             format!(
-                ", bad on {} (halt after {}): {} received, {} failed, {} halted, {} waiting",
+                ", bad on {} (halt after {}): {} received, {} failed, {} halted, {} waiting, {draining} left DRAINING",
                 s.bad, sc.halt_after_failures, s.received, s.failed, s.halted, s.waiting
             )
         } else {
