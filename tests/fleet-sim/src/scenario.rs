@@ -232,9 +232,9 @@ pub struct Scenario {
     pub time_limit: Duration,
     /// Maintenance windows every host uses (`None`: the agent's default, any time).
     pub maintenance: Option<agent::config::Maintenance>,
-    /// `cluster.halt-after-failures`: 0 in the fault sweeps, whose random rollbacks stand for
-    /// hardware-specific failures that must not stop the whole rollout; bad-release scenarios
-    /// set it.
+    /// `cluster.halt-after-failures`: 0 for a good release, whose random rollbacks and failed
+    /// health gates stand for hardware-specific failures that must not stop the whole rollout;
+    /// bad-release scenarios (and the sweep's bad-release seeds) set it.
     pub halt_after_failures: u32,
     /// `cluster.canary-hosts`: how many hosts take a new version one at a time before the
     /// limit widens to N (0: no canary).
