@@ -27,7 +27,9 @@
 //! A host may also end **stuck**, but only where the scenario injected a failure that never
 //! ends ([`Doom`]) and the trace shows it: for [`Doom::AgentNeverReturns`], its last agent
 //! crashed and none started again; for [`Doom::EcsAgentNeverReconnects`], its status phase is
-//! `held`. A stuck host may keep its claim, marker, DRAINING instance and in-flight record: that
+//! `held`; for [`Doom::BadRelease`], it booted into the target, the boot left it IMPAIRED for
+//! good, and its status says it holds after a failed check ([`HELD_AFTER_CHECK`]). A host the
+//! bad release spared, or that halted before it got it, is judged as any other. A stuck host may keep its claim, marker, DRAINING instance and in-flight record: that
 //! is how it keeps its slot, and the safety sweep above still counts it. Every other host that
 //! did not update and has no recorded reason must be explained as **waiting behind a stuck
 //! host**: its status phase `waiting`, its detail naming a stuck host's instance among the
@@ -224,7 +226,7 @@ fn reboots_with_tasks_running(trace: &Trace) -> Vec<Violation> {
 const PARKED: [&str; 5] = ["opted-out", "quarantined", "rolled-back", "halted", "skipped"];
 
 fn end_state(trace: &Trace) -> Vec<Violation> {
-    let stuck: Vec<&HostTrace> = trace.hosts.iter().filter(|h| is_stuck(h)).collect();
+    let stuck: Vec<&HostTrace> = trace.hosts.iter().filter(|h| is_stuck(h, &trace.target)).collect();
     let mut out = vec![];
     for h in &trace.hosts {
         let e = &h.end;
@@ -236,7 +238,7 @@ fn end_state(trace: &Trace) -> Vec<Violation> {
             let why = if h.plan.opted_out { "opted out" } else { "running a standalone task" };
             flag(ViolationKind::UpdatedAgainstPlan, format!("updated although {why}"));
         }
-        if is_stuck(h) {
+        if is_stuck(h, &trace.target) {
             // Keeping claim, marker and DRAINING is how a stuck host keeps its slot.
             continue;
         }
@@ -259,8 +261,13 @@ fn end_state(trace: &Trace) -> Vec<Violation> {
     out
 }
 
+/// Status results of a host that holds its slot because a check after boot failed: its health
+/// gate or bake, or first its ECS agent (the gate looks at that first; the impairment then keeps
+/// it failing).
+pub const HELD_AFTER_CHECK: [&str; 3] = ["held-health", "held-bake", "held-ecs-agent"];
+
 /// Whether the scenario doomed `h` and the trace shows it stuck as its doom says.
-pub fn is_stuck(h: &HostTrace) -> bool {
+pub fn is_stuck(h: &HostTrace, target: &str) -> bool {
     match h.plan.doom {
         Some(Doom::AgentNeverReturns) => h
             .events
@@ -269,6 +276,11 @@ pub fn is_stuck(h: &HostTrace) -> bool {
             .find(|(_, k)| matches!(k, NodeEventKind::AgentStarted | NodeEventKind::AgentCrashed))
             .is_some_and(|(_, k)| *k == NodeEventKind::AgentCrashed),
         Some(Doom::EcsAgentNeverReconnects) => status(&h.end).is_some_and(|s| s.phase == "held"),
+        Some(Doom::BadRelease) => {
+            let impaired = h.events.iter().any(|(_, k)| *k == NodeEventKind::ImpairedAfterBoot { lasting: None });
+            let held = status(&h.end).is_some_and(|s| s.phase == "held" && HELD_AFTER_CHECK.contains(&s.result.as_str()));
+            h.end.running == target && impaired && held
+        }
         None => false,
     }
 }
@@ -517,6 +529,51 @@ mod tests {
         assert!(kinds(&t).contains(&("b".into(), NotFinished)), "{:?}", kinds(&t));
         t.hosts[0].end.status_attribute = Some("v2:held:2.0.0:2.0.0:held-ecs-agent:1:ECS agent not connected".into());
         assert!(check(&t).is_empty(), "{:?}", check(&t));
+    }
+
+    /// `a` booted into a release bad on it (IMPAIRED for good) and holds with `status`; `b` waits
+    /// naming it.
+    fn held_by_a_bad_release(doom: Option<Doom>, status: &str) -> Trace {
+        let mut t = stuck_and_waiting(doom, "slots held by a claim-v 300s-left");
+        let a = &mut t.hosts[0];
+        a.events = vec![
+            (1_000, NodeEventKind::AgentStarted),
+            (2_000, NodeEventKind::RebootRequested),
+            (3_000, NodeEventKind::Booted { version: "2.0.0".into() }),
+            (3_000, NodeEventKind::ImpairedAfterBoot { lasting: None }),
+            (3_000, NodeEventKind::AgentStarted),
+        ];
+        a.end.running = "2.0.0".into();
+        a.end.status_attribute = Some(status.into());
+        // It rebooted holding its slot, which it keeps.
+        t.ecs.push(put(1_500, 0, "v1:d:1:600:0badf00d:2.0.0"));
+        t
+    }
+
+    #[test]
+    fn a_host_a_bad_release_doomed_may_hold_after_its_gate_failed_and_nothing_else() {
+        let held = "v2:held:2.0.0:2.0.0:held-health:1:container instance IMPAIRED";
+        let t = held_by_a_bad_release(Some(Doom::BadRelease), held);
+        assert!(check(&t).is_empty(), "{:?}", check(&t));
+        // The hosts with a violation: a's leftovers (it runs the target) or its stall, b's wait.
+        let flagged = |t: &Trace| {
+            let mut hosts: Vec<String> = check(t).into_iter().map(|v| v.hosts[0].clone()).collect();
+            hosts.dedup();
+            hosts
+        };
+        // Not doomed: a stall.
+        assert_eq!(flagged(&held_by_a_bad_release(None, held)), ["a", "b"]);
+        // Doomed, but its boot did not leave it impaired for good (an impairment that clears).
+        let mut t = held_by_a_bad_release(Some(Doom::BadRelease), held);
+        t.hosts[0].events[3].1 = NodeEventKind::ImpairedAfterBoot { lasting: Some(std::time::Duration::from_secs(600)) };
+        assert_eq!(flagged(&t), ["a", "b"]);
+        // Doomed, but held for another reason (its API failing after boot).
+        let t = held_by_a_bad_release(Some(Doom::BadRelease), "v2:held:2.0.0:2.0.0:held-after-boot:1:cannot read /os");
+        assert_eq!(flagged(&t), ["a", "b"]);
+        // Doomed, but it never booted into the release (it rolled back).
+        let mut t = held_by_a_bad_release(Some(Doom::BadRelease), held);
+        t.hosts[0].end.running = "1.0.0".into();
+        assert_eq!(flagged(&t), ["a", "b"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   fix switched off, and nothing with it on.
 //! - [`metrics`]: makespan against the lower bound, utilisation, drained time, ECS calls.
 //! - [`peers`]: simple models of the peers' strategies on the same fleet, for comparison.
+//! - [`spread`]: how far a bad release spread: hosts that received it, failed, halted, waited.
 //! - [`svg`]: a timeline picture of a rollout.
 
 pub mod check;
@@ -21,5 +22,6 @@ pub mod metrics;
 pub mod peers;
 pub mod scenario;
 pub mod sim;
+pub mod spread;
 pub mod svg;
 pub mod trace;

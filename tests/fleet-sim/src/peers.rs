@@ -13,6 +13,11 @@
 //!
 //! Calls to the lock store and to the drain API count as ECS-equivalent calls; sequential calls
 //! of one actor are spaced by the scenario's ECS latency.
+//!
+//! A release bad on some hosts (the scenario's `bad_release`, the same hosts as in the agent's
+//! runs) boots, and then ECS finds the instance IMPAIRED. Neither peer's checks after a reboot
+//! look at that, so each model goes on to the next host as after a good one, counting the hosts
+//! that received the release.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -53,17 +58,47 @@ impl FleetTimings {
     }
 }
 
+/// How far a release spread under a peer's schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerSpread {
+    /// Hosts on which the release is bad.
+    pub bad: usize,
+    /// Hosts that booted into it.
+    pub received: usize,
+    /// Hosts on which it is bad that booted into it.
+    pub failed: usize,
+    /// From publication to the last boot into it.
+    pub last_received: Ms,
+}
+
+/// A peer model's run: its figures and how far the release spread.
+#[derive(Clone, Debug)]
+pub struct PeerRun {
+    /// The benchmark row.
+    pub figures: Figures,
+    /// The spread.
+    pub spread: PeerSpread,
+}
+
 /// What a peer model produced, in the shape the figures take.
 struct Tally {
     slots: Vec<Interval>,
     drains: Vec<Ms>,
     calls: Vec<Ms>,
     latency: Ms,
+    spread: PeerSpread,
 }
 
 impl Tally {
-    fn new(latency: Duration) -> Tally {
-        Tally { slots: vec![], drains: vec![], calls: vec![], latency: latency.as_millis().max(1) as Ms }
+    fn new(latency: Duration, bad: usize) -> Tally {
+        let spread = PeerSpread { bad, ..PeerSpread::default() };
+        Tally { slots: vec![], drains: vec![], calls: vec![], latency: latency.as_millis().max(1) as Ms, spread }
+    }
+    /// A host booted into the release at `at`; `bad`: it fails there.
+    fn booted(&mut self, at: Ms, bad: bool) {
+        self.spread.received += 1;
+        self.spread.failed += usize::from(bad);
+        self.spread.last_received = self.spread.last_received.max(at);
     }
     /// `count` sequential calls starting at `at`; returns when the last one is answered.
     fn calls(&mut self, at: Ms, count: u64) -> Ms {
@@ -72,9 +107,10 @@ impl Tally {
         }
         at + count * self.latency
     }
-    fn figures(mut self, label: &str, hosts: usize, started: std::time::Instant) -> Figures {
+    fn finish(mut self, label: &str, hosts: usize, started: std::time::Instant) -> PeerRun {
         self.calls.sort_unstable();
-        Figures::from_parts(label, hosts, 1, 0, &self.slots, &self.drains, &self.calls, started.elapsed())
+        let figures = Figures::from_parts(label, hosts, 1, 0, &self.slots, &self.drains, &self.calls, started.elapsed());
+        PeerRun { figures, spread: self.spread }
     }
 }
 
@@ -93,11 +129,12 @@ fn next_tick(start: Ms, from: Ms, step: Ms) -> Ms {
 }
 
 /// The Bottlerocket ECS Updater's schedule on this fleet.
-pub fn ecs_updater(sc: &Scenario, latency: Duration) -> Figures {
+pub fn ecs_updater(sc: &Scenario, latency: Duration) -> PeerRun {
     let started = std::time::Instant::now();
     let t = FleetTimings::draw(sc);
+    let bad = crate::sim::bad_release_hosts(sc);
     let rng = Jitter::seeded(mix(sc.seed, 0xec50dd));
-    let mut tally = Tally::new(latency);
+    let mut tally = Tally::new(latency, bad.len());
     const RUN_EVERY: Ms = 12 * 3_600_000;
     // The schedule's phase is unrelated to the release.
     let run_start = ms(rng.up_to(Duration::from_millis(RUN_EVERY)));
@@ -120,12 +157,16 @@ pub fn ecs_updater(sc: &Scenario, latency: Duration) -> Figures {
         now = poll;
         now += ms(t.prepare[h]) + 5_000; // update apply through SSM: download, write, activate
         now += 15_000; // reboot sent, then the fixed sleep
+        tally.booted(now + ms(t.reboot[h]), bad.contains(&h));
         let status_ok = now + ms(t.reboot[h]) + 60_000;
         now = next_tick(now, status_ok, POLL); // EC2 InstanceStatusOk waiter
         now = tally.calls(now, 1); // ACTIVE
         tally.drains.push(now - drained_at);
         now += 20_000 + 15_000; // the fixed sleep, then the SSM check that verifies
         tally.slots.push(Interval { start: slot_start, end: now });
+        // The run aborts only when an instance never reaches EC2 status OK or cannot be set
+        // ACTIVE, and the SSM check asks only whether an update is still available. A release
+        // that boots and leaves the instance IMPAIRED in ECS passes all three: the run goes on.
     }
     // Each 12-hour start while the run goes on finds it running and exits (one ListTasks).
     let mut tick = run_start + RUN_EVERY;
@@ -133,15 +174,16 @@ pub fn ecs_updater(sc: &Scenario, latency: Duration) -> Figures {
         tally.calls(tick, 1);
         tick += RUN_EVERY;
     }
-    tally.figures("ECS Updater model (1 at a time, every 12 h)", sc.hosts, started)
+    tally.finish("ECS Updater model (1 at a time, every 12 h)", sc.hosts, started)
 }
 
 /// kured's single fleet-wide lock with hourly looks, on this fleet.
-pub fn kured(sc: &Scenario, latency: Duration) -> Figures {
+pub fn kured(sc: &Scenario, latency: Duration) -> PeerRun {
     let started = std::time::Instant::now();
     let t = FleetTimings::draw(sc);
+    let bad = crate::sim::bad_release_hosts(sc);
     let rng = Jitter::seeded(mix(sc.seed, 0x4b5ed));
-    let mut tally = Tally::new(latency);
+    let mut tally = Tally::new(latency, bad.len());
     const PERIOD: Ms = 3_600_000;
     let phase: Vec<Ms> = (0..sc.hosts).map(|_| ms(rng.up_to(Duration::from_millis(PERIOD)))).collect();
     // A host needs a reboot once it has downloaded the update.
@@ -164,11 +206,14 @@ pub fn kured(sc: &Scenario, latency: Duration) -> Figures {
             poll += POLL;
             tally.calls(poll, 1); // eviction progress
         }
+        tally.booted(poll + ms(t.reboot[h]), bad.contains(&h));
         now = poll + ms(t.reboot[h]) + 30_000; // reboot, then kured's pod starts
+        // kured releases the lock once its own pod runs again on the node: it looks at no
+        // health of the workload, so a host the release failed on hands the lock on like any.
         now = tally.calls(now, 3); // read the lock, uncordon, release
         tally.drains.push(now - drained_at);
         tally.slots.push(Interval { start: at, end: now });
         lock_free_at = now;
     }
-    tally.figures("kured model (1 lock, looks every 1 h)", sc.hosts, started)
+    tally.finish("kured model (1 lock, looks every 1 h)", sc.hosts, started)
 }

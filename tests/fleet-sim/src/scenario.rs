@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use agent::config::Config;
+use agent::config::{Config, OnFailure};
 use agent::lease::{LeaseRule, UnsafeOff};
 use testkit::fake_ecs::TaskListing;
 
@@ -100,6 +100,15 @@ pub struct FaultPlan {
     /// Hosts singled out, by index, for a failure that never ends (the safe failures): the
     /// promise must hold all the same and the others wait behind them.
     pub doomed: Vec<(usize, Doom)>,
+    /// The fraction of hosts on which the new version is bad: booting it leaves the container
+    /// instance IMPAIRED for good ([`Doom::BadRelease`]). Exactly this fraction of the fleet,
+    /// rounded, chosen by the seed; 1.0 is a release bad on every host.
+    pub bad_release: f64,
+    /// The chance that a boot leaves the container instance IMPAIRED for a draw from
+    /// `impaired_for`: a health gate that fails, then passes once it clears.
+    pub impaired_chance: f64,
+    /// How long such an impairment lasts.
+    pub impaired_for: Span,
 }
 
 impl Default for FaultPlan {
@@ -137,6 +146,9 @@ impl FaultPlan {
             operator_drains: 0,
             operator_drain_for: Span::minutes(30, 90),
             doomed: vec![],
+            bad_release: 0.0,
+            impaired_chance: 0.0,
+            impaired_for: Span::minutes(5, 30),
         }
     }
 
@@ -145,8 +157,10 @@ impl FaultPlan {
     /// and SIGTERMs at random instants, standalone tasks and opted-out hosts; and the edges of
     /// time: writes landing after a claim's TTL, agents down for longer than it (some crashing
     /// mid-drain), APIs failing and ECS agents reconnecting long after boot, describes lagging
-    /// writes, tasks running on after being told to stop, and an operator's drain.
-    /// Nothing permanent: the doomed hosts have scenarios of their own.
+    /// writes, tasks running on after being told to stop, and an operator's drain; and boots
+    /// that leave the instance IMPAIRED for a while, so the health gate fails, holds and then
+    /// finishes. Nothing permanent: the doomed hosts and bad releases have scenarios of their
+    /// own.
     pub fn everything() -> FaultPlan {
         FaultPlan {
             rollback_chance: 0.05,
@@ -174,6 +188,9 @@ impl FaultPlan {
             operator_drains: 1,
             operator_drain_for: Span::minutes(30, 90),
             doomed: vec![],
+            bad_release: 0.0,
+            impaired_chance: 0.03,
+            impaired_for: Span::minutes(5, 30),
         }
     }
 }
@@ -215,10 +232,15 @@ pub struct Scenario {
     pub time_limit: Duration,
     /// Maintenance windows every host uses (`None`: the agent's default, any time).
     pub maintenance: Option<agent::config::Maintenance>,
-    /// `cluster.halt-after-failures`: 0 in the fault sweeps, whose random rollbacks stand for
-    /// hardware-specific failures that must not stop the whole rollout; bad-release scenarios
-    /// set it.
+    /// `cluster.halt-after-failures`: 0 for a good release, whose random rollbacks and failed
+    /// health gates stand for hardware-specific failures that must not stop the whole rollout;
+    /// bad-release scenarios (and the sweep's bad-release seeds) set it.
     pub halt_after_failures: u32,
+    /// `cluster.canary-hosts`: how many hosts take a new version one at a time before the
+    /// limit widens to N (0: no canary).
+    pub canary_hosts: u32,
+    /// `health.on-failure`: what a host whose health gate or bake failed does.
+    pub on_failure: OnFailure,
     /// Negative controls: the safety fixes every agent runs without (none by default).
     pub unsafe_off: UnsafeOff,
     /// Which tasks the cluster lists to the agents (the unsafe listing only to show it fails).
@@ -258,6 +280,8 @@ impl Scenario {
             time_limit: Duration::ZERO,
             maintenance: None,
             halt_after_failures: 0,
+            canary_hosts: defaults.cluster.canary_hosts,
+            on_failure: defaults.health.on_failure,
             unsafe_off: UnsafeOff::default(),
             task_listing: TaskListing::default(),
             count_foreign_draining: defaults.cluster.count_foreign_draining,
@@ -274,6 +298,26 @@ impl Scenario {
     /// The same fleet with every fault of [`FaultPlan::everything`].
     pub fn with_faults(hosts: usize, max_concurrent: u32, seed: u64) -> Scenario {
         Scenario { faults: FaultPlan::everything(), ..Scenario::realistic(hosts, max_concurrent, seed) }.with_time_limit()
+    }
+
+    /// One run of the fault sweep: every fault of [`FaultPlan::everything`]; and one seed in
+    /// four ships a release bad on 5% of the hosts under the agent's halt, after the first
+    /// failure or the third by turns (a rolled-back boot counts as a failure too).
+    pub fn sweep(hosts: usize, max_concurrent: u32, seed: u64) -> Scenario {
+        let mut sc = Scenario::with_faults(hosts, max_concurrent, seed);
+        if seed % 4 == 3 {
+            sc.faults.bad_release = 0.05;
+            sc.halt_after_failures = if seed % 8 == 3 { 1 } else { 3 };
+        }
+        sc
+    }
+
+    /// The same fleet with a new version that is bad on `fraction` of the hosts (1.0: on every
+    /// host), and the agent's default halt: the first failure halts the version.
+    pub fn bad_release(hosts: usize, max_concurrent: u32, seed: u64, fraction: f64) -> Scenario {
+        let defaults = Config::default();
+        let faults = FaultPlan { bad_release: fraction, ..FaultPlan::none() };
+        Scenario { faults, halt_after_failures: defaults.cluster.halt_after_failures, ..Scenario::realistic(hosts, max_concurrent, seed) }
     }
 
     /// A rough upper estimate of the rollout's length, for sizing fault windows and limits.
@@ -296,11 +340,13 @@ impl Scenario {
         let c = &mut cfg.cluster;
         c.max_concurrent = self.max_concurrent;
         c.halt_after_failures = self.halt_after_failures;
+        c.canary_hosts = self.canary_hosts;
         c.settle_time = self.settle;
         c.wait_poll_max = self.wait_poll_max;
         c.count_foreign_draining = self.count_foreign_draining;
         // The allowance must cover the largest disagreement between two hosts' clocks.
         c.clock_skew = c.clock_skew.max(self.faults.clock_skew * 2);
+        cfg.health.on_failure = self.on_failure;
         cfg
     }
 }

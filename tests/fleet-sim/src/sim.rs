@@ -92,7 +92,8 @@ async fn simulate(sc: &Scenario) -> (Trace, bool) {
         status_lag: f.status_lag,
         ..EcsFaults::default()
     });
-    let hosts: Vec<SimHost> = (0..sc.hosts).map(|i| build_host(sc, &ecs, &rng, i)).collect();
+    let bad = bad_release_hosts(sc);
+    let hosts: Vec<SimHost> = (0..sc.hosts).map(|i| build_host(sc, &ecs, &rng, i, bad.contains(&i))).collect();
     let published = t0 + sc.check_interval;
     let mut plans: Vec<DaemonPlan> = (0..sc.hosts).map(|i| daemon_plan(sc, &hosts[i].plan, published, i)).collect();
     let (trigger, stop) = Shutdown::new();
@@ -161,15 +162,32 @@ async fn operator_drains(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: In
     futures_util::future::join_all(drains).await;
 }
 
-/// A host, its instance registered with its tasks and attributes, its clock skewed.
-fn build_host(sc: &Scenario, ecs: &FakeEcs, rng: &Jitter, i: usize) -> SimHost {
+/// The hosts on which the new version is bad: exactly the scenario's fraction of the fleet,
+/// rounded, drawn from a stream of their own so the rest of the run is drawn as without them
+/// (the peer models take the same hosts).
+pub fn bad_release_hosts(sc: &Scenario) -> std::collections::BTreeSet<usize> {
+    let want = ((sc.faults.bad_release.clamp(0.0, 1.0) * sc.hosts as f64).round() as usize).min(sc.hosts);
+    if want == sc.hosts {
+        return (0..sc.hosts).collect();
+    }
+    let rng = Jitter::seeded(mix(sc.seed, 0xbad));
+    let mut chosen = std::collections::BTreeSet::new();
+    while chosen.len() < want {
+        chosen.insert((rng.next_u64() % sc.hosts as u64) as usize);
+    }
+    chosen
+}
+
+/// A host, its instance registered with its tasks and attributes, its clock skewed; `bad`: the
+/// new version is bad on it.
+fn build_host(sc: &Scenario, ecs: &FakeEcs, rng: &Jitter, i: usize, bad: bool) -> SimHost {
     let f = &sc.faults;
     let skew_ms = if f.clock_skew.is_zero() {
         0
     } else {
         rng.between(Duration::ZERO, f.clock_skew * 2).as_millis() as i64 - f.clock_skew.as_millis() as i64
     };
-    let doom = f.doomed.iter().find(|(h, _)| *h == i).map(|(_, d)| *d);
+    let doom = f.doomed.iter().find(|(h, _)| *h == i).map(|(_, d)| *d).or(bad.then_some(Doom::BadRelease));
     let plan = HostPlan { opted_out: chance(rng, f.opted_out_fraction), standalone: chance(rng, f.standalone_fraction), doom };
     let wave_seed = if sc.same_instant { 0 } else { (rng.next_u64() % 2048) as u32 };
     let host = FakeHost::new(HostConfig {
@@ -237,6 +255,9 @@ fn daemon_plan(sc: &Scenario, host: &HostPlan, t0: Instant, i: usize) -> DaemonP
         late_reconnect: (f.late_reconnect.lo, f.late_reconnect.hi),
         api_errors_chance: f.api_errors_chance,
         api_errors_after_boot: (f.api_errors_after_boot.lo, f.api_errors_after_boot.hi),
+        bad_release: None,
+        impaired_chance: f.impaired_chance,
+        impaired_for: (f.impaired_for.lo, f.impaired_for.hi),
     };
     match host.doom {
         Some(Doom::AgentNeverReturns) => {
@@ -247,6 +268,7 @@ fn daemon_plan(sc: &Scenario, host: &HostPlan, t0: Instant, i: usize) -> DaemonP
             plan.late_reconnect_chance = 1.0;
             plan.late_reconnect = (NEVER, NEVER);
         }
+        Some(Doom::BadRelease) => plan.bad_release = Some(TARGET_VERSION.into()),
         None => {}
     }
     plan
@@ -278,13 +300,14 @@ async fn monitor(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant) -
 }
 
 /// Whether a doomed host is stuck as its doom says: its agent gone for good after a crash, or
-/// holding its slot after the update's boot.
+/// holding its slot after the update's boot (its ECS agent away, or the bad release's
+/// impairment failing its health gate).
 fn is_stuck(ecs: &FakeEcs, h: &SimHost) -> bool {
     match h.plan.doom {
         Some(Doom::AgentNeverReturns) => {
             h.node.history().iter().rev().find(|e| matches!(e.kind, NodeEventKind::AgentStarted | NodeEventKind::AgentCrashed)).is_some_and(|e| e.kind == NodeEventKind::AgentCrashed)
         }
-        Some(Doom::EcsAgentNeverReconnects) => status_now(ecs, h).is_some_and(|s| s.phase == "held"),
+        Some(Doom::EcsAgentNeverReconnects | Doom::BadRelease) => status_now(ecs, h).is_some_and(|s| s.phase == "held"),
         None => false,
     }
 }

@@ -45,6 +45,9 @@ pub enum Doom {
     AgentNeverReturns,
     /// After the update's boot its ECS agent never reconnects, so it holds its slot.
     EcsAgentNeverReconnects,
+    /// The new version is bad on it: booting it leaves the instance IMPAIRED for good, so its
+    /// health gate fails and it holds its slot (`health.on-failure = hold`).
+    BadRelease,
 }
 
 /// What the scenario planned for a host, besides timings.
@@ -100,6 +103,13 @@ pub struct HostTrace {
     pub end: EndState,
 }
 
+impl HostTrace {
+    /// Whether it booted into `version` at some point (and so received it, good or bad).
+    pub fn booted_into(&self, version: &str) -> bool {
+        self.events.iter().any(|(_, k)| matches!(k, NodeEventKind::Booted { version: v } if v == version))
+    }
+}
+
 /// Everything a run recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trace {
@@ -151,6 +161,10 @@ pub struct FaultCounts {
     pub long_api_outages: usize,
     /// Boots whose ECS agent reconnected more than a claim's life later (or never).
     pub late_reconnects: usize,
+    /// Boots that left the instance IMPAIRED for a while.
+    pub impaired: usize,
+    /// Boots into a release bad on the host: IMPAIRED for good.
+    pub impaired_for_good: usize,
     /// Writes that landed late.
     pub slow_writes: u64,
     /// Describes that answered an outdated status.
@@ -173,6 +187,8 @@ impl FaultCounts {
         self.never_returned += o.never_returned;
         self.long_api_outages += o.long_api_outages;
         self.late_reconnects += o.late_reconnects;
+        self.impaired += o.impaired;
+        self.impaired_for_good += o.impaired_for_good;
         self.slow_writes += o.slow_writes;
         self.stale_status_reads += o.stale_status_reads;
         self.stopping_tasks_listed += o.stopping_tasks_listed;
@@ -185,7 +201,8 @@ impl std::fmt::Display for FaultCounts {
         write!(
             f,
             "crashes {} (mid-drain {}, down > TTL {}, not back by the end {}), SIGTERMs {}, reboots {}, rollbacks {}, \
-             API failing > TTL after boot {}, ECS agent back > TTL after boot {}, slow writes {}, \
+             API failing > TTL after boot {}, ECS agent back > TTL after boot {}, IMPAIRED after boot {} \
+             (for good {}), slow writes {}, \
              stale status reads {}, listings with stopping tasks {}, operator drains {}",
             self.crashes,
             self.crashes_mid_drain,
@@ -196,6 +213,8 @@ impl std::fmt::Display for FaultCounts {
             self.rollbacks,
             self.long_api_outages,
             self.late_reconnects,
+            self.impaired,
+            self.impaired_for_good,
             self.slow_writes,
             self.stale_status_reads,
             self.stopping_tasks_listed,
@@ -434,6 +453,8 @@ impl Trace {
                     NodeEventKind::ApiFailingAfterBoot { lasting } if booted.is_some() => {
                         c.long_api_outages += usize::from(lasting.as_millis() as Ms > self.lease_ttl);
                     }
+                    NodeEventKind::ImpairedAfterBoot { lasting: Some(_) } => c.impaired += 1,
+                    NodeEventKind::ImpairedAfterBoot { lasting: None } => c.impaired_for_good += 1,
                     _ => {}
                 }
             }

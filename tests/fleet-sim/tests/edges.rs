@@ -87,7 +87,7 @@ fn assert_safe_failure(scenario: fn(u64) -> Scenario) {
         let lines: Vec<String> = v.iter().take(8).map(|v| format!("  {v}")).collect();
         assert!(v.is_empty() && r.finished, "seed {seed} (finished: {}):\n{}", r.finished, lines.join("\n"));
         let d = doomed(&r);
-        assert!(check::is_stuck(d), "seed {seed}: {} is not stuck: {:?}", d.name, d.end);
+        assert!(check::is_stuck(d, &r.trace.target), "seed {seed}: {} is not stuck: {:?}", d.name, d.end);
         for h in left_behind(&r) {
             assert_eq!(check::waits_behind(&h.end, &[d]), Some(d.name.as_str()), "seed {seed}: {} does not wait naming {}", h.name, d.name);
             waited += 1;

@@ -1,5 +1,6 @@
 //! The fleet simulation end to end: the real agent on hundreds of simulated hosts with faults
-//! never breaks "at most N" or leaves anything behind; the checker does find the violations of
+//! (failing health gates and, on some seeds, a release bad on some hosts among them) never
+//! breaks "at most N" or leaves anything behind but the hosts a bad release holds; the checker does find the violations of
 //! a settle time shorter than the staleness and of the unsafe "lowest claim wins" rule; and a
 //! seed replays exactly.
 //!
@@ -12,6 +13,7 @@ use agent::lease::LeaseRule;
 use fleet_sim::check::{self, Violation, ViolationKind};
 use fleet_sim::scenario::Scenario;
 use fleet_sim::sim::{self, Run};
+use fleet_sim::spread::Spread;
 
 fn run(sc: &Scenario) -> Run {
     sim::run(sc).expect("the simulation runtime starts")
@@ -44,8 +46,9 @@ fn sweep_seeds() -> Vec<u64> {
 fn no_violation_with_every_fault_over_many_seeds() {
     let mut failures = vec![];
     let mut seen = fleet_sim::trace::FaultCounts::default();
+    let mut halted = 0;
     for seed in sweep_seeds() {
-        let mut sc = Scenario::with_faults(100, 4, seed);
+        let mut sc = Scenario::sweep(100, 4, seed);
         // Calls take time, so an act between two calls (DRAINING undone by the next call, say)
         // lasts long enough for the checker to see it.
         sc.ecs_latency = Duration::from_millis(50);
@@ -56,6 +59,11 @@ fn no_violation_with_every_fault_over_many_seeds() {
         let r = run(&sc);
         let v = check::check(&r.trace);
         seen.add(&r.trace.fault_counts());
+        let s = Spread::of(&r.trace);
+        if sc.faults.bad_release > 0.0 {
+            eprintln!("seed {seed}: a release bad on {} hosts, halt after {}: {s:?}", s.bad, sc.halt_after_failures);
+            halted += s.halted;
+        }
         if !v.is_empty() || !r.finished {
             failures.push(report(seed, &r, &v));
         }
@@ -64,9 +72,22 @@ fn no_violation_with_every_fault_over_many_seeds() {
     eprintln!("faults over the sweep: {seen}");
     // The sweep proves something only if the faults really happened.
     let c = &seen;
-    let hosts_side = [c.crashes, c.sigterms, c.rollbacks, c.reboots, c.long_downs, c.crashes_mid_drain, c.long_api_outages, c.late_reconnects];
+    let hosts_side = [
+        c.crashes,
+        c.sigterms,
+        c.rollbacks,
+        c.reboots,
+        c.long_downs,
+        c.crashes_mid_drain,
+        c.long_api_outages,
+        c.late_reconnects,
+        c.impaired,
+    ];
     let cluster_side = [c.slow_writes, c.stale_status_reads, c.stopping_tasks_listed, c.operator_drains as u64];
     assert!(hosts_side.iter().all(|&n| n > 0) && cluster_side.iter().all(|&n| n > 0), "{seen:?}");
+    if std::env::var("SIM_SEED").is_err() {
+        assert!(c.impaired_for_good > 0 && halted > 0, "the bad releases must have failed somewhere and halted the fleet: {seen:?}");
+    }
 }
 
 #[test]

@@ -56,6 +56,14 @@ pub enum NodeEventKind {
     },
     /// The host's ECS agent reconnected after a boot.
     EcsAgentReconnected,
+    /// The boot just recorded left the container instance IMPAIRED in ECS's health check, for
+    /// this long (`None`: for good, the plan's `bad_release`).
+    ImpairedAfterBoot {
+        /// How long, if it clears.
+        lasting: Option<Duration>,
+    },
+    /// ECS finds the container instance healthy again.
+    HealthRecovered,
 }
 
 /// One entry of a host's history.
@@ -142,6 +150,13 @@ pub struct DaemonPlan {
     pub api_errors_chance: f64,
     /// How long the API fails after such a boot (uniform in the range).
     pub api_errors_after_boot: (Duration, Duration),
+    /// A version that is bad on this host: a boot into it leaves the container instance IMPAIRED
+    /// for good (the release breaks something ECS's health check sees).
+    pub bad_release: Option<String>,
+    /// The chance that a boot leaves the container instance IMPAIRED for a while.
+    pub impaired_chance: f64,
+    /// How long such an impairment lasts (uniform in the range).
+    pub impaired_for: (Duration, Duration),
 }
 
 /// How often a daemon with [`DaemonPlan::on_first_drain`] looks whether its instance is DRAINING.
@@ -166,6 +181,9 @@ impl DaemonPlan {
             late_reconnect: (Duration::ZERO, Duration::ZERO),
             api_errors_chance: 0.0,
             api_errors_after_boot: (Duration::ZERO, Duration::ZERO),
+            bad_release: None,
+            impaired_chance: 0.0,
+            impaired_for: (Duration::ZERO, Duration::ZERO),
         }
     }
 
@@ -318,13 +336,13 @@ impl Node {
     /// and SIGTERMs at the planned instants (then a new agent after the restart delay).
     pub async fn run_daemon_with(&self, plan: &mut DaemonPlan, stop: Shutdown) {
         let mut reboots = self.reboots.subscribe();
-        let mut reconnect = None;
+        let mut due = Due::default();
         while !stop.requested() {
             let before = *reboots.borrow_and_update();
-            let next = self.supervise(plan, &stop, &mut reboots, &mut reconnect).await;
+            let next = self.supervise(plan, &stop, &mut reboots, &mut due).await;
             // However the agent ended, a reboot it asked for on the way out still happens.
             if *reboots.borrow() != before {
-                reconnect = self.reboot(plan).await;
+                self.reboot(plan, &mut due).await;
                 continue;
             }
             let delay = match next {
@@ -332,7 +350,7 @@ impl Node {
                 Next::Ended if !plan.restart_on_exit => return,
                 Next::Interrupted(Interruption::Crash) if !plan.restart_after_crash => {
                     // Never started again; only the stop of the whole run ends the wait.
-                    self.wait_out(None, &stop, &mut reconnect).await;
+                    self.wait_out(None, &stop, &mut due).await;
                     return;
                 }
                 Next::Interrupted(Interruption::Crash) if plan.chance(plan.long_restart_chance) => {
@@ -341,15 +359,15 @@ impl Node {
                 Next::Ended | Next::Interrupted(_) => plan.rng.between(plan.restart_delay.0, plan.restart_delay.1),
                 Next::Reboot => continue,
             };
-            if !self.wait_out(Some(delay), &stop, &mut reconnect).await {
+            if !self.wait_out(Some(delay), &stop, &mut due).await {
                 return;
             }
         }
     }
 
-    /// Waits `delay` (forever: `None`) while no agent runs, reconnecting the ECS agent when it
-    /// is due; false when the run was stopped meanwhile.
-    async fn wait_out(&self, delay: Option<Duration>, stop: &Shutdown, reconnect: &mut Option<Instant>) -> bool {
+    /// Waits `delay` (forever: `None`) while no agent runs, doing what the machine does on its
+    /// own when it is due; false when the run was stopped meanwhile.
+    async fn wait_out(&self, delay: Option<Duration>, stop: &Shutdown, due: &mut Due) -> bool {
         let until = sleep_until_or_never(delay.map(|d| Instant::now() + d));
         tokio::pin!(until);
         loop {
@@ -357,26 +375,34 @@ impl Node {
                 biased;
                 _ = stop.wait() => return false,
                 _ = &mut until => return true,
-                _ = sleep_until_or_never(*reconnect) => self.ecs_agent_back(reconnect),
+                _ = sleep_until_or_never(due.next()) => self.fire_due(due),
             }
         }
     }
 
-    /// The ECS agent reconnects now.
-    fn ecs_agent_back(&self, reconnect: &mut Option<Instant>) {
-        self.set_ecs_agent_connected(true);
-        self.note(NodeEventKind::EcsAgentReconnected);
-        *reconnect = None;
+    /// Does what is due by now: the ECS agent reconnects, an impairment clears.
+    fn fire_due(&self, due: &mut Due) {
+        let now = Instant::now();
+        if due.reconnect.is_some_and(|at| at <= now) {
+            self.set_ecs_agent_connected(true);
+            self.note(NodeEventKind::EcsAgentReconnected);
+            due.reconnect = None;
+        }
+        if due.heal.is_some_and(|at| at <= now) {
+            self.set_health(Some("OK"));
+            self.note(NodeEventKind::HealthRecovered);
+            due.heal = None;
+        }
     }
 
-    /// Starts one agent process and waits for whatever ends it; meanwhile the host's ECS agent
-    /// reconnects at `reconnect`, if it is due to.
+    /// Starts one agent process and waits for whatever ends it; meanwhile the machine does what
+    /// is `due`.
     async fn supervise(
         &self,
         plan: &mut DaemonPlan,
         stop: &Shutdown,
         reboots: &mut watch::Receiver<usize>,
-        reconnect: &mut Option<Instant>,
+        due: &mut Due,
     ) -> Next {
         let (trigger, shutdown) = Shutdown::new();
         let agent = self.recorded_agent(shutdown);
@@ -389,7 +415,7 @@ impl Node {
         let drain_seen = self.first_drain(plan.on_first_drain.is_some());
         tokio::pin!(drain_seen);
         let next = loop {
-            let reconnect_at = sleep_until_or_never(*reconnect);
+            let due_at = sleep_until_or_never(due.next());
             tokio::select! {
                 biased;
                 _ = stop.wait() => break Next::Stop,
@@ -403,7 +429,7 @@ impl Node {
                         break Next::Interrupted(kind);
                     }
                 }
-                _ = reconnect_at => self.ecs_agent_back(reconnect),
+                _ = due_at => self.fire_due(due),
                 _ = &mut run => return Next::Ended,
             }
         };
@@ -428,8 +454,9 @@ impl Node {
     }
 
     /// The host goes down (the agent has already stopped), stays down for the reboot time and
-    /// boots, rolling back by the plan's chance; returns when its ECS agent will reconnect.
-    async fn reboot(&self, plan: &mut DaemonPlan) -> Option<Instant> {
+    /// boots, rolling back by the plan's chance; sets in `due` when its ECS agent will reconnect
+    /// and when an impairment the boot brought clears.
+    async fn reboot(&self, plan: &mut DaemonPlan, due: &mut Due) {
         let down = plan.rng.between(plan.reboot_time.0, plan.reboot_time.1);
         let rollback = plan.chance(plan.rollback_chance);
         let (lo, hi) = plan.ecs_agent_reconnect;
@@ -453,7 +480,28 @@ impl Node {
             self.note(NodeEventKind::ApiFailingAfterBoot { lasting: api_errors });
         }
         let (lo, hi) = if disconnects && plan.chance(plan.late_reconnect_chance) { plan.late_reconnect } else { (lo, hi) };
-        disconnects.then(|| Instant::now() + plan.rng.between(lo, hi))
+        due.reconnect = disconnects.then(|| Instant::now() + plan.rng.between(lo, hi));
+        self.impair_after_boot(plan, due);
+    }
+
+    /// A boot into the plan's bad release leaves the instance IMPAIRED for good; any boot may,
+    /// by the plan's chance, leave it IMPAIRED for a while. An impairment already under way
+    /// runs on.
+    fn impair_after_boot(&self, plan: &mut DaemonPlan, due: &mut Due) {
+        let lasting = if plan.bad_release.as_deref() == Some(self.host.running_version().as_str()) {
+            None
+        } else if plan.chance(plan.impaired_chance) {
+            Some(plan.rng.between(plan.impaired_for.0, plan.impaired_for.1))
+        } else {
+            return;
+        };
+        self.set_health(Some("IMPAIRED"));
+        self.note(NodeEventKind::ImpairedAfterBoot { lasting });
+        due.forever |= lasting.is_none();
+        due.heal = match lasting {
+            Some(d) if !due.forever => Some(due.heal.map_or(Instant::now() + d, |at| at.max(Instant::now() + d))),
+            _ => None,
+        };
     }
 
     fn set_ecs_agent_connected(&self, connected: bool) {
@@ -462,9 +510,36 @@ impl Node {
         }
     }
 
+    fn set_health(&self, overall: Option<&str>) {
+        if let Some(e) = &self.ecs {
+            e.cluster().set_health(&self.arn, overall);
+        }
+    }
+
     /// The wall time on this host.
     pub fn now(&self) -> WallTime {
         self.clock.now()
+    }
+}
+
+/// What the machine does on its own after a boot, and when.
+#[derive(Clone, Copy, Debug, Default)]
+struct Due {
+    /// The ECS agent reconnects.
+    reconnect: Option<Instant>,
+    /// The instance's impairment clears.
+    heal: Option<Instant>,
+    /// An impairment for good came: none clears.
+    forever: bool,
+}
+
+impl Due {
+    /// The earliest of them.
+    fn next(&self) -> Option<Instant> {
+        match (self.reconnect, self.heal) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -108,3 +108,35 @@ async fn a_boot_can_bring_a_failing_api_and_a_late_ecs_agent() {
     assert_eq!(n.host.running_version(), "1.1.0");
     assert_clean(&ecs, &n);
 }
+
+/// The status attribute's phase and result.
+fn phase_and_result(ecs: &FakeEcs, n: &Node) -> (String, String) {
+    let v = ecs.attribute(&n.arn, "br-update.status").unwrap_or_default();
+    let st = agent::status::Status::parse(&v).unwrap_or_else(|| panic!("unreadable status `{v}`"));
+    (st.phase, st.result)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_boot_can_leave_the_instance_impaired_for_a_while_and_the_update_finishes_once_it_clears() {
+    let mut p = DaemonPlan { impaired_chance: 1.0, impaired_for: (20 * MIN, 20 * MIN), ..plan() };
+    let (n, ecs, t0) = daemon(&mut p, 240 * MIN).await;
+    let booted = n.history().iter().find(|e| matches!(e.kind, NodeEventKind::Booted { .. })).map(|e| e.at - t0).expect("booted");
+    let impaired = times(&n, t0, &NodeEventKind::ImpairedAfterBoot { lasting: Some(20 * MIN) });
+    assert_eq!(impaired, [booted], "{:?}", n.history());
+    assert_eq!(times(&n, t0, &NodeEventKind::HealthRecovered), [booted + 20 * MIN]);
+    assert_eq!(n.host.running_version(), "1.1.0");
+    assert_clean(&ecs, &n);
+    assert_eq!(n.record().last_result.as_deref(), Some("updated"));
+    assert!(ecs.attribute(&n.arn, "br-update.failed").is_some_and(|m| m.contains("instance-impaired")), "the gate failed first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_boot_into_a_release_bad_on_the_host_leaves_it_impaired_for_good() {
+    let mut p = DaemonPlan { bad_release: Some("1.1.0".into()), impaired_chance: 1.0, impaired_for: (MIN, MIN), ..plan() };
+    let (n, ecs, t0) = daemon(&mut p, 240 * MIN).await;
+    assert_eq!(times(&n, t0, &NodeEventKind::ImpairedAfterBoot { lasting: None }).len(), 1, "{:?}", n.history());
+    assert!(times(&n, t0, &NodeEventKind::HealthRecovered).is_empty(), "for good, whatever the chance of a passing one");
+    assert_eq!(phase_and_result(&ecs, &n), ("held".into(), "held-health".into()));
+    assert_eq!(ecs.status(&n.arn), Some(InstanceStatus::Draining), "held out of service");
+    assert!(ecs.attribute(&n.arn, &drained(&n)).is_some(), "the slot stays taken");
+}

@@ -1,10 +1,11 @@
 //! The fleet benchmark: simulates rollouts of the real agent and of the peers' strategies on the
-//! same fleet and prints the figures; `--sweep` runs many seeds with faults through the checker;
-//! `--controls` runs the negative controls (each hole's fix off, then on); `--svg` draws a
-//! rollout's timeline.
+//! same fleet and prints the figures; `--bad-release` how far a bad release spreads and what the
+//! canary costs; `--sweep` runs many seeds with faults through the checker; `--controls` runs
+//! the negative controls (each hole's fix off, then on); `--svg` draws a rollout's timeline.
 //!
 //! ```text
 //! cargo run --release -p fleet-sim --bin fleet-bench                      # the table, 1,000 hosts
+//! cargo run --release -p fleet-sim --bin fleet-bench -- --bad-release     # 1,000 hosts, N = 10, 50
 //! cargo run --release -p fleet-sim --bin fleet-bench -- --sweep --seeds 200 --hosts 200 --n 5
 //! cargo run --release -p fleet-sim --bin fleet-bench -- --controls
 //! cargo run --release -p fleet-sim --bin fleet-bench -- --svg docs/rollout.svg --hosts 60 --n 5
@@ -19,13 +20,15 @@ use fleet_sim::metrics::{human, Figures};
 use fleet_sim::peers;
 use fleet_sim::scenario::Scenario;
 use fleet_sim::sim::{self, Run};
+use fleet_sim::spread::Spread;
 use fleet_sim::svg;
 
 const USAGE: &str = "usage: fleet-bench [--hosts H] [--n 1,10,50] [--seed S] [--no-peers] [--faults]
                    [--wait-poll-max D] [--update-now-poll D] [--ecs-latency D] [--agent-defaults]
-                   [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--controls] [--explain]
-  D is a duration such as 90s, 15m, 1h. Without --svg, --sweep or --controls: the benchmark
-  table, then the negative controls.";
+                   [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--controls] [--bad-release]
+                   [--explain]
+  D is a duration such as 90s, 15m, 1h. Without --svg, --sweep, --controls or --bad-release:
+  the benchmark table, then the negative controls.";
 
 /// The command line.
 #[derive(Debug)]
@@ -43,6 +46,7 @@ struct Args {
     sweep: bool,
     seeds: u64,
     controls: bool,
+    bad_release: bool,
     explain: bool,
 }
 
@@ -61,6 +65,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         sweep: false,
         seeds: 200,
         controls: false,
+        bad_release: false,
         explain: false,
     };
     while let Some(flag) = it.next() {
@@ -79,6 +84,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--svg" => a.svg = Some(value()?),
             "--sweep" => a.sweep = true,
             "--controls" => a.controls = true,
+            "--bad-release" => a.bad_release = true,
             "--explain" => a.explain = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -107,6 +113,15 @@ impl Args {
         sc.update_now_poll = self.update_now_poll.unwrap_or(sc.update_now_poll);
         sc
     }
+
+    /// The same, with a new version bad on `fraction` of the hosts and the agent's default halt.
+    fn bad_release(&self, hosts: usize, n: u32, seed: u64, fraction: f64) -> Scenario {
+        let bad = Scenario::bad_release(hosts, n, seed, fraction);
+        let mut sc = self.scenario(hosts, n, seed);
+        sc.faults.bad_release = fraction;
+        sc.halt_after_failures = bad.halt_after_failures;
+        sc
+    }
 }
 
 fn main() -> ExitCode {
@@ -122,6 +137,8 @@ fn main() -> ExitCode {
     };
     let result = if args.sweep {
         sweep(&args)
+    } else if args.bad_release {
+        bad_release(&args)
     } else if args.controls {
         controls()
     } else if let Some(path) = &args.svg {
@@ -175,13 +192,19 @@ fn table(args: &Args) -> Result<ExitCode, String> {
         let v = check::check(&r.trace);
         violations += v.len();
         let f = Figures::of_trace(&format!("agent, N = {n}"), &r.trace, r.wall);
-        row(&f, Some(v.len()));
+        // The same fleet with a release bad on every host: how many hosts it reaches.
+        let bad = run(&args.bad_release(hosts, n, args.seed, 1.0))?;
+        let bad_violations = check::check(&bad.trace).len();
+        violations += bad_violations;
+        row(&f, Some(v.len() + bad_violations), Some(Spread::of(&bad.trace).received));
         breakdowns.push((n, f.updates, r.trace.calls_by_op(), busiest(&r, 1000), busiest(&r, 60_000)));
     }
     if args.peers {
-        let sc = args.scenario(hosts, 1, args.seed);
-        row(&peers::ecs_updater(&sc, args.ecs_latency), None);
-        row(&peers::kured(&sc, args.ecs_latency), None);
+        // The peers' timings do not depend on the release being bad: one model run gives both.
+        let sc = args.bad_release(hosts, 1, args.seed, 1.0);
+        for p in [peers::ecs_updater(&sc, args.ecs_latency), peers::kured(&sc, args.ecs_latency)] {
+            row(&p.figures, None, Some(p.spread.received));
+        }
     }
     println!();
     legend();
@@ -235,7 +258,7 @@ fn controls() -> Result<ExitCode, String> {
             let r = run(&scenario(seed))?;
             violations += check::check(&r.trace).len();
             unfinished += usize::from(!r.finished);
-            let stuck: Vec<&fleet_sim::trace::HostTrace> = r.trace.hosts.iter().filter(|h| check::is_stuck(h)).collect();
+            let stuck: Vec<&fleet_sim::trace::HostTrace> = r.trace.hosts.iter().filter(|h| check::is_stuck(h, &r.trace.target)).collect();
             waiting += r.trace.hosts.iter().filter(|h| check::waits_behind(&h.end, &stuck).is_some()).count();
         }
         println!("safe failure, {what} (N = 1): {violations} violations, {unfinished} unfinished, {waiting} hosts left waiting, naming it");
@@ -247,16 +270,20 @@ fn controls() -> Result<ExitCode, String> {
 
 fn header() {
     println!(
-        "| {:<43} | {:>3} | {:>10} | {:>10} | {:>5} | {:>5} | {:>23} | {:>6} | {:>5} | {:>6} | {:>6} | {:>4} |",
-        "strategy", "N", "makespan", "bound", "ratio", "util", "drained min mean/p50/p95/max", "calls", "peak", "peak60", "wall", "viol"
+        "| {:<43} | {:>3} | {:>10} | {:>10} | {:>5} | {:>5} | {:>23} | {:>6} | {:>5} | {:>6} | {:>6} | {:>4} | {:>5} |",
+        "strategy", "N", "makespan", "bound", "ratio", "util", "drained min mean/p50/p95/max", "calls", "peak", "peak60", "wall", "viol", "bad"
     );
-    println!("|{:-<45}|{:-<5}|{:-<12}|{:-<12}|{:-<7}|{:-<7}|{:-<30}|{:-<8}|{:-<7}|{:-<8}|{:-<8}|{:-<6}|", "", "", "", "", "", "", "", "", "", "", "", "");
+    println!(
+        "|{:-<45}|{:-<5}|{:-<12}|{:-<12}|{:-<7}|{:-<7}|{:-<30}|{:-<8}|{:-<7}|{:-<8}|{:-<8}|{:-<6}|{:-<7}|",
+        "", "", "", "", "", "", "", "", "", "", "", "", ""
+    );
 }
 
-fn row(f: &Figures, violations: Option<usize>) {
+/// A row of the table; `bad`: how many hosts a release bad on every host reached, if measured.
+fn row(f: &Figures, violations: Option<usize>, bad: Option<usize>) {
     let d = &f.drained_min;
     println!(
-        "| {:<43} | {:>3} | {:>10} | {:>10} | {:>5.3} | {:>5.3} | {:>28} | {:>6.1} | {:>5} | {:>6.2} | {:>5.2}s | {:>4} |",
+        "| {:<43} | {:>3} | {:>10} | {:>10} | {:>5.3} | {:>5.3} | {:>28} | {:>6.1} | {:>5} | {:>6.2} | {:>5.2}s | {:>4} | {:>5} |",
         f.label,
         f.max_concurrent,
         human(f.makespan),
@@ -269,6 +296,7 @@ fn row(f: &Figures, violations: Option<usize>) {
         f.sustained_calls_per_s,
         f.wall.as_secs_f64(),
         violations.map_or("-".to_string(), |v| v.to_string()),
+        bad.map_or("-".to_string(), |b| b.to_string()),
     );
 }
 
@@ -276,7 +304,9 @@ fn legend() {
     println!("makespan: publication to the last slot's release; bound: updates / N x mean slot time (claim to release);");
     println!("ratio: makespan / bound; util: busy slot time / (N x makespan); calls: ECS calls per update (publication to makespan);");
     println!("peak: most ECS calls fleet-wide in any 1 s; peak60: calls in the busiest minute, per second; wall: simulation time;");
-    println!("viol: checker violations. Peer rows are models of a schedule (see fleet_sim::peers), not the peers' code.");
+    println!("viol: checker violations (of the rollout and of its bad-release run); bad: hosts that booted into a release bad on");
+    println!("every host (IMPAIRED after boot; the agent halts after 1 failure, canary on). Peer rows are models of a schedule");
+    println!("(see fleet_sim::peers), not the peers' code.");
 }
 
 /// What the calls of the busiest `window` ms were, by operation.
@@ -302,13 +332,166 @@ fn busiest(r: &Run, window: u64) -> String {
     format!("{best} calls from {} hosts at +{}s: {ops:?}", hosts.len(), since / 1000)
 }
 
-/// Many seeds with every fault, each through the checker; fails if any run has a violation.
+/// Seeds the canary's cost is averaged over.
+const CANARY_SEEDS: u64 = 5;
+
+/// How far a bad release spreads and what the canary costs: a release bad on every host (each
+/// N, canary on and off, each `health.on-failure`), then one bad on 5% of the hosts (halting after
+/// 1 failure and after 3), then a good release with and without the canary. Fails if any run has
+/// a violation or hits its time limit.
+fn bad_release(args: &Args) -> Result<ExitCode, String> {
+    use agent::config::OnFailure;
+    let hosts = args.hosts.unwrap_or(1000);
+    let ns = if args.n.is_empty() { vec![10, 50] } else { args.n.clone() };
+    let mut failures = 0;
+    let mut checked = |r: &Run| {
+        let v = check::check(&r.trace);
+        failures += v.len() + usize::from(!r.finished);
+        for x in v.iter().take(5) {
+            println!("  seed {}: {x}", r.scenario.seed);
+        }
+        v.len()
+    };
+    println!("A release bad on every host: booting it leaves the instance IMPAIRED; {hosts} hosts, seed {}, halt-after-failures 1", args.seed);
+    println!();
+    spread_header("canary");
+    for on_failure in [OnFailure::Hold, OnFailure::Return] {
+        for &n in &ns {
+            for canary_hosts in [1, 0] {
+                let sc = Scenario { canary_hosts, on_failure, ..args.bad_release(hosts, n, args.seed, 1.0) };
+                let r = run(&sc)?;
+                let v = checked(&r);
+                let label = format!("this agent, on-failure {}", if on_failure == OnFailure::Hold { "hold" } else { "return" });
+                spread_row(&label, n, &canary_hosts.to_string(), &Spread::of(&r.trace), Some(v));
+            }
+        }
+    }
+    let sc = args.bad_release(hosts, 1, args.seed, 1.0);
+    peer_rows(&sc, args.ecs_latency);
+    println!();
+    println!("A release bad on 5% of the hosts ({} of {hosts}): the same, canary on, on-failure hold", (hosts as f64 * 0.05).round());
+    println!();
+    spread_header("halt after");
+    for &n in &ns {
+        for halt in [1, 3] {
+            let sc = Scenario { halt_after_failures: halt, ..args.bad_release(hosts, n, args.seed, 0.05) };
+            let r = run(&sc)?;
+            let v = checked(&r);
+            spread_row("this agent", n, &halt.to_string(), &Spread::of(&r.trace), Some(v));
+        }
+    }
+    peer_rows(&args.bad_release(hosts, 1, args.seed, 0.05), args.ecs_latency);
+    println!();
+    spread_legend();
+    println!();
+    // One seed's makespans differ by more than the canary costs: the mean over a few seeds.
+    let seeds = args.seed..args.seed + CANARY_SEEDS;
+    println!(
+        "What the canary costs: a good release, {hosts} hosts, seeds {}-{}; the canary bakes {} back in service before N widens",
+        seeds.start,
+        seeds.end - 1,
+        agent::config::format_duration(agent::config::Config::default().health.canary_bake_time)
+    );
+    println!();
+    println!(
+        "| {:<11} | {:>3} | {:>6} | {:>15} | {:>10} | {:>5} | {:>26} | {:>6} | {:>4} |",
+        "strategy", "N", "canary", "makespan (mean)", "bound", "ratio", "canary costs: mean (range)", "wall", "viol"
+    );
+    println!("|{:-<13}|{:-<5}|{:-<8}|{:-<17}|{:-<12}|{:-<7}|{:-<28}|{:-<8}|{:-<6}|", "", "", "", "", "", "", "", "", "");
+    for &n in &ns {
+        let mut without: Vec<f64> = vec![];
+        for canary_hosts in [0, 1] {
+            let (mut makespans, mut bounds, mut wall, mut v) = (vec![], vec![], 0.0, 0);
+            for seed in seeds.clone() {
+                let r = run(&Scenario { canary_hosts, ..args.scenario(hosts, n, seed) })?;
+                v += checked(&r);
+                let f = Figures::of_trace("", &r.trace, r.wall);
+                makespans.push(f.makespan.as_secs_f64());
+                bounds.push(f.lower_bound.as_secs_f64());
+                wall += r.wall.as_secs_f64();
+            }
+            let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+            let cost = if canary_hosts > 0 && without.len() == makespans.len() {
+                let minutes: Vec<f64> = makespans.iter().zip(&without).map(|(with, w)| (with - w) / 60.0).collect();
+                let (lo, hi) = minutes.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+                format!("{:+.0} min ({:+.0}..{:+.0})", mean(&minutes), lo, hi)
+            } else {
+                "-".to_string()
+            };
+            if canary_hosts == 0 {
+                without = makespans.clone();
+            }
+            println!(
+                "| {:<11} | {:>3} | {:>6} | {:>15} | {:>10} | {:>5.3} | {:>26} | {:>5.1}s | {:>4} |",
+                "this agent",
+                n,
+                canary_hosts,
+                human(Duration::from_secs_f64(mean(&makespans))),
+                human(Duration::from_secs_f64(mean(&bounds))),
+                mean(&makespans) / mean(&bounds),
+                cost,
+                wall,
+                v
+            );
+        }
+    }
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn spread_header(setting: &str) {
+    println!(
+        "| {:<30} | {:>3} | {:>10} | {:>8} | {:>6} | {:>6} | {:>7} | {:>13} | {:>13} | {:>10} | {:>4} |",
+        "strategy", "N", setting, "received", "failed", "halted", "waiting", "first failure", "last received", "last halt", "viol"
+    );
+    println!("|{:-<32}|{:-<5}|{:-<12}|{:-<10}|{:-<8}|{:-<8}|{:-<9}|{:-<15}|{:-<15}|{:-<12}|{:-<6}|", "", "", "", "", "", "", "", "", "", "", "");
+}
+
+fn spread_row(label: &str, n: u32, setting: &str, s: &Spread, violations: Option<usize>) {
+    let at = |t: Option<u64>| t.map_or("-".to_string(), |ms| human(Duration::from_millis(ms)));
+    println!(
+        "| {:<30} | {:>3} | {:>10} | {:>8} | {:>6} | {:>6} | {:>7} | {:>13} | {:>13} | {:>10} | {:>4} |",
+        label,
+        n,
+        setting,
+        s.received,
+        s.failed,
+        s.halted,
+        s.waiting,
+        at(s.first_failure),
+        at(s.last_received),
+        at(s.last_halt),
+        violations.map_or("-".to_string(), |v| v.to_string())
+    );
+}
+
+/// The peers' models on the scenario's fleet and bad hosts: neither halts.
+fn peer_rows(sc: &Scenario, latency: Duration) {
+    for (label, p) in [("ECS Updater model", peers::ecs_updater(sc, latency)), ("kured model", peers::kured(sc, latency))] {
+        let s = Spread {
+            bad: p.spread.bad,
+            received: p.spread.received,
+            failed: p.spread.failed,
+            last_received: Some(p.spread.last_received),
+            ..Spread::default()
+        };
+        spread_row(label, 1, "-", &s, None);
+    }
+}
+
+fn spread_legend() {
+    println!("received: hosts that booted into the release; failed: of those, hosts it is bad on (they hold their slot under");
+    println!("`hold`, return to service on it under `return`); halted: hosts whose status says `halted`; waiting: hosts still");
+    println!("waiting for a slot held by a host the release failed on (they would halt once they got it); times from publication.");
+}
+
+/// Many seeds with every fault (one in four with a release bad on 5% of the hosts, see
+/// [`Scenario::sweep`]), each through the checker; fails if any run has a violation.
 fn sweep(args: &Args) -> Result<ExitCode, String> {
     let hosts = args.hosts.unwrap_or(200);
     let n = args.n.first().copied().unwrap_or(5);
     let settings = args.scenario(hosts, n, args.seed);
     println!(
-        "sweep: {} seeds from {}, {hosts} hosts, N = {n}, every fault; wait-poll-max {}, update-now-poll {}",
+        "sweep: {} seeds from {}, {hosts} hosts, N = {n}, every fault, one seed in four a release bad on 5% of the hosts; wait-poll-max {}, update-now-poll {}",
         args.seeds,
         args.seed,
         agent::config::format_duration(settings.wait_poll_max),
@@ -317,14 +500,31 @@ fn sweep(args: &Args) -> Result<ExitCode, String> {
     let started = std::time::Instant::now();
     let mut failed: Vec<(u64, Vec<Violation>, Vec<String>)> = vec![];
     let mut seen = fleet_sim::trace::FaultCounts::default();
+    // Over the bad-release seeds: runs, hosts that received it, failed, halted, waited, and hosts
+    // left out of service (each held by a host the release failed on, or the checker says so).
+    let (mut bad_runs, mut received, mut failed_on, mut halted, mut waiting, mut out) = (0, 0, 0, 0, 0, 0);
     for seed in args.seed..args.seed + args.seeds {
-        let sc = Scenario { faults: fleet_sim::scenario::FaultPlan::everything(), ..args.scenario(hosts, n, seed) };
+        let sweep = Scenario::sweep(hosts, n, seed);
+        let sc = Scenario { faults: sweep.faults, halt_after_failures: sweep.halt_after_failures, ..args.scenario(hosts, n, seed) };
         let r = run(&sc)?;
         let v = check::check(&r.trace);
         seen.add(&r.trace.fault_counts());
         let f = Figures::of_trace("", &r.trace, r.wall);
+        let bad = if sc.faults.bad_release > 0.0 {
+            let s = Spread::of(&r.trace);
+            bad_runs += 1;
+            (received, failed_on, halted, waiting) = (received + s.received, failed_on + s.failed, halted + s.halted, waiting + s.waiting);
+            let draining = r.trace.hosts.iter().filter(|h| h.end.status == agent::cluster::InstanceStatus::Draining).count();
+            out += draining;
+            format!(
+                ", bad on {} (halt after {}): {} received, {} failed, {} halted, {} waiting, {draining} left DRAINING",
+                s.bad, sc.halt_after_failures, s.received, s.failed, s.halted, s.waiting
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "seed {seed:>5}: {:>3} violations, {} updates, makespan {}, ratio {:.3}, digest {:016x}, {:.2}s",
+            "seed {seed:>5}: {:>3} violations, {} updates, makespan {}, ratio {:.3}, digest {:016x}, {:.2}s{bad}",
             v.len(),
             f.updates,
             human(f.makespan),
@@ -343,6 +543,10 @@ fn sweep(args: &Args) -> Result<ExitCode, String> {
     }
     println!("{} seeds in {:.1}s; {} with violations or unfinished", args.seeds, started.elapsed().as_secs_f64(), failed.len());
     println!("faults over the sweep: {seen}");
+    println!(
+        "bad releases: {bad_runs} runs; {received} hosts received one, {failed_on} failed on it, {halted} halted, {waiting} waiting behind a failed host, \
+         {out} left DRAINING at the end"
+    );
     for (seed, v, lead) in &failed {
         println!("SIM_SEED={seed}:");
         for x in v.iter().take(10) {
@@ -371,7 +575,7 @@ fn picture(args: &Args, path: &str) -> Result<ExitCode, String> {
     );
     std::fs::write(path, svg::timeline(&r.trace, &title)).map_err(|e| format!("cannot write {path}: {e}"))?;
     header();
-    row(&f, Some(check::check(&r.trace).len()));
+    row(&f, Some(check::check(&r.trace).len()), None);
     println!("wrote {path}");
     Ok(ExitCode::SUCCESS)
 }
