@@ -735,8 +735,15 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         // Recorded before the claim is written, so a crash in between still withdraws it.
         self.announce(flight)?;
         let params = self.lease_params(self.cfg.cluster.max_concurrent);
+        // A host that waits for a slot learns of a halt while it waits, not only once it holds one.
+        let halted: std::cell::RefCell<Option<Outcome>> = Default::default();
         let gate = || async {
             self.window_fit(bypass).map_err(LeaseError::NotNow)?;
+            if let Err(outcome) = self.halt_check(&flight.target_version).await {
+                let why = outcome.token().to_string();
+                *halted.borrow_mut() = Some(outcome);
+                return Err(LeaseError::NotNow(why));
+            }
             match self.fleet_limit().await? {
                 // Computed at N = 1 too: a canary bakes longer whatever N is.
                 Some(n) => Ok(Some(self.canary_limit(&flight.target_version, n).await)),
@@ -754,7 +761,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Ok(h) => h,
             Err(LeaseError::NotNow(reason)) => {
                 self.undo(&reason).await;
-                return Err(Halt::Done(Outcome::Skipped { reason }));
+                let outcome = halted.borrow_mut().take().unwrap_or(Outcome::Skipped { reason });
+                return Err(Halt::Done(outcome));
             }
             Err(e) => {
                 self.undo("could not take a slot").await;
@@ -1452,14 +1460,20 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if self.cfg.health.on_failure == OnFailure::Return {
             return Ok(true);
         }
-        let result = if failure.token == "ecs-agent-not-connected" { "held-ecs-agent" } else { held_as };
-        self.publish("held", Some(&f.target_version), result, &failure.why).await;
+        let held_for = |why: &str| if why.starts_with("ECS agent") { "held-ecs-agent" } else { held_as };
+        self.publish("held", Some(&f.target_version), held_for(&failure.why), &failure.why).await;
         let poll = (self.cfg.health.poll_interval * 4).min(Duration::from_secs(60)).max(self.cfg.health.poll_interval);
         loop {
             self.pause(poll).await?;
-            if self.look().await? == Look::Pass {
-                tracing::warn!(target = %f.target_version, "the checks pass again; finishing the update (the failure marker stays)");
-                return Ok(false);
+            match self.look().await? {
+                Look::Pass => {
+                    tracing::warn!(target = %f.target_version, "the checks pass again; finishing the update (the failure marker stays)");
+                    return Ok(false);
+                }
+                // The status says what fails now (publish writes only what changed).
+                Look::Fail(why) | Look::Wait { why, .. } => {
+                    self.publish("held", Some(&f.target_version), held_for(&why), &why).await;
+                }
             }
         }
     }

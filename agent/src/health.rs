@@ -115,6 +115,7 @@ pub fn judge_instance(me: &InstanceInfo, cfg: &HealthConfig, agent_limit: Durati
         return Look::Wait { why: "ECS agent not connected".into(), limit: agent_limit };
     }
     match &me.health {
+        Some(h) if h.is_impaired() && h.reasons.is_empty() => Look::Fail("container instance IMPAIRED".into()),
         Some(h) if h.is_impaired() => Look::Fail(format!("container instance IMPAIRED: {}", h.reasons.join("; "))),
         Some(h) if h.is_initializing() => {
             Look::Wait { why: "container instance health INITIALIZING".into(), limit: cfg.instance_health_timeout }

@@ -214,7 +214,7 @@ async fn a_slow_burning_fault_during_the_bake_is_caught_and_halts_the_version() 
     assert_eq!(outcome, None, "a holds its slot");
     let st = status_of(&ecs, &a);
     assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-bake"), "{st:?}");
-    assert!(st.detail.contains("during the bake"), "{st:?}");
+    assert!(st.detail.contains("IMPAIRED"), "the status says what fails now: {st:?}");
     assert!(ecs.attribute(&a.arn, "br-update.drained").is_some(), "the slot stays held");
     assert!(ecs.attribute(&a.arn, FAILED).is_some_and(|m| m.contains("instance-impaired")));
 }
@@ -282,4 +282,22 @@ async fn a_download_of_a_halted_version_does_not_hold_a_host_back_from_a_newer_r
     b.host.publish(["1.0.0", "1.1.0", "1.2.0"]);
     let outcomes = b.run_once_through_reboots(REBOOT, 2).await;
     assert_eq!(outcomes.last(), Some(&Outcome::Finished { result: "updated".into(), version: "1.2.0".into() }), "{outcomes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_waiting_for_the_slot_learns_of_the_halt_while_it_waits() {
+    let ecs = FakeEcs::new("c", 1);
+    let b = node("b", Some(&ecs), config(""));
+    // The canary holds the only slot for good (it holds after failing), and fails meanwhile.
+    let canary = ecs.register("canary");
+    ecs.operator_put(&canary, "br-update.lease", "v1:h:1800000000:1900000000:0badf00d:1.1.0");
+    let failure = async {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        ecs.operator_put(&canary, FAILED, "v1:1.1.0:1800000600:instance-impaired");
+    };
+    let agent = b.agent(Shutdown::never());
+    let (outcome, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(4 * 3600), agent.run(true)), failure);
+    assert!(matches!(outcome, Ok(Outcome::Halted { .. })), "{outcome:?}");
+    assert_eq!(status_of(&ecs, &b).result, "halted");
+    assert_clean(&ecs, &b);
 }
