@@ -203,8 +203,8 @@ async fn a_holder_whose_claim_disappears_stops_before_rebooting() {
         while ecs2.status(&arn) != Some(InstanceStatus::Draining) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        // An operator clears the claim (or it lapsed while the host hung).
-        ecs2.operator_put(&arn, &name, "v1:h:1:2:deadbeef:9.9.9");
+        // An operator replaces the claim: live, but not ours; only its token tells.
+        ecs2.operator_put(&arn, &name, "v1:h:1800000000:1900000000:deadbeef:9.9.9");
     };
     let (outcomes, ()) = tokio::join!(n.run_once_through_reboots(REBOOT, 1), thief);
     assert!(matches!(&outcomes[0], Outcome::Failed { reason } if reason.contains("slot")), "{outcomes:?}");
