@@ -8,7 +8,7 @@ use std::time::Duration;
 use agent::backoff::{Backoff, Jitter};
 use agent::clock::WallTime;
 use agent::cluster::retry::RetryPolicy;
-use agent::cluster::InstanceStatus;
+use agent::cluster::{ClusterStore, InstanceStatus};
 use agent::cycle::Outcome;
 use agent::lease::{Claim, ClaimPhase, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names, UnsafeOff};
 use agent::shutdown::Shutdown;
@@ -491,4 +491,50 @@ async fn hole9_the_status_attribute_tells_the_real_state_after_an_undo() {
     let st = status_of(&ecs, &a);
     assert_eq!((st.phase.as_str(), st.result.as_str()), ("idle", "undone"), "{st:?}");
     assert!(st.detail.contains("signal"), "{st:?}");
+}
+
+// ---------------------------------------------------------------- claims never left behind
+
+fn client_parts(ecs: &FakeEcs, id: &str, seed: u64) -> (testkit::fake_ecs::FakeEcsHost, agent::clock::VirtualClock, Jitter, Names) {
+    (ecs.host(&ecs.register(id)), clock(), Jitter::seeded(seed), Names::new("br-update"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_that_loses_the_race_withdraws_its_claim() {
+    let ecs = FakeEcs::new("c", 1);
+    let (sa, ca, ja, na) = client_parts(&ecs, "a", 1);
+    let (sb, cb, jb, nb) = client_parts(&ecs, "b", 2);
+    let retry = RetryPolicy { budget: MIN, backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)) };
+    let a = LeaseClient { store: &sa, clock: &ca, jitter: &ja, names: &na, retry };
+    let b = LeaseClient { store: &sb, clock: &cb, jitter: &jb, names: &nb, retry };
+    let p = lease_params();
+    // Reads lag up to 3 s (within the 5 s settle): b's first look misses a's fresh claim.
+    ecs.set_faults(EcsFaults { staleness: Duration::from_secs(3), ..EcsFaults::default() });
+    // Both claim in the same instant: each counts the other and withdraws, then one wins later.
+    let race = async {
+        tokio::join!(
+            a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {}),
+            tokio::time::timeout(15 * MIN, b.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {})),
+        )
+    };
+    let _ = tokio::time::timeout(30 * MIN, race).await;
+    let withdrawn = ecs.history().iter().filter(|e| matches!(&e.change, EcsChange::Delete { name } if name == "br-update.lease")).count();
+    assert!(withdrawn >= 2, "both losers of the first race withdraw their claims ({withdrawn} withdrawn)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_acquire_whose_count_fails_withdraws_its_claim() {
+    let ecs = FakeEcs::new("c", 1);
+    let (s, c, j, n) = client_parts(&ecs, "a", 1);
+    let retry = RetryPolicy { budget: Duration::from_secs(5), backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(2)) };
+    let a = LeaseClient { store: &s, clock: &c, jitter: &j, names: &n, retry };
+    let p = lease_params();
+    // The listings break during the settle time: the count after it cannot be made.
+    let breaker = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ecs.set_faults(EcsFaults { incomplete_lists: true, ..EcsFaults::default() });
+    };
+    let (held, ()) = tokio::join!(a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {}), breaker);
+    assert!(held.is_err(), "{held:?}");
+    assert_eq!(ecs.attribute(s.instance_arn(), "br-update.lease"), None, "the claim was left behind");
 }
