@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_ecs::types::{Attribute, ContainerInstanceStatus, TargetType};
 use serde_json::Value;
 use testkit::moto::{MotoServer, REGION};
-use testkit::process::{run_agent_with_env, CommandProcess, Env, Finished};
+use testkit::process::{run_agent_with_env, CommandProcess, Finished};
 
 const CLUSTER: &str = "prod";
 /// How long one `fleet` command may take (a loaded box is slow to start processes).
@@ -20,30 +20,12 @@ fn moto() -> MotoServer {
     MotoServer::start().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The environment of an operator's shell pointed at `moto`; nothing from this machine's own
-/// AWS configuration leaks in.
-fn aws_env(moto: &MotoServer) -> Env {
-    let set = [
-        ("AWS_ENDPOINT_URL_ECS", moto.endpoint()),
-        ("AWS_REGION", REGION.to_owned()),
-        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
-        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-        ("AWS_CONFIG_FILE", "/nonexistent/br-update-agent-test/config".to_owned()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/br-update-agent-test/credentials".to_owned()),
-    ];
-    let remove = ["AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "NO_COLOR"];
-    Env {
-        set: set.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        remove: remove.into_iter().map(str::to_owned).collect(),
-    }
-}
 
 /// Runs `br-update-agent fleet <args>` to its end.
 fn fleet(moto: &MotoServer, args: &[&str]) -> Finished {
     let mut all = vec!["fleet"];
     all.extend_from_slice(args);
-    run_agent_with_env(&all, &aws_env(moto), RUN_TIMEOUT).unwrap_or_else(|e| panic!("fleet {args:?}: {e}"))
+    run_agent_with_env(&all, &moto.operator_env(), RUN_TIMEOUT).unwrap_or_else(|e| panic!("fleet {args:?}: {e}"))
 }
 
 /// Runs a command that must succeed; its stdout.
@@ -576,7 +558,7 @@ async fn watch_marks_changed_rows_and_ends_with_exit_0_on_ctrl_c() {
     let moto = moto();
     let (hosts, _) = seed_every_state(&moto).await;
     let args = ["fleet", "status", "--cluster", CLUSTER, "--watch", "--interval", "1"];
-    let mut watch = CommandProcess::start(&args, &aws_env(&moto)).unwrap_or_else(|e| panic!("{e}"));
+    let mut watch = CommandProcess::start(&args, &moto.operator_env()).unwrap_or_else(|e| panic!("{e}"));
     let footer = "refreshing every 1s";
     watch.stdout().wait_for(footer, RUN_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     let first = watch.stdout().text();
