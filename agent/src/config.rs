@@ -91,6 +91,10 @@ pub enum OnFailure {
     Hold,
     /// Record the failure and return the host to service on the new version.
     Return,
+    /// Record the failure, take the host back to the version it came from through Bottlerocket's
+    /// own updater (a second reboot, still holding the slot), then return it to service there;
+    /// if the rollback cannot be done, hold.
+    Rollback,
 }
 
 /// Log line format.
@@ -822,6 +826,7 @@ impl From<&Config> for Printable {
         let on_failure = match h.on_failure {
             OnFailure::Hold => "hold",
             OnFailure::Return => "return",
+            OnFailure::Rollback => "rollback",
         };
         health.insert("on-failure".into(), on_failure.into());
         Printable {

@@ -7,6 +7,9 @@
 //!              └──────────── after boot: verify version, ECS agent, ACTIVE, release ◄─────────┘
 //! ```
 //!
+//! After boot the new version passes a health gate and a bake before the slot is given back; a
+//! failure there follows `health.on-failure` (hold, return, or [`rollback`] to the old version).
+//!
 //! Every step that changes the world is announced in the journal first, so a restart at any
 //! instant either finishes the update (after the reboot) or undoes it (before the reboot):
 //! re-activate what this agent drained, deactivate what it activated, withdraw its claim. The
@@ -22,13 +25,16 @@ use crate::cluster::retry::{with_retry, RetryPolicy};
 use crate::cluster::{ClusterError, ClusterStore, InstanceStatus, SetStatus, TaskInfo};
 use crate::config::{Config, OnFailure, StandalonePolicy};
 use crate::health::Look;
-use crate::journal::{InFlight, Journal, Record, Step};
+use crate::journal::{InFlight, Journal, Record, Rollback, Step};
 use crate::lease::{ClaimPhase, Held, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names};
 use crate::os_api::commands::{self, CommandError, RebootRequest};
 use crate::os_api::{Action, OsApi, OsInfo, UpdateState, UpdateStatus};
 use crate::shutdown::Shutdown;
 use crate::keeper::ClaimKeeper;
 use crate::slot::Schedule;
+
+mod rollback;
+use rollback::Rolled;
 use crate::status::Status;
 
 /// How one round ended.
@@ -178,6 +184,14 @@ impl Failure {
     }
 }
 
+/// How the way back into service ended.
+enum Finish {
+    /// With this result token (the slot is given back).
+    Result(&'static str),
+    /// With a reboot asked for (the rollback's): the round ends, the record stays.
+    Rebooting(Outcome),
+}
+
 /// Why a round stopped early.
 enum Halt {
     /// A signal: undo and exit.
@@ -306,6 +320,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if waited.is_err() {
             tracing::info!("stopped while the host reboots, as expected");
             return outcome;
+        }
+        if self.load_record().in_flight.is_some_and(|f| f.rollback.is_some()) {
+            // Undoing would deactivate the old version and leave the bad one in service: the
+            // next start resumes the rollback from the record instead.
+            tracing::error!(wait_s = self.cfg.reboot_wait.as_secs(), "host did not go down for the rollback reboot; the next start resumes the rollback");
+            return Outcome::Failed { reason: "rollback reboot did not happen".into() };
         }
         tracing::error!(wait_s = self.cfg.reboot_wait.as_secs(), "host did not go down after the reboot was accepted; undoing");
         self.undo("reboot did not happen").await;
@@ -444,6 +464,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             started_at: self.clock.now(),
             window_end,
             canary: false,
+            rollback: None,
         };
         self.standalone_precheck().await?;
         let held = self.take_slot(&mut flight, bypass).await?;
@@ -1084,7 +1105,14 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             // Without a keeper (no claim, or the fix switched off) the claim is renewed once, here.
             self.renew_after_boot(f).await?;
         }
-        let result = if os.version_id == f.target_version {
+        // The record, not `f`, says whether a rollback is under way: it may have started after `f` was read.
+        let rolling_back = self.load_record().in_flight.and_then(|x| x.rollback);
+        let result = if let Some(rb) = rolling_back {
+            match self.after_rollback_boot(f, &rb, &os, status.as_ref(), keeper).await? {
+                Finish::Result(r) => r,
+                Finish::Rebooting(o) => return Ok(o),
+            }
+        } else if os.version_id == f.target_version {
             tracing::info!(from = %f.from_version, to = %os.version_id, "booted into the new version");
             "updated"
         } else if os.version_id == f.from_version {
@@ -1098,11 +1126,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 };
                 return self.reboot_again(f, held).await;
             }
-            let mut r = self.load_record();
-            let until = self.clock.now().plus(self.cfg.quarantine);
-            r.quarantine(&f.target_version, until, "did not boot; the host rolled back", self.clock.now());
-            self.journal.store(&r).map_err(|e| e.to_string())?;
-            tracing::error!(target = %f.target_version, running = %os.version_id, until = %until, "new version did not boot (rolled back); quarantined");
+            self.quarantine(&f.target_version, "did not boot; the host rolled back")?;
+            tracing::error!(target = %f.target_version, running = %os.version_id, "new version did not boot (rolled back); quarantined");
             self.record_failure(&f.target_version, "rolled-back").await;
             "rolled-back"
         } else {
@@ -1111,7 +1136,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             "unexpected-version"
         };
         let result = if result == "updated" && self.cluster.is_some() {
-            self.gate_and_bake(f, keeper).await?
+            match self.gate_and_bake(f, keeper).await? {
+                Finish::Result(r) => r,
+                Finish::Rebooting(o) => return Ok(o),
+            }
         } else {
             self.return_to_service(f, keeper).await?;
             result
@@ -1124,6 +1152,48 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let outcome = Outcome::Finished { result: result.to_string(), version: os.version_id };
         self.publish_status("idle", None, &outcome).await;
         Ok(outcome)
+    }
+
+    /// Quarantines `version` here for `quarantine`, recorded in the journal.
+    fn quarantine(&self, version: &str, why: &str) -> Result<(), String> {
+        let mut r = self.load_record();
+        let until = self.clock.now().plus(self.cfg.quarantine);
+        r.quarantine(version, until, why, self.clock.now());
+        self.journal.store(&r).map_err(|e| e.to_string())?;
+        tracing::warn!(version, until = %until, reason = why, "version quarantined on this host");
+        Ok(())
+    }
+
+    /// Back from a boot with a rollback under way: on the old version it is done (settings back,
+    /// bad version quarantined, host back in service); still on the new one, it goes on, or holds
+    /// when the old version will not boot.
+    async fn after_rollback_boot(&self, f: &InFlight, rb: &Rollback, os: &OsInfo, status: Option<&UpdateStatus>,
+        keeper: Option<&ClaimKeeper<'_, S, K>>) -> Result<Finish, String> {
+        if os.version_id == f.from_version {
+            self.restore_settings(rb).await?;
+            self.quarantine(&f.target_version, &format!("failed after the update and was rolled back: {}", rb.reason))?;
+            tracing::warn!(running = %os.version_id, bad = %f.target_version, "rolled back to the old version");
+            return Ok(Finish::Result("rolled-back"));
+        }
+        // A reboot that happened (the status is gone) yet landed on the new version again: the
+        // old version failed its one boot attempt.
+        let why = if rb.reboots > 0 && status.is_none() {
+            format!("rollback failed: {} did not boot (running {})", f.from_version, os.version_id)
+        } else {
+            match self.roll_back(f, keeper, &rb.reason).await? {
+                Rolled::Rebooting(o) => return Ok(Finish::Rebooting(o)),
+                Rolled::Failed(why) => why,
+            }
+        };
+        self.hold_after_failed_rollback(f, &why).await
+    }
+
+    /// The rollback cannot be done: hold the slot, saying so, until the checks pass on what runs.
+    async fn hold_after_failed_rollback(&self, f: &InFlight, why: &str) -> Result<Finish, String> {
+        tracing::error!(reason = %why, "rollback failed; holding the slot for a person to look at");
+        self.publish("held", Some(&f.target_version), "held-rollback-failed", why).await;
+        self.hold_until_pass(f, "held-rollback-failed", Some(why)).await?;
+        Ok(Finish::Result("updated-after-failed-rollback"))
     }
 
     /// A read after boot; a failure is published as the reason the host holds its slot.
@@ -1340,14 +1410,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     // ---------------------------------------------------------------- health gate and bake
 
     /// After booting the target: the health gate while out of service, then back in service
-    /// with the slot kept through the bake, then the slot given back. A failed gate or bake
-    /// writes the failure marker (which halts the version fleet-wide) and follows
-    /// `health.on-failure`. Returns the round's result.
-    async fn gate_and_bake(&self, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>) -> Result<&'static str, String> {
+    /// with the slot kept through the bake, then the slot given back. A failure writes the
+    /// failure marker (which halts the version fleet-wide) and follows `health.on-failure`.
+    async fn gate_and_bake(&self, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>) -> Result<Finish, String> {
         let store = self.cluster.as_ref().ok_or("no cluster")?;
         if let Some(failure) = self.gate(f).await? {
-            if self.on_failure(f, &failure, "held-health").await? {
-                return self.give_back(store, f, keeper, "failed-health").await;
+            if let Some(done) = self.on_failure(f, keeper, &failure, "held-health", "failed-health").await? {
+                return Ok(done);
             }
         }
         let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
@@ -1357,17 +1426,17 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             tracing::info!("instance back in service; the slot is kept until the bake is over");
         }
         if let Some(failure) = self.families_back(store).await? {
-            if self.on_failure(f, &failure, "held-health").await? {
-                return self.give_back(store, f, keeper, "failed-health").await;
+            if let Some(done) = self.on_failure(f, keeper, &failure, "held-health", "failed-health").await? {
+                return Ok(done);
             }
         }
         let bake = if f.canary { self.cfg.health.canary_bake_time } else { self.cfg.health.bake_time };
         if let Some(failure) = self.bake(f, bake).await? {
-            if self.on_failure(f, &failure, "held-bake").await? {
-                return self.give_back(store, f, keeper, "failed-bake").await;
+            if let Some(done) = self.on_failure(f, keeper, &failure, "held-bake", "failed-bake").await? {
+                return Ok(done);
             }
         }
-        self.give_back(store, f, keeper, "updated").await
+        self.give_back(store, f, keeper, "updated").await.map(Finish::Result)
     }
 
     /// Looks at the checks until they all pass (`None`) or one fails (`Some(why)`).
@@ -1452,27 +1521,52 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         })
     }
 
-    /// Records the failure and applies `health.on-failure`: true to give the slot back now
-    /// (`return`); under `hold`, waits holding the slot until the gate passes again (false).
-    async fn on_failure(&self, f: &InFlight, failure: &Failure, held_as: &str) -> Result<bool, String> {
+    /// Records the failure and applies `health.on-failure`: `Some` ends the round (slot given
+    /// back under `return`; rollback reboot asked for); `None` goes on with the update (a hold,
+    /// or a failed rollback, ended because the checks pass again).
+    async fn on_failure(&self, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>, failure: &Failure, held_as: &str,
+        result: &'static str) -> Result<Option<Finish>, String> {
         tracing::error!(check = %failure.why, policy = ?self.cfg.health.on_failure, target = %f.target_version, "health check failed");
         self.record_failure(&f.target_version, &failure.token).await;
-        if self.cfg.health.on_failure == OnFailure::Return {
-            return Ok(true);
+        match self.cfg.health.on_failure {
+            OnFailure::Return => {
+                let store = self.cluster.as_ref().ok_or("no cluster")?;
+                return self.give_back(store, f, keeper, result).await.map(|r| Some(Finish::Result(r)));
+            }
+            OnFailure::Rollback => match self.roll_back(f, keeper, &failure.why).await? {
+                Rolled::Rebooting(o) => return Ok(Some(Finish::Rebooting(o))),
+                Rolled::Failed(why) => {
+                    self.hold_after_failed_rollback(f, &why).await?;
+                    return Ok(None);
+                }
+            },
+            OnFailure::Hold => {}
         }
         let held_for = |why: &str| if why.starts_with("ECS agent") { "held-ecs-agent" } else { held_as };
         self.publish("held", Some(&f.target_version), held_for(&failure.why), &failure.why).await;
+        self.hold_until_pass(f, held_as, None).await?;
+        Ok(None)
+    }
+
+    /// Holds the slot, looking now and then, until every check passes; the status names what
+    /// fails now, after `context` (why the host holds) when there is one.
+    async fn hold_until_pass(&self, f: &InFlight, held_as: &str, context: Option<&str>) -> Result<(), String> {
+        let held_for = |why: &str| if why.starts_with("ECS agent") { "held-ecs-agent" } else { held_as };
         let poll = (self.cfg.health.poll_interval * 4).min(Duration::from_secs(60)).max(self.cfg.health.poll_interval);
         loop {
             self.pause(poll).await?;
             match self.look().await? {
                 Look::Pass => {
                     tracing::warn!(target = %f.target_version, "the checks pass again; finishing the update (the failure marker stays)");
-                    return Ok(false);
+                    return Ok(());
                 }
                 // The status says what fails now (publish writes only what changed).
                 Look::Fail(why) | Look::Wait { why, .. } => {
-                    self.publish("held", Some(&f.target_version), held_for(&why), &why).await;
+                    let (token, detail) = match context {
+                        Some(c) => (held_as, format!("{c}; now: {why}")),
+                        None => (held_for(&why), why.clone()),
+                    };
+                    self.publish("held", Some(&f.target_version), token, &detail).await;
                 }
             }
         }

@@ -87,7 +87,7 @@ impl HealthConfig {
             task_timeout: dur("health.task-timeout", &r.task_timeout, "10m")?,
             bake_time: dur("health.bake-time", &r.bake_time, "0s")?,
             canary_bake_time: dur("health.canary-bake-time", &r.canary_bake_time, "10m")?,
-            on_failure: r.on_failure.unwrap_or(OnFailure::Hold),
+            on_failure: r.on_failure.unwrap_or(OnFailure::Rollback),
         })
     }
 }
@@ -171,7 +171,7 @@ mod tests {
             task_timeout: Duration::from_secs(600),
             bake_time: Duration::ZERO,
             canary_bake_time: Duration::from_secs(600),
-            on_failure: OnFailure::Hold,
+            on_failure: OnFailure::Rollback,
         }
     }
 
@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn the_health_table_is_read_with_defaults_and_bad_values_name_their_key() {
         let d = crate::config::Config::default().health;
-        assert_eq!((d.bake_time, d.canary_bake_time, d.on_failure), (Duration::ZERO, Duration::from_secs(600), OnFailure::Hold));
+        assert_eq!((d.bake_time, d.canary_bake_time, d.on_failure), (Duration::ZERO, Duration::from_secs(600), OnFailure::Rollback));
         let text = "[health]\nurls = [\"http://127.0.0.1:9100/metrics\"]\non-failure = \"return\"\nbake-time = \"5m\"\n";
         let c = crate::config::Config::parse(text, "t").expect("valid").health;
         assert_eq!((c.urls.len(), c.on_failure, c.bake_time), (1, OnFailure::Return, Duration::from_secs(300)));

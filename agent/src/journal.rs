@@ -47,6 +47,26 @@ pub struct InFlight {
     /// Whether this host took the version as one of its canaries (it bakes for longer).
     #[serde(default)]
     pub canary: bool,
+    /// A rollback to `from_version` under way, after the target failed its checks.
+    #[serde(default)]
+    pub rollback: Option<Rollback>,
+}
+
+/// A rollback in progress (`health.on-failure = "rollback"`): what it must put back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    /// The failed check that started it.
+    pub reason: String,
+    /// The operator's `settings.updates.version-lock` before the rollback changed it.
+    pub saved_version_lock: String,
+    /// The operator's `settings.updates.ignore-waves` before.
+    pub saved_ignore_waves: bool,
+    /// Whether the operator's settings have been written back.
+    #[serde(default)]
+    pub restored: bool,
+    /// How many times the reboot into the old version was asked for.
+    #[serde(default)]
+    pub reboots: u32,
 }
 
 /// A version that failed to boot, not to be tried again before `until`.
@@ -214,6 +234,7 @@ mod tests {
                 started_at: WallTime::from_secs(1_700_000_000),
                 window_end: None,
                 canary: false,
+                rollback: None,
             }),
             quarantine: vec![],
             last_result: None,

@@ -579,6 +579,12 @@ mod tests {
             self.posts.borrow_mut().push(action);
             next(&self.replies)
         }
+        async fn patch_updates(&self, _tx: &str, _patch: &crate::os_api::UpdatesPatch) -> Result<(), OsApiError> {
+            unimplemented!("not used by commands")
+        }
+        async fn commit_and_apply(&self, _tx: &str) -> Result<crate::os_api::Commit, OsApiError> {
+            unimplemented!("not used by commands")
+        }
     }
 
     fn at(secs: i64) -> DateTime<Utc> {

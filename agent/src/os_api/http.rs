@@ -19,7 +19,7 @@ use hyperlocal::UnixConnector;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::{Action, ActionReply, OsApi, OsApiError, OsInfo, StatusRead, UpdateSettings, UpdateStatus};
+use super::{Action, ActionReply, Commit, OsApi, OsApiError, OsInfo, StatusRead, UpdateSettings, UpdateStatus, UpdatesPatch};
 
 /// The settings keys the agent reads, as full data keys (apiserver's `keys=` wants the prefix).
 const SETTINGS_PATH: &str =
@@ -83,8 +83,13 @@ impl HttpOsApi {
 
     /// One request on `client`, bounded by the request timeout (body included).
     async fn exchange(&self, client: &HttpClient, method: Method, path: &str) -> Result<Answer, OsApiError> {
+        self.exchange_with(client, method, path, Bytes::new()).await
+    }
+
+    /// One request carrying `body` on `client`, bounded by the request timeout.
+    async fn exchange_with(&self, client: &HttpClient, method: Method, path: &str, body: Bytes) -> Result<Answer, OsApiError> {
         let request = describe(&method, path);
-        let req = self.build(method, path, &request)?;
+        let req = self.build(method, path, &request, body)?;
         let work = async {
             let resp = client.request(req).await.map_err(|e| transport_error(&request, &e))?;
             let status = resp.status();
@@ -104,13 +109,13 @@ impl HttpOsApi {
         }
     }
 
-    fn build(&self, method: Method, path: &str, request: &str) -> Result<Request<Full<Bytes>>, OsApiError> {
+    fn build(&self, method: Method, path: &str, request: &str, body: Bytes) -> Result<Request<Full<Bytes>>, OsApiError> {
         let uri: hyper::Uri = hyperlocal::Uri::new(&self.socket, path).into();
         let mut builder = Request::builder().method(method.clone()).uri(uri);
-        if method == Method::POST {
+        if method == Method::POST || method == Method::PATCH {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        builder.body(Full::new(Bytes::new())).map_err(|e| OsApiError::Transport {
+        builder.body(Full::new(body)).map_err(|e| OsApiError::Transport {
             request: request.to_string(),
             reason: format!("building the request: {e}"),
             maybe_sent: false,
@@ -165,6 +170,36 @@ impl OsApi for HttpOsApi {
             StatusCode::NOT_FOUND => Ok(ActionReply::NotFound(body_text(&answer.body))),
             _ => Err(unexpected(&describe(&Method::POST, action.path()), &answer)),
         }
+    }
+
+    async fn patch_updates(&self, tx: &str, patch: &UpdatesPatch) -> Result<(), OsApiError> {
+        let path = format!("/settings?tx={tx}");
+        let body = Bytes::from(patch.body().to_string());
+        // Not resent on a broken connection: the caller reads the settings back before a retry.
+        let answer = self.exchange_with(&self.pooled, Method::PATCH, &path, body).await?;
+        match answer.status {
+            StatusCode::NO_CONTENT => Ok(()),
+            _ => Err(unexpected(&describe(&Method::PATCH, &path), &answer)),
+        }
+    }
+
+    async fn commit_and_apply(&self, tx: &str) -> Result<Commit, OsApiError> {
+        let path = format!("/tx/commit_and_apply?tx={tx}");
+        let answer = self.post(&path).await?;
+        match answer.status {
+            StatusCode::OK => parse_json::<serde_json::Value>(&describe(&Method::POST, &path), &answer.body).map(|v| Commit::Applied(changed_keys(&v))),
+            StatusCode::UNPROCESSABLE_ENTITY => Ok(Commit::NothingPending),
+            _ => Err(unexpected(&describe(&Method::POST, &path), &answer)),
+        }
+    }
+}
+
+/// The changed keys of a commit: a JSON list of data keys. Only logged, so anything else in
+/// the list is kept as its JSON text rather than refused.
+pub(crate) fn changed_keys(v: &serde_json::Value) -> Vec<String> {
+    match v.as_array() {
+        Some(keys) => keys.iter().map(|k| k.as_str().map(str::to_string).unwrap_or_else(|| k.to_string())).collect(),
+        None => vec![v.to_string()],
     }
 }
 

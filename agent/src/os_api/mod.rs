@@ -241,6 +241,34 @@ pub enum ActionReply {
     NotFound(String),
 }
 
+/// The `settings.updates.*` values a settings transaction writes (`PATCH /settings?tx=...`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatesPatch {
+    /// `settings.updates.version-lock`: `latest` or a version.
+    #[serde(rename = "version-lock")]
+    pub version_lock: String,
+    /// `settings.updates.ignore-waves`.
+    #[serde(rename = "ignore-waves")]
+    pub ignore_waves: bool,
+}
+
+impl UpdatesPatch {
+    /// The request body: apiserver takes the settings object without the `settings` wrapper.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "updates": self })
+    }
+}
+
+/// What `POST /tx/commit_and_apply?tx=...` answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// 200: committed; the keys that changed. Applying them (re-rendering config files such as
+    /// updog's) happens shortly after, in the background.
+    Applied(Vec<String>),
+    /// 422: the transaction held nothing (already committed, say).
+    NothingPending,
+}
+
 /// A failure talking to the API, typed by what went wrong; every variant names the request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OsApiError {
@@ -307,6 +335,10 @@ pub trait OsApi {
     fn update_status(&self) -> impl Future<Output = Result<StatusRead, OsApiError>>;
     /// `POST` one of `/actions/*`, with an empty body.
     fn action(&self, action: Action) -> impl Future<Output = Result<ActionReply, OsApiError>>;
+    /// `PATCH /settings?tx=TX` with `settings.updates` values (204: pending in that transaction).
+    fn patch_updates(&self, tx: &str, patch: &UpdatesPatch) -> impl Future<Output = Result<(), OsApiError>>;
+    /// `POST /tx/commit_and_apply?tx=TX`.
+    fn commit_and_apply(&self, tx: &str) -> impl Future<Output = Result<Commit, OsApiError>>;
 }
 
 impl<T: OsApi> OsApi for &T {
@@ -321,6 +353,12 @@ impl<T: OsApi> OsApi for &T {
     }
     fn action(&self, action: Action) -> impl Future<Output = Result<ActionReply, OsApiError>> {
         (**self).action(action)
+    }
+    fn patch_updates(&self, tx: &str, patch: &UpdatesPatch) -> impl Future<Output = Result<(), OsApiError>> {
+        (**self).patch_updates(tx, patch)
+    }
+    fn commit_and_apply(&self, tx: &str) -> impl Future<Output = Result<Commit, OsApiError>> {
+        (**self).commit_and_apply(tx)
     }
 }
 

@@ -5,7 +5,7 @@
 //! schema mistake fails here just as it would against a real host.
 
 use agent::os_api::{
-    Action, ActionReply, OsApi, OsApiError, OsInfo, StatusRead, UpdateSettings, UpdateStatus,
+    Action, ActionReply, Commit, OsApi, OsApiError, OsInfo, StatusRead, UpdateSettings, UpdateStatus, UpdatesPatch,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -68,12 +68,37 @@ impl OsApi for FakeHost {
             _ => Err(unexpected(&request, &response)),
         }
     }
+
+    async fn patch_updates(&self, tx: &str, patch: &UpdatesPatch) -> Result<(), OsApiError> {
+        let path = format!("/settings?tx={tx}");
+        let response = self.exchange_with("PATCH", &path, patch.body().to_string().as_bytes())?;
+        match response.status {
+            204 => Ok(()),
+            _ => Err(unexpected(&format!("PATCH {path}"), &response)),
+        }
+    }
+
+    async fn commit_and_apply(&self, tx: &str) -> Result<Commit, OsApiError> {
+        let path = format!("/tx/commit_and_apply?tx={tx}");
+        let request = format!("POST {path}");
+        let response = self.exchange("POST", &path)?;
+        match response.status {
+            200 => parse::<Vec<String>>(&request, &response).map(Commit::Applied),
+            422 => Ok(Commit::NothingPending),
+            _ => Err(unexpected(&request, &response)),
+        }
+    }
 }
 
 impl FakeHost {
     /// One request; a down host is a transport failure that never reached the server.
     fn exchange(&self, method: &str, path: &str) -> Result<FakeResponse, OsApiError> {
-        self.request(method, path, b"").ok_or_else(|| OsApiError::Transport {
+        self.exchange_with(method, path, b"")
+    }
+
+    /// One request with a body.
+    fn exchange_with(&self, method: &str, path: &str, body: &[u8]) -> Result<FakeResponse, OsApiError> {
+        self.request(method, path, body).ok_or_else(|| OsApiError::Transport {
             request: format!("{method} {path}"),
             reason: "connection refused: host is rebooting".to_string(),
             maybe_sent: false,

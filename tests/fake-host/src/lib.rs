@@ -7,6 +7,8 @@
 //! - [`model`]: the host without I/O: update state machine, update lock, partitions, reboots.
 //! - [`wire`]: the JSON the API answers with, spelled as the real server spells it.
 //! - [`routes`]: HTTP semantics (status codes, bodies, content types) in one place.
+//! - [`settings`]: settings transactions, and the lag before updog sees a commit.
+//! - [`waves`]: when a release is offered to a host, by its seed.
 //! - [`host`]: [`FakeHost`], the shareable handle with the control API tests use.
 //! - [`adapter`]: the agent's `OsApi` over a `FakeHost` in memory (no sockets).
 //! - [`server`]: the host served on a Unix socket with hyper (`serve`).
@@ -20,7 +22,9 @@ pub mod host;
 pub mod model;
 pub mod routes;
 pub mod server;
+pub mod settings;
 pub mod version;
+pub mod waves;
 pub mod wire;
 
 pub use control::{FaultsPatch, HostSnapshot};

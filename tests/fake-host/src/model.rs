@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::settings::{Refusal, SettingsStore, UpdaterSettings};
 use crate::version;
+use crate::waves::{self, WaveStart};
 use crate::wire::{
     CommandResult, CommandStatus, OsRelease, StagedImage, UpdateCommand, UpdateImage, UpdateState,
     UpdateStatus,
@@ -112,8 +114,13 @@ pub struct HostConfig {
     pub version_lock: String,
     /// `settings.updates.seed`.
     pub seed: u32,
-    /// `settings.updates.ignore-waves` (reported only: waves are not modelled).
+    /// `settings.updates.ignore-waves`: offer every published version whatever its waves.
     pub ignore_waves: bool,
+    /// The waves of each published version (version → wave starts); a version without an
+    /// entry is offered to every seed at once.
+    pub waves: std::collections::BTreeMap<String, Vec<WaveStart>>,
+    /// How long after a settings commit updog sees the change (apply runs in the background).
+    pub settings_apply_delay: Duration,
     /// How long each command's work takes.
     pub durations: CommandDurations,
     /// Failures injected from the start.
@@ -134,6 +141,8 @@ impl Default for HostConfig {
             version_lock: "latest".to_string(),
             seed: 1234,
             ignore_waves: false,
+            waves: Default::default(),
+            settings_apply_delay: Duration::from_millis(300),
             durations: CommandDurations::default(),
             faults: Faults::default(),
             reboot: RebootBehavior::default(),
@@ -209,13 +218,20 @@ pub struct HostModel {
     boots: usize,
     booted_at: Option<Instant>,
     down: Option<Down>,
+    settings: SettingsStore,
 }
 
 impl HostModel {
     /// A freshly booted host (status absent, lock free) at `now`.
     pub fn new(config: HostConfig, now: Instant) -> HostModel {
         let wall_base = config.wall_clock_start.unwrap_or_else(Utc::now);
+        let initial = UpdaterSettings {
+            version_lock: config.version_lock.clone(),
+            ignore_waves: config.ignore_waves,
+            seed: config.seed,
+        };
         HostModel {
+            settings: SettingsStore::new(initial, config.settings_apply_delay),
             running: version::normalize(&config.version).to_string(),
             config,
             clock_base: now,
@@ -327,13 +343,27 @@ impl HostModel {
         }
     }
 
-    /// The settings leaves the host has, as full data keys with their JSON values.
+    /// The live settings leaves, as full data keys with their JSON values.
     pub fn settings(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let live = self.settings.live();
         vec![
-            ("settings.updates.seed", self.config.seed.into()),
-            ("settings.updates.version-lock", self.config.version_lock.clone().into()),
-            ("settings.updates.ignore-waves", self.config.ignore_waves.into()),
+            ("settings.updates.seed", live.seed.into()),
+            ("settings.updates.version-lock", live.version_lock.clone().into()),
+            ("settings.updates.ignore-waves", live.ignore_waves.into()),
         ]
+    }
+
+    /// `PATCH /settings?tx=NAME`.
+    pub fn patch_settings(&mut self, tx: &str, body: &[u8]) -> Result<(), Refusal> {
+        self.settings.patch(tx, body)
+    }
+
+    /// `POST /tx/commit_and_apply?tx=NAME` at `now`: the keys committed.
+    pub fn commit_settings(&mut self, tx: &str, now: Instant) -> Result<Vec<String>, Refusal> {
+        self.advance(now);
+        let keys = self.settings.commit_and_apply(tx, now)?;
+        tracing::info!(?keys, live = ?self.settings.live(), "settings committed; updog sees them once applied");
+        Ok(keys)
     }
 
     /// An update command POST (`refresh`/`prepare`/`activate`/`deactivate`) at `now`.
@@ -468,7 +498,7 @@ impl HostModel {
     fn finish(&mut self, work: Work) {
         let timestamp = self.wall_time_at(work.ends_at);
         let outcome = match work.command {
-            UpdateCommand::Refresh => self.finish_refresh(),
+            UpdateCommand::Refresh => self.finish_refresh(work.ends_at),
             UpdateCommand::Prepare => self.finish_prepare(work.target),
             UpdateCommand::Activate => self.finish_activate(),
             UpdateCommand::Deactivate => self.finish_deactivate(),
@@ -491,9 +521,9 @@ impl HostModel {
         tracing::info!(command = ?work.command, ?cmd_status, state = ?status.update_state, "command ended");
     }
 
-    fn finish_refresh(&mut self) -> Result<String, String> {
+    fn finish_refresh(&mut self, at: Instant) -> Result<String, String> {
         let fails = self.config.faults.refresh_fails;
-        let (available, chosen) = self.find_updates();
+        let (available, chosen) = self.find_updates(at);
         let status = self.initialised_status();
         let movable = matches!(status.update_state, UpdateState::Idle | UpdateState::Available);
         if fails {
@@ -547,14 +577,21 @@ impl HostModel {
         Ok(String::new())
     }
 
-    /// `available_updates` (published, newest first, deduplicated) and `chosen_update`.
-    fn find_updates(&self) -> (Vec<String>, Option<UpdateImage>) {
+    /// `available_updates` (published and offered to this seed by `at`, newest first,
+    /// deduplicated) and `chosen_update`, from the settings updog reads at `at`.
+    fn find_updates(&self, at: Instant) -> (Vec<String>, Option<UpdateImage>) {
+        let updog = self.settings.rendered_at(at);
+        let wall = self.wall_base + chrono::Duration::from_std(at.saturating_duration_since(self.clock_base)).unwrap_or_default();
+        let offered = |v: &String| {
+            updog.ignore_waves
+                || self.config.waves.get(version::normalize(v)).is_none_or(|w| waves::update_ready(w, updog.seed, wall))
+        };
         let mut available: Vec<String> =
-            self.config.published.iter().map(|v| version::normalize(v).to_string()).collect();
+            self.config.published.iter().filter(|v| offered(v)).map(|v| version::normalize(v).to_string()).collect();
         available.sort_by(|a, b| version::compare(b, a));
         available.dedup();
         let running = self.running.as_str();
-        let lock = version::normalize(self.config.version_lock.trim());
+        let lock = version::normalize(updog.version_lock.trim());
         let chosen = if lock == "latest" {
             available.iter().find(|v| version::compare(v, running).is_gt())
         } else {

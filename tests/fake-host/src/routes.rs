@@ -82,9 +82,13 @@ type Handler = fn(&mut HostModel, Instant, &str, &[u8]) -> FakeResponse;
 /// Answer `method path_and_query` (with request `body`) on `model` at `now`.
 pub fn route(model: &mut HostModel, now: Instant, method: &str, path_and_query: &str, body: &[u8]) -> FakeResponse {
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-    let (want, answer): (&str, Handler) = match path {
+    // The one path with two methods.
+    let path_key = if (method, path) == ("PATCH", "/settings") { "PATCH /settings" } else { path };
+    let (want, answer): (&str, Handler) = match path_key {
         "/os" => ("GET", |m, _, q, _| os(m, q)),
         "/settings" => ("GET", |m, _, q, _| settings(m, q)),
+        "PATCH /settings" => ("PATCH", |m, _, q, b| patch_settings(m, q, b)),
+        "/tx/commit_and_apply" => ("POST", |m, now, q, _| commit_and_apply(m, now, q)),
         "/updates/status" => ("GET", |m, now, _, _| status(m, now)),
         "/actions/refresh-updates" => ("POST", |m, now, _, _| command(m, now, UpdateCommand::Refresh)),
         "/actions/prepare-update" => ("POST", |m, now, _, _| command(m, now, UpdateCommand::Prepare)),
@@ -139,6 +143,24 @@ fn settings(model: &HostModel, query: &str) -> FakeResponse {
         leaves
     };
     FakeResponse::json(200, &nest(selected))
+}
+
+/// `PATCH /settings?tx=NAME` (the transaction is `default` when `tx` is absent): 204.
+fn patch_settings(model: &mut HostModel, query: &str, body: &[u8]) -> FakeResponse {
+    let tx = query_param(query, "tx").unwrap_or_else(|| "default".into());
+    match model.patch_settings(&tx, body) {
+        Ok(()) => FakeResponse::empty(204),
+        Err(r) => FakeResponse::text(r.status, r.body),
+    }
+}
+
+/// `POST /tx/commit_and_apply?tx=NAME`: 200 with the committed keys, 422 with none pending.
+fn commit_and_apply(model: &mut HostModel, now: Instant, query: &str) -> FakeResponse {
+    let tx = query_param(query, "tx").unwrap_or_else(|| "default".into());
+    match model.commit_settings(&tx, now) {
+        Ok(keys) => FakeResponse::json(200, &keys),
+        Err(r) => FakeResponse::text(r.status, r.body),
+    }
 }
 
 /// `settings.a.b = v` leaves as `{"a":{"b":v}}` (the `settings` wrapper is dropped).

@@ -11,6 +11,11 @@ pub fn normalize(text: &str) -> &str {
     text.strip_prefix('v').unwrap_or(text)
 }
 
+/// Whether `text` (without a leading `v`) is a version the fake can order.
+pub fn is_version(text: &str) -> bool {
+    Parsed::new(text).is_some()
+}
+
 /// Semver precedence of two version strings (a leading `v` is ignored).
 pub fn compare(a: &str, b: &str) -> Ordering {
     match (Parsed::new(normalize(a)), Parsed::new(normalize(b))) {

@@ -18,7 +18,7 @@ use agent::config::Config;
 use agent::cycle::{Agent, Outcome};
 use agent::journal::{Journal, MemoryJournal, Record};
 use agent::lease::{LeaseRule, Names, UnsafeOff};
-use agent::os_api::{Action, ActionReply, OsApi, OsApiError, OsInfo, StatusRead, UpdateSettings};
+use agent::os_api::{Action, ActionReply, Commit, OsApi, OsApiError, OsInfo, StatusRead, UpdateSettings, UpdatesPatch};
 use agent::shutdown::{Shutdown, Trigger};
 use fake_bottlerocket::FakeHost;
 use tokio::sync::watch;
@@ -93,6 +93,12 @@ impl OsApi for RecordingHost {
     }
     async fn update_status(&self) -> Result<StatusRead, OsApiError> {
         self.host.update_status().await
+    }
+    async fn patch_updates(&self, tx: &str, patch: &UpdatesPatch) -> Result<(), OsApiError> {
+        self.host.patch_updates(tx, patch).await
+    }
+    async fn commit_and_apply(&self, tx: &str) -> Result<Commit, OsApiError> {
+        self.host.commit_and_apply(tx).await
     }
     async fn action(&self, action: Action) -> Result<ActionReply, OsApiError> {
         let reply = self.host.action(action).await;

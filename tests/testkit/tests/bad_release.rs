@@ -16,6 +16,8 @@ mod common;
 use common::*;
 
 const FAILED: &str = "br-update.failed";
+/// `health.on-failure = "hold"` (the default is rollback).
+const HOLD: &str = "[health]\non-failure = \"hold\"\n[cluster]";
 
 fn status_of(ecs: &FakeEcs, n: &Node) -> Status {
     let v = ecs.attribute(&n.arn, "br-update.status").unwrap_or_default();
@@ -73,7 +75,7 @@ async fn halting_can_be_switched_off_or_wait_for_more_failures() {
 #[tokio::test(start_paused = true)]
 async fn a_host_that_cannot_return_to_service_halts_the_version_for_the_others() {
     let ecs = FakeEcs::new("c", 1);
-    let a = node("a", Some(&ecs), config(""));
+    let a = node("a", Some(&ecs), config(HOLD));
     let b = node("b", Some(&ecs), config(""));
     assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
     ecs.set_agent_connected(&a.arn, false);
@@ -150,7 +152,7 @@ async fn boot_impaired(ecs: &FakeEcs, a: &Node) -> Option<Outcome> {
 #[tokio::test(start_paused = true)]
 async fn an_impaired_instance_fails_the_gate_holds_its_slot_and_halts_the_version() {
     let ecs = FakeEcs::new("c", 1);
-    let a = node("a", Some(&ecs), config(""));
+    let a = node("a", Some(&ecs), config(HOLD));
     let b = node("b", Some(&ecs), config(""));
     assert_eq!(boot_impaired(&ecs, &a).await, None, "a holds while impaired");
     let st = status_of(&ecs, &a);
@@ -179,9 +181,9 @@ async fn on_failure_return_records_the_failure_and_gives_the_slot_back() {
 /// a is the canary (it bakes ten minutes); `fault_after` into the bake its instance turns
 /// IMPAIRED, if at all. Returns a's outcome (if it finished within two hours) and how long the
 /// slot was kept after the instance was ACTIVE again.
-async fn bake_scenario(fault_after: Option<Duration>) -> (Option<Outcome>, FakeEcs, Node) {
+async fn bake_scenario(cfg: &str, fault_after: Option<Duration>) -> (Option<Outcome>, FakeEcs, Node) {
     let ecs = FakeEcs::new("c", 1);
-    let a = node("a", Some(&ecs), config(""));
+    let a = node("a", Some(&ecs), config(cfg));
     assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
     a.host.boot();
     let agent = a.agent(Shutdown::never());
@@ -199,7 +201,7 @@ async fn bake_scenario(fault_after: Option<Duration>) -> (Option<Outcome>, FakeE
 
 #[tokio::test(start_paused = true)]
 async fn the_canary_keeps_its_slot_through_the_bake_then_gives_it_back() {
-    let (outcome, ecs, a) = bake_scenario(None).await;
+    let (outcome, ecs, a) = bake_scenario("", None).await;
     assert_eq!(outcome, Some(updated()));
     assert_clean(&ecs, &a);
     let history = ecs.history();
@@ -210,7 +212,7 @@ async fn the_canary_keeps_its_slot_through_the_bake_then_gives_it_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_burning_fault_during_the_bake_is_caught_and_halts_the_version() {
-    let (outcome, ecs, a) = bake_scenario(Some(Duration::from_secs(300))).await;
+    let (outcome, ecs, a) = bake_scenario(HOLD, Some(Duration::from_secs(300))).await;
     assert_eq!(outcome, None, "a holds its slot");
     let st = status_of(&ecs, &a);
     assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-bake"), "{st:?}");
