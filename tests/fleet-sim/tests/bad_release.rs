@@ -79,7 +79,23 @@ fn without_the_halt_the_same_release_reaches_every_host_one_canary_at_a_time() {
     let sc = Scenario { halt_after_failures: 0, on_failure: OnFailure::Return, ..Scenario::bad_release(HOSTS, N, 1, 1.0) };
     let (_, s) = spread(&sc);
     assert_eq!((s.received, s.halted), (HOSTS, 0), "{s:?}");
-    let sc = Scenario { halt_after_failures: 0, ..Scenario::bad_release(HOSTS, N, 1, 1.0) };
+    let sc = Scenario { halt_after_failures: 0, on_failure: OnFailure::Hold, ..Scenario::bad_release(HOSTS, N, 1, 1.0) };
     let (_, s) = spread(&sc);
     assert_eq!((s.received, s.halted, s.waiting), (1, 0, HOSTS - 1), "{s:?}");
+    // Rolling back frees the slot too: every host takes the release in turn, and every one
+    // ends on the version it came from.
+    let sc = Scenario { halt_after_failures: 0, on_failure: OnFailure::Rollback, ..Scenario::bad_release(HOSTS, N, 1, 1.0) };
+    let (r, s) = spread(&sc);
+    assert_eq!((s.received, s.halted), (HOSTS, 0), "{s:?}");
+    assert!(r.trace.hosts.iter().all(|h| h.end.running == fleet_sim::scenario::FROM_VERSION), "every host rolled back");
+}
+
+#[test]
+fn a_canary_that_rolls_back_ends_on_the_old_version_and_halts_the_rest() {
+    for seed in SEEDS {
+        let sc = Scenario { on_failure: OnFailure::Rollback, ..Scenario::bad_release(HOSTS, N, seed, 1.0) };
+        let (r, s) = spread(&sc);
+        assert_eq!((s.received, s.halted), (1, HOSTS - 1), "seed {seed}: {s:?}");
+        assert!(r.trace.hosts.iter().all(|h| h.end.running == fleet_sim::scenario::FROM_VERSION), "seed {seed}: nobody is left on the bad version");
+    }
 }

@@ -494,7 +494,15 @@ impl Node {
     /// by the plan's chance, leave it IMPAIRED for a while. An impairment already under way
     /// runs on.
     fn impair_after_boot(&self, plan: &mut DaemonPlan, due: &mut Due) {
-        let lasting = if plan.bad_release.as_deref() == Some(self.host.running_version().as_str()) {
+        let on_bad = plan.bad_release.as_deref() == Some(self.host.running_version().as_str());
+        if due.forever && !on_bad {
+            // The bad release's impairment goes with it: a boot back into a good version (a
+            // rollback) comes up healthy.
+            due.forever = false;
+            self.set_health(Some("OK"));
+            self.note(NodeEventKind::HealthRecovered);
+        }
+        let lasting = if on_bad {
             None
         } else if plan.chance(plan.impaired_chance) {
             Some(plan.rng.between(plan.impaired_for.0, plan.impaired_for.1))

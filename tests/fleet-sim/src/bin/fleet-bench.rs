@@ -355,13 +355,18 @@ fn bad_release(args: &Args) -> Result<ExitCode, String> {
     println!("A release bad on every host: booting it leaves the instance IMPAIRED; {hosts} hosts, seed {}, halt-after-failures 1", args.seed);
     println!();
     spread_header("canary");
-    for on_failure in [OnFailure::Hold, OnFailure::Return] {
+    for on_failure in [OnFailure::Rollback, OnFailure::Hold, OnFailure::Return] {
         for &n in &ns {
             for canary_hosts in [1, 0] {
                 let sc = Scenario { canary_hosts, on_failure, ..args.bad_release(hosts, n, args.seed, 1.0) };
                 let r = run(&sc)?;
                 let v = checked(&r);
-                let label = format!("this agent, on-failure {}", if on_failure == OnFailure::Hold { "hold" } else { "return" });
+                let policy = match on_failure {
+                    OnFailure::Rollback => "rollback",
+                    OnFailure::Hold => "hold",
+                    OnFailure::Return => "return",
+                };
+                let label = format!("this agent, on-failure {policy}");
                 spread_row(&label, n, &canary_hosts.to_string(), &Spread::of(&r.trace), Some(v));
             }
         }
