@@ -1496,9 +1496,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let until = self.clock.now().plus(bake);
         tracing::info!(bake_s = bake.as_secs(), canary = f.canary, until = %until, "baking: back in service, keeping the slot while the checks pass");
         self.publish("baking", Some(&f.target_version), "baking", &format!("until {until}")).await;
-        // A fault that takes minutes to show is caught within a minute; closer looks would cost
-        // an ECS call each for little.
-        let every = self.cfg.health.poll_interval.max(Duration::from_secs(60));
+        // A fault that takes minutes to show is caught within a minute (or a quarter of a short
+        // bake); closer looks would cost an ECS call each for little.
+        let every = self.cfg.health.poll_interval.max((bake / 4).min(Duration::from_secs(60)));
         while self.clock.now() < until {
             self.pause(every.min(until.since(self.clock.now()))).await?;
             match self.look().await? {

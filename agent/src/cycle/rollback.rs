@@ -26,8 +26,8 @@ use super::{Agent, Outcome, TasksLeft};
 const TX: &str = "br-update-agent-rollback";
 /// Settings are applied in the background after the commit: refresh this many times, this far
 /// apart, before deciding the old version is not offered.
-const APPLY_TRIES: u32 = 6;
-const APPLY_WAIT: Duration = Duration::from_secs(5);
+const APPLY_TRIES: u32 = 10;
+const APPLY_WAIT: Duration = Duration::from_secs(2);
 /// A rollback that has rebooted this many times without landing holds instead.
 const MAX_REBOOTS: u32 = 2;
 

@@ -482,3 +482,57 @@ fn timestamps_of_instant_commands_still_increase() {
     let second = b.status().most_recent_command.expect("recorded").timestamp;
     assert!(second > first, "{second} should be after {first}");
 }
+
+#[test]
+fn waves_hide_a_release_from_a_late_seed_until_its_time_unless_waves_are_ignored() {
+    let start = wall_start();
+    let hours = |h: i64| start + chrono::Duration::hours(h);
+    let waves = [("1.27.0".to_string(), vec![(0, hours(0)), (1024, hours(10)), (2048, hours(20))])].into_iter().collect();
+    let host = |ignore_waves: bool| {
+        Bench::new(HostConfig {
+            version: RUNNING.into(),
+            published: vec!["1.27.0".into()],
+            seed: 2000,
+            ignore_waves,
+            waves: std::collections::BTreeMap::clone(&waves),
+            durations: CommandDurations::all(Duration::ZERO),
+            wall_clock_start: Some(start),
+            ..HostConfig::default()
+        })
+    };
+    let mut b = host(false);
+    b.post("refresh-updates");
+    assert_eq!(b.status().chosen_update, None, "seed 2000 waits for the last wave");
+    assert!(b.status().available_updates.is_empty());
+    b.at(Duration::from_secs(20 * 3600));
+    b.post("refresh-updates");
+    assert_eq!(b.status().chosen_update.map(|u| u.version), Some("1.27.0".into()), "the wave has passed");
+
+    let mut b = host(true);
+    b.post("refresh-updates");
+    assert_eq!(b.status().chosen_update.map(|u| u.version), Some("1.27.0".into()), "ignore-waves offers it at once");
+}
+
+#[test]
+fn a_committed_version_lock_reaches_refresh_only_after_the_apply_delay() {
+    let mut b = Bench::new(HostConfig {
+        version: RUNNING.into(),
+        published: vec!["1.25.0".into(), "1.27.0".into()],
+        settings_apply_delay: Duration::from_secs(2),
+        durations: CommandDurations::all(Duration::ZERO),
+        ..HostConfig::default()
+    });
+    let patch = routes::route(&mut b.model, b.now, "PATCH", "/settings?tx=t", br#"{"updates":{"version-lock":"v1.25.0"}}"#);
+    assert_eq!(patch.status, 204, "{patch:?}");
+    let commit = b.call("POST", "/tx/commit_and_apply?tx=t");
+    assert_eq!((commit.status, commit.body.as_str()), (200, r#"["settings.updates.version-lock"]"#));
+    let live: Value = b.call("GET", "/settings?keys=settings.updates.version-lock").json_body().expect("json");
+    assert_eq!(live, serde_json::json!({"updates": {"version-lock": "v1.25.0"}}), "live at once");
+    b.post("refresh-updates");
+    assert_eq!(b.status().chosen_update.map(|u| u.version), Some("1.27.0".into()), "updog still reads the old lock");
+    b.at(Duration::from_secs(2));
+    b.post("refresh-updates");
+    assert_eq!(b.status().chosen_update.map(|u| u.version), Some("1.25.0".into()), "the downgrade, once applied");
+    let again = b.call("POST", "/tx/commit_and_apply?tx=t");
+    assert_eq!((again.status, again.body.as_str()), (422, "Tried to commit with no pending changes"));
+}

@@ -293,7 +293,7 @@ fn an_impaired_canary_under_on_failure_return_records_the_failure_and_returns_to
     measure(&format!("{what}: wall time to the others halted"), format!("{:.1} s", wall.as_secs_f64()));
 }
 
-/// `on-failure = "hold"` (the default): the canary fails its health gate, writes its failure
+/// `on-failure = "hold"`: the canary fails its health gate, writes its failure
 /// marker and keeps its slot, out of service with its claim kept alive (`held`, `held-health`),
 /// while the others halt 1.1.0. Once ECS finds the instance healthy again, it finishes its update;
 /// the marker stays, so the others stay halted until the operator resumes the version.
@@ -350,4 +350,106 @@ fn an_impaired_canary_under_on_failure_hold_keeps_its_slot_until_the_impairment_
     let what = "impaired canary, on-failure = hold (3 hosts, N=2)";
     measure(&format!("{what}: held and the others halted after"), format!("{:.1} s", held_after.as_secs_f64()));
     measure(&format!("{what}: wall time to the canary updated after the impairment cleared"), format!("{:.1} s", wall.as_secs_f64()));
+}
+
+/// Six hosts (N = 2), every one offered 1.1.0 (and still 1.0.0, as a real repository keeps its
+/// older releases), `health.on-failure` left at its default (rollback). ECS finds an instance
+/// IMPAIRED when it boots 1.1.0 (`at_boot`) or once its canary bake is under way (not
+/// `at_boot`), and healthy again when it boots anything else. Returns the fleet and its boots.
+fn unhealthy_release_fleet(cluster: &str, at_boot: bool) -> (Fleet, Boots) {
+    let mut spec = FleetSpec::new(cluster, 6);
+    for i in 0..spec.hosts {
+        spec.fake_args.insert(i, vec!["--publish".into(), "1.0.0".into()]);
+    }
+    spec.agent_settings.push(("health.canary-bake-time".into(), "\"20s\"".into()));
+    spec.agent_settings.push(("health.poll-interval".into(), "\"1s\"".into()));
+    let mut fleet = launch(spec);
+    let (cluster, instances) = (fleet.spec.cluster.clone(), fleet.seeded.instances.clone());
+    let boots: Boots = Rc::default();
+    let seen = boots.clone();
+    fleet.on_boot(move |i, booted, moto| {
+        seen.borrow_mut().push((i, booted.running_version.clone()));
+        let health = if booted.running_version == "1.1.0" && at_boot { "IMPAIRED" } else { "OK" };
+        let reason = (health == "IMPAIRED").then_some(IMPAIRED_REASON);
+        moto.set_instance_health(&cluster, &instances[i], health, "CONTAINER_RUNTIME", reason)
+    });
+    ok(fleet.moto().reset_calls());
+    ok(fleet.start_agents());
+    (fleet, boots)
+}
+
+/// Runs until one host, the canary, has rolled 1.1.0 back (on 1.0.0, in service, its marker
+/// naming `token`) and every other host halted 1.1.0 because of it; checks that nobody else
+/// was touched. Returns the canary.
+fn rolled_back_at_the_canary(fleet: &mut Fleet, boots: &Boots, token: &str) -> usize {
+    let v = ok(fleet.run_until("the canary to roll back and every other host to halt 1.1.0", STEP, |v| {
+        let failed: Vec<usize> = (0..v.hosts.len()).filter(|&i| v.hosts[i].failed.is_some()).collect();
+        let [c] = failed[..] else { return false };
+        let id = short_id(&v.hosts[c].arn);
+        v.hosts[c].settled_on("1.0.0") && others(v, c).all(|(_, h)| halted_by(h, "1.1.0", id))
+    }));
+    let c = v.hosts.iter().position(|h| h.failed.is_some()).expect("the canary");
+    let marker = v.hosts[c].failed.clone().expect("the canary's failure marker");
+    assert!(marker.starts_with("v1:1.1.0:") && marker.ends_with(token), "{marker}");
+    assert_eq!(*boots.borrow(), [(c, "1.1.0".to_owned()), (c, "1.0.0".to_owned())], "the canary booted 1.1.0, then back into 1.0.0");
+    let log = fleet.log(c);
+    for line in ["rolling back: staging the old version", "the operator's update settings are back", "rolled back to the old version"] {
+        assert!(log.contains(line), "canary log lacks `{line}`:\n{}", fleet.log_tail(c));
+    }
+    let w = fleet.watch();
+    for (i, _) in others(&v, c) {
+        assert_untouched(&v, &w, i, "1.0.0");
+    }
+    assert_within_limit(&w, 1);
+    let host = v.hosts[c].host.as_ref().expect("canary up");
+    assert_eq!((host.running_version.as_str(), host.reboot_requests), ("1.0.0", 2), "{host:?}");
+    c
+}
+
+/// (a) A release unhealthy on every host: exactly one host gets it, rolls itself back to 1.0.0
+/// through the updater (a second reboot, under its slot), writes its marker; the others stay on
+/// 1.0.0 and report halted. After the fix (a good 1.2.0) and `fleet resume-version`, every host
+/// updates to 1.2.0.
+#[test]
+fn an_unhealthy_release_is_rolled_back_by_the_canary_and_the_next_good_one_reaches_all() {
+    let started = Instant::now();
+    let (mut fleet, boots) = unhealthy_release_fleet("fleet-unhealthy-rollback", true);
+    let c = rolled_back_at_the_canary(&mut fleet, &boots, ":instance-impaired");
+    let halted_in = started.elapsed();
+    for i in 0..fleet.spec.hosts {
+        ok(fleet.api(i).publish(&["1.0.0", "1.2.0"]));
+    }
+    resume(&fleet, c);
+    // The status is published just after the slot is given back: wait for it too.
+    let reported = |h: &HostView| status(h).is_some_and(|st| st.running == "1.2.0" && ["updated", "up-to-date"].contains(&st.result.as_str()));
+    let done = ok(fleet.run_until("every host on 1.2.0", FLEET_DONE, |v| v.all_settled_on("1.2.0", &[]) && v.hosts.iter().all(reported)));
+    assert_within_limit(&fleet.watch(), 2);
+    for (i, _) in done.hosts.iter().enumerate() {
+        assert_eq!(boots.borrow().iter().filter(|(b, v)| *b == i && v == "1.1.0").count(), usize::from(i == c), "host {i}");
+    }
+    let what = "release unhealthy everywhere, on-failure = rollback (6 hosts, N=2)";
+    measure(&format!("{what}: canary rolled back and 5 hosts halted after"), format!("{:.1} s", halted_in.as_secs_f64()));
+    measure(&format!("{what}: wall time to all on 1.2.0"), format!("{:.1} s", started.elapsed().as_secs_f64()));
+}
+
+/// (b) A slow-burning fault: 1.1.0 boots healthy and passes the gate, the canary goes back into
+/// service and bakes; a few seconds in, ECS finds it IMPAIRED. The canary drains again, rolls
+/// back, and the version halts everywhere else before any other host took it.
+#[test]
+fn a_fault_that_appears_during_the_canary_bake_is_rolled_back_before_it_spreads() {
+    let started = Instant::now();
+    let (mut fleet, boots) = unhealthy_release_fleet("fleet-slow-burn", false);
+    let v = ok(fleet.run_until("a canary baking 1.1.0", STEP, |v| {
+        v.hosts.iter().any(|h| status(h).is_some_and(|s| s.phase == "baking"))
+    }));
+    let c = v.hosts.iter().position(|h| status(h).is_some_and(|s| s.phase == "baking")).expect("the baking canary");
+    assert_eq!(v.hosts[c].status, "ACTIVE", "baking in service: {:?}", v.hosts[c]);
+    ok(fleet.run_for(Duration::from_secs(3)));
+    let (cluster, arn) = (fleet.spec.cluster.clone(), v.hosts[c].arn.clone());
+    ok(fleet.moto().set_instance_health(&cluster, &arn, "IMPAIRED", "CONTAINER_RUNTIME", Some(IMPAIRED_REASON)));
+    assert_eq!(rolled_back_at_the_canary(&mut fleet, &boots, ":instance-impaired"), c);
+    assert!(fleet.log(c).contains("during the bake"), "{}", fleet.log_tail(c));
+    assert!(fleet.log(c).contains("rollback: instance set to DRAINING again"), "{}", fleet.log_tail(c));
+    measure("slow-burning fault in the canary bake, rollback (6 hosts, N=2): rolled back and halted after",
+        format!("{:.1} s", started.elapsed().as_secs_f64()));
 }

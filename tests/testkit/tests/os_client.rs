@@ -294,3 +294,26 @@ async fn a_host_that_went_down_is_a_transport_error() {
     rig.host.boot();
     assert_eq!(rig.api.os_info().await.expect("up again").version_id, "1.26.0", "no activate: same version");
 }
+
+#[tokio::test]
+async fn a_settings_transaction_over_the_socket_locks_the_updater_to_an_older_version() {
+    let rig = start(HostConfig { settings_apply_delay: Duration::ZERO, ..config(quick()) });
+    let lock = agent::os_api::UpdatesPatch { version_lock: "v1.25.0".into(), ignore_waves: true };
+    rig.api.patch_updates("agent-test", &lock).await.expect("PATCH /settings is 204");
+    assert_eq!(rig.api.update_settings().await.expect("settings").version_lock.as_deref(), Some("latest"), "pending, not live");
+    let keys = rig.api.commit_and_apply("agent-test").await.expect("commit");
+    assert_eq!(
+        keys,
+        agent::os_api::Commit::Applied(vec!["settings.updates.ignore-waves".into(), "settings.updates.version-lock".into()])
+    );
+    assert_eq!(rig.api.commit_and_apply("agent-test").await.expect("422 is an answer"), agent::os_api::Commit::NothingPending);
+    let live = rig.api.update_settings().await.expect("settings");
+    assert_eq!((live.version_lock.as_deref(), live.ignore_waves), (Some("v1.25.0"), Some(true)));
+    // Locked to an older published version, the updater chooses it: the way back down.
+    let s = run(&rig, Action::Refresh).await.expect("refresh");
+    assert_eq!(s.chosen_version(), Some("1.25.0"));
+    // A body the settings model refuses is a 400, reported as such.
+    let bad = agent::os_api::UpdatesPatch { version_lock: "newest".into(), ignore_waves: false };
+    let err = rig.api.patch_updates("agent-test", &bad).await.expect_err("400");
+    assert!(matches!(err, agent::os_api::OsApiError::Status { status: 400, .. }), "{err:?}");
+}
