@@ -102,8 +102,8 @@ async fn a_fault_found_during_the_bake_drains_the_host_again_before_the_rollback
         tokio::time::sleep(Duration::from_secs(300)).await;
         ecs.set_health(&a.arn, Some("IMPAIRED"));
     };
-    let (outcome, ()) = tokio::join!(agent.run(true), world);
-    assert_eq!(outcome, rebooting_into_old());
+    let (outcome, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(7200), agent.run(true)), world);
+    assert_eq!(outcome.ok(), Some(rebooting_into_old()), "the rollback reboot, once drained");
     assert_eq!(ecs.unstopped_tasks(&a.arn), 0, "no task runs when the rollback reboot is asked for");
     let statuses: Vec<InstanceStatus> = ecs.history().into_iter()
         .filter(|e| *e.instance == *a.arn)
