@@ -47,6 +47,9 @@ pub struct InFlight {
     /// Whether this host took the version as one of its canaries (it bakes for longer).
     #[serde(default)]
     pub canary: bool,
+    /// When its claim was written (the slot's start), once it holds one.
+    #[serde(default)]
+    pub claimed_at: Option<WallTime>,
 }
 
 /// A version that failed to boot, not to be tried again before `until`.
@@ -75,6 +78,9 @@ pub struct Record {
     /// When this host first saw each version offered (for `min-release-age`).
     #[serde(default)]
     pub first_seen: std::collections::BTreeMap<String, WallTime>,
+    /// How many seconds the last finished update held its slot, for the status attribute.
+    #[serde(default)]
+    pub last_took: Option<u64>,
 }
 
 impl Record {
@@ -214,10 +220,12 @@ mod tests {
                 started_at: WallTime::from_secs(1_700_000_000),
                 window_end: None,
                 canary: false,
+                claimed_at: Some(WallTime::from_secs(1_700_000_100)),
             }),
             quarantine: vec![],
             last_result: None,
             first_seen: Default::default(),
+            last_took: Some(540),
         }
     }
 
