@@ -239,6 +239,9 @@ pub struct Memory {
     canaries_done: std::cell::RefCell<Option<String>>,
     /// Whether the last limit computed was the canary's.
     canary: std::cell::Cell<bool>,
+    /// The wave seed of the last slot planned, published so the fleet's forecast can place
+    /// this host's next check.
+    seed: std::cell::Cell<Option<u32>>,
 }
 
 impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
@@ -349,6 +352,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 }
             },
         };
+        self.memory.seed.set(Some(seed));
         let now = self.clock.now();
         let m = &self.cfg.maintenance;
         let schedule = Schedule { seed, interval: self.cfg.check_interval };
@@ -465,6 +469,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             window_end,
             canary: false,
             rollback: None,
+            claimed_at: None,
         };
         self.standalone_precheck().await?;
         let held = self.take_slot(&mut flight, bypass).await?;
@@ -768,7 +773,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             match self.fleet_limit().await? {
                 // Computed at N = 1 too: a canary bakes longer whatever N is.
                 Some(n) => Ok(Some(self.canary_limit(&flight.target_version, n).await)),
-                other => Ok(other),
+                None => {
+                    let why = format!("fleet paused by cluster tag {}", self.names.paused_tag);
+                    self.publish("waiting", Some(&flight.target_version), "paused", &why).await;
+                    Ok(None)
+                }
             }
         };
         let target = flight.target_version.clone();
@@ -791,6 +800,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             }
         };
         flight.lease_token = Some(held.claim.token.clone());
+        flight.claimed_at = Some(WallTime::from_secs(held.claim.claimed_at));
         flight.canary = self.memory.canary.get();
         self.announce(flight)?;
         // A host may have failed on this version while this one waited for the slot.
@@ -1317,6 +1327,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     fn clear_in_flight(&self, result: &str) -> Result<(), crate::journal::JournalError> {
         let mut r = self.load_record();
+        if let Some(claimed) = r.in_flight.as_ref().and_then(|f| f.claimed_at).filter(|_| result == "updated") {
+            r.last_took = Some(self.clock.now().since(claimed).as_secs());
+        }
         r.in_flight = None;
         r.last_result = Some(result.to_string());
         self.journal.store(&r)
@@ -1599,6 +1612,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             result: result.into(),
             since: Some(self.clock.now()),
             detail: detail.into(),
+            seed: self.memory.seed.get(),
+            // Read quietly: a record that cannot be read is load_record's to report.
+            took: self.journal.load().ok().and_then(|r| r.last_took),
         };
         if let Some(last) = self.memory.status.borrow().as_ref() {
             if (&last.phase, &last.result) == (&st.phase, &st.result) {

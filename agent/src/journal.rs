@@ -50,6 +50,9 @@ pub struct InFlight {
     /// A rollback to `from_version` under way, after the target failed its checks.
     #[serde(default)]
     pub rollback: Option<Rollback>,
+    /// When its claim was written (the slot's start), once it holds one.
+    #[serde(default)]
+    pub claimed_at: Option<WallTime>,
 }
 
 /// A rollback in progress (`health.on-failure = "rollback"`): what it must put back.
@@ -95,6 +98,9 @@ pub struct Record {
     /// When this host first saw each version offered (for `min-release-age`).
     #[serde(default)]
     pub first_seen: std::collections::BTreeMap<String, WallTime>,
+    /// How many seconds the last finished update held its slot, for the status attribute.
+    #[serde(default)]
+    pub last_took: Option<u64>,
 }
 
 impl Record {
@@ -235,10 +241,12 @@ mod tests {
                 window_end: None,
                 canary: false,
                 rollback: None,
+                claimed_at: Some(WallTime::from_secs(1_700_000_100)),
             }),
             quarantine: vec![],
             last_result: None,
             first_seen: Default::default(),
+            last_took: Some(540),
         }
     }
 

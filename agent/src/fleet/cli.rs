@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::controls::{apply, Control};
+use super::forecast::Assumptions;
+use crate::config::Config;
 use super::model::ViewSettings;
 use super::source::{operator_client, EcsFleet};
 use super::watch::{status_once, watch, Output};
@@ -18,8 +20,11 @@ usage: br-update-agent fleet COMMAND --cluster NAME [--region R] [--prefix P]
 
 Runs with your own AWS credentials (the default chain: AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL_ECS, ...).
 
-  status [--json] [--watch [--interval SECS]] [--verbose]
-                          the rollout: limit, pause, slots held, versions, one row per instance
+  status [--json] [--watch [--interval SECS]] [--verbose] [--forecast [--config FILE]]
+                          the rollout: limit, pause, slots held, versions, one row per instance;
+                          --forecast adds when each host behind the newest target updates and
+                          when the rollout finishes, assuming the fleet's agents run FILE (the
+                          agent config; default: the agent's defaults)
   pause | resume          tag the cluster <prefix>.paused=true / remove the tag
   limit N                 tag the cluster <prefix>.max-concurrent=N (1-1000)
   opt-out INSTANCE        put <prefix>.opt-out=true on the instance
@@ -51,6 +56,8 @@ pub struct StatusArgs {
     pub watch: Option<Duration>,
     /// Print the ECS calls of each read.
     pub verbose: bool,
+    /// Forecast the rollout; `Some(path)`: assuming the agents run the config at `path`.
+    pub forecast: Option<Option<std::path::PathBuf>>,
 }
 
 /// A `fleet` subcommand.
@@ -94,6 +101,7 @@ fn usage(msg: impl Into<String>) -> CliError {
 pub fn parse(args: &[String]) -> Result<Invocation, CliError> {
     let (mut cluster, mut region, mut prefix) = (None, None, "br-update".to_owned());
     let (mut json, mut watch, mut interval, mut verbose, mut force) = (false, false, None, false, false);
+    let (mut forecast, mut config) = (false, None);
     let mut words: Vec<String> = vec![];
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -108,6 +116,8 @@ pub fn parse(args: &[String]) -> Result<Invocation, CliError> {
                 interval = Some(secs.ok_or_else(|| usage(format!("--interval takes whole seconds from 1 to 3600, not `{v}`")))?);
             }
             "--json" => json = true,
+            "--forecast" => forecast = true,
+            "--config" => config = Some(std::path::PathBuf::from(value("--config")?)),
             "--watch" => watch = true,
             "--verbose" | "-v" => verbose = true,
             "--force" => force = true,
@@ -121,9 +131,12 @@ pub fn parse(args: &[String]) -> Result<Invocation, CliError> {
     if prefix.is_empty() || prefix.len() > 100 || !crate::cluster::valid_attribute_name(&prefix) {
         return Err(usage(format!("--prefix `{prefix}`: 1-100 of letters, digits, `-`, `_`, `/`, `.`")));
     }
-    let status_only = json || watch || interval.is_some() || verbose;
+    let status_only = json || watch || interval.is_some() || verbose || forecast;
     if command != "status" && status_only {
-        return Err(usage("--json, --watch, --interval and --verbose go with `fleet status`"));
+        return Err(usage("--json, --watch, --interval, --verbose and --forecast go with `fleet status`"));
+    }
+    if config.is_some() && !forecast {
+        return Err(usage("--config goes with `fleet status --forecast`"));
     }
     if command != "release" && force {
         return Err(usage("--force goes with `fleet release`"));
@@ -143,7 +156,8 @@ pub fn parse(args: &[String]) -> Result<Invocation, CliError> {
     let command = match command.as_str() {
         "status" => {
             none()?;
-            FleetCommand::Status(StatusArgs { json, watch: watch.then(|| interval.map_or(DEFAULT_INTERVAL, Duration::from_secs)), verbose })
+            let watch = watch.then(|| interval.map_or(DEFAULT_INTERVAL, Duration::from_secs));
+            FleetCommand::Status(StatusArgs { json, watch, verbose, forecast: forecast.then_some(config) })
         }
         "pause" => none().map(|_| FleetCommand::Control(Control::Pause))?,
         "resume" => none().map(|_| FleetCommand::Control(Control::Resume))?,
@@ -193,6 +207,19 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
+/// What the forecast assumes: the config at `path` (the one the fleet's agents run), else the
+/// agent's defaults.
+fn assumptions(path: Option<&std::path::Path>) -> Result<Assumptions, super::FleetError> {
+    let cfg = match path {
+        Some(p) if !p.is_file() => {
+            return Err(super::FleetError::Config(format!("{}: no such file", p.display())));
+        }
+        Some(p) => Config::load(p).map_err(|e| super::FleetError::Config(e.to_string()))?,
+        None => Config::default(),
+    };
+    Ok(Assumptions::from_config(&cfg))
+}
+
 async fn run(inv: Invocation) -> Result<(), super::FleetError> {
     let api = EcsFleet::new(operator_client(inv.region.clone()).await)?;
     let settings = ViewSettings::defaults(&inv.prefix);
@@ -204,6 +231,7 @@ async fn run(inv: Invocation) -> Result<(), super::FleetError> {
                 terminal,
                 colour: terminal && std::env::var_os("NO_COLOR").is_none(),
                 verbose: s.verbose,
+                forecast: s.forecast.as_ref().map(|p| assumptions(p.as_deref())).transpose()?,
             };
             match s.watch {
                 None => status_once(&api, &inv.cluster, &settings, &out).await,
@@ -245,11 +273,13 @@ mod tests {
         assert_eq!(inv.cluster, "prod");
         assert_eq!(inv.region.as_deref(), Some("eu-west-1"));
         assert_eq!(inv.prefix, "br-update");
-        assert_eq!(inv.command, FleetCommand::Status(StatusArgs { json: true, watch: Some(Duration::from_secs(2)), verbose: true }));
+        assert_eq!(inv.command, FleetCommand::Status(StatusArgs { json: true, watch: Some(Duration::from_secs(2)), verbose: true, forecast: None }));
         let plain = p("status --cluster prod").expect("parses");
-        assert_eq!(plain.command, FleetCommand::Status(StatusArgs { json: false, watch: None, verbose: false }));
+        assert_eq!(plain.command, FleetCommand::Status(StatusArgs { json: false, watch: None, verbose: false, forecast: None }));
+        let f = p("status --forecast --config fleet.toml --cluster prod").expect("parses");
+        assert_eq!(f.command, FleetCommand::Status(StatusArgs { json: false, watch: None, verbose: false, forecast: Some(Some("fleet.toml".into())) }));
         let watch = p("--cluster prod status --watch").expect("options before the command");
-        assert_eq!(watch.command, FleetCommand::Status(StatusArgs { json: false, watch: Some(DEFAULT_INTERVAL), verbose: false }));
+        assert_eq!(watch.command, FleetCommand::Status(StatusArgs { json: false, watch: Some(DEFAULT_INTERVAL), verbose: false, forecast: None }));
     }
 
     #[test]
@@ -281,6 +311,8 @@ mod tests {
         assert!(refused("status --interval 2 --cluster c").contains("goes with --watch"));
         assert!(refused("status --watch --interval 0 --cluster c").contains("1 to 3600"));
         assert!(refused("status --cluster c --prefix a=b").contains("--prefix"));
+        assert!(refused("pause --forecast --cluster c").contains("go with `fleet status`"));
+        assert!(refused("status --config a.toml --cluster c").contains("--config goes with"));
         assert!(refused("frobnicate --cluster c").contains("unknown fleet command"));
         assert!(refused("status --cluster c --bogus").contains("unknown option"));
         assert!(refused("--cluster c").contains("which fleet command"));

@@ -4,6 +4,7 @@
 //! - [`source`]: ECS as these commands use it, counting every call.
 //! - [`model`]: the cluster read into a typed view; slots counted by the agent's own rule.
 //! - [`tags`]: the cluster tags that pause the fleet and set N, read as every agent reads them.
+//! - [`forecast`]: when each host behind the newest target updates, and when the rollout ends.
 //! - [`render`]: the view as a table and as JSON.
 //! - [`watch`]: `fleet status`, once or refreshing until Ctrl-C.
 //! - [`controls`]: pause, resume, limit, opt-out, opt-in, update-now, release.
@@ -40,7 +41,7 @@
 //!     "ecs_status": "DRAINING",             ACTIVE | DRAINING | REGISTERING | ...
 //!     "drained_by": "agent",                when DRAINING: "agent" (marker present) | "other"
 //!     "agent_connected": true,              the ECS agent
-//!     "report": "v2",                       the status attribute: "v2" | "v1" | "none" (no
+//!     "report": "v3",                       the status attribute: "v3" | "v2" | "v1" | "none" (no
 //!                                           agent, or one too old) | "unreadable"
 //!     "status_raw": "v2:draining:...",      as stored, or null
 //!     "running": "1.26.0", "phase": "draining", "target": "1.27.0", "result": "in-progress",
@@ -55,8 +56,14 @@
 //!     "update_now": false,                  <prefix>.update-now present
 //!     "slot": "claim",                      why it takes a slot: "claim" | "unreadable-claim" |
 //!                                           "drained-by-agent" | "draining-not-by-agent", or null
-//!     "waiting_for": null                   the status detail while its phase is "waiting"
-//!   }]
+//!     "waiting_for": null,                  the status detail while its phase is "waiting"
+//!     "seed": 1500, "last_update_s": 540,   from a v3 status, or null
+//!     "eta": 1764406800, "eta_in_s": 3600,  with --forecast: back in service on the target,
+//!     "eta_state": "queued"                 and where it stands (see forecast::EtaState); else null
+//!   }],
+//!   "forecast": null                        with --forecast: {target, finishes_at, finishes_in_s,
+//!                                           error_s, hosts_to_go, slot_time_s, slot_time_source,
+//!                                           slot_times_recorded, blocked}
 //! }
 //! ```
 //!
@@ -69,6 +76,7 @@
 
 pub mod cli;
 pub mod controls;
+pub mod forecast;
 pub mod model;
 pub mod render;
 pub mod source;
@@ -112,6 +120,9 @@ pub enum FleetError {
         /// The cluster.
         cluster: String,
     },
+    /// The agent config given for the forecast cannot be used.
+    #[error("forecast config: {0}")]
+    Config(String),
     /// No region in the flags, the environment or the profile.
     #[error("no AWS region: pass --region, set AWS_REGION, or set a region in the AWS profile")]
     NoRegion,

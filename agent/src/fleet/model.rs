@@ -54,18 +54,18 @@ impl ViewSettings {
 /// What a host's agent published in its status attribute.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Report {
-    /// A readable status (`v1` or `v2`).
+    /// A readable status (`v1`, `v2` or `v3`).
     Published {
         /// The status.
         status: Status,
-        /// `v1` or `v2`.
+        /// `v1`, `v2` or `v3`.
         format: &'static str,
         /// The value as stored.
         raw: String,
     },
     /// No status attribute: no agent runs there, or one too old to publish.
     Missing,
-    /// A value that is neither v1 nor v2, kept as found.
+    /// A value in none of the formats, kept as found.
     Unreadable(String),
 }
 
@@ -325,7 +325,7 @@ fn report_of(value: Option<&Option<String>>) -> Report {
         Some(v) => {
             let raw = v.clone().unwrap_or_default();
             match Status::parse(&raw) {
-                Some(status) => Report::Published { format: if raw.starts_with("v1:") { "v1" } else { "v2" }, status, raw },
+                Some(status) => Report::Published { format: Status::format_of(&raw), status, raw },
                 None => Report::Unreadable(raw),
             }
         }

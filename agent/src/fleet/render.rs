@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
+use super::forecast::{EtaState, Forecast, SlotSource};
 use super::model::{FleetView, Host, Report};
 use super::tags::LimitSource;
 use crate::lease::Claim;
@@ -25,6 +26,8 @@ pub struct TableStyle<'a> {
     /// In `--watch`: the hosts (by ARN) that changed since the last refresh; a mark column is
     /// shown, `*` on those rows.
     pub changed: Option<&'a BTreeSet<String>>,
+    /// With `--forecast`: the forecast line in the header and an ETA column.
+    pub forecast: Option<&'a Forecast>,
 }
 
 /// The header and one row per host.
@@ -42,6 +45,10 @@ pub fn table(view: &FleetView, style: TableStyle<'_>) -> String {
         None => "no target seen".to_owned(),
     };
     out.push_str(&format!("hosts {}: {}   {behind}\n", view.hosts.len(), if versions.is_empty() { "none".into() } else { versions.join(", ") }));
+    if let Some(f) = style.forecast {
+        out.push_str(&forecast_line(f, view.observed_at.as_secs(), view.tags.limit));
+        out.push('\n');
+    }
     for (version, on) in &view.failures {
         let line = format!("failed: version {version} on {} (halted where cluster.halt-after-failures <= {}; resume: fleet resume-version {version})", on.join(", "), on.len());
         out.push_str(&(if style.colour { format!("{BOLD}{line}{RESET}") } else { line }));
@@ -49,12 +56,20 @@ pub fn table(view: &FleetView, style: TableStyle<'_>) -> String {
     }
     out.push('\n');
 
-    let mut rows: Vec<Vec<String>> = vec![
-        ["INSTANCE", "AZ", "ECS", "VERSION", "PHASE", "TARGET", "LAST RESULT", "CLAIM", "FLAGS", "WHY"].map(String::from).to_vec(),
-    ];
+    let mut head = ["INSTANCE", "AZ", "ECS", "VERSION", "PHASE", "TARGET", "LAST RESULT", "CLAIM", "FLAGS", "WHY"].map(String::from).to_vec();
+    if style.forecast.is_some() {
+        head.insert(head.len() - 1, "ETA".into());
+    }
+    let mut rows: Vec<Vec<String>> = vec![head];
     // A waiting host names the holders by container-instance id; operators know hosts by EC2 id.
     let labels: BTreeMap<&str, &str> = view.hosts.iter().map(|h| (short_id(&h.arn), h.label())).collect();
-    rows.extend(view.hosts.iter().map(|h| row(h, now, &labels)));
+    rows.extend(view.hosts.iter().map(|h| {
+        let mut r = row(h, now, &labels);
+        if let Some(f) = style.forecast {
+            r.insert(r.len() - 1, eta_cell(f, &h.arn, now));
+        }
+        r
+    }));
     let marks: Vec<&str> = std::iter::once(" ")
         .chain(view.hosts.iter().map(|h| if style.changed.is_some_and(|c| c.contains(&h.arn)) { "*" } else { " " }))
         .collect();
@@ -101,6 +116,50 @@ fn header_line(view: &FleetView) -> String {
         view.slots_held,
         tag.limit
     )
+}
+
+/// `rollout finishes ≈ HH:MM UTC (±error)`, how far off that is, and what it rests on.
+fn forecast_line(f: &Forecast, now: i64, limit: u32) -> String {
+    let basis = match f.slot_source {
+        SlotSource::Recorded(n) => format!("slot time {} (median of {n} recorded update(s))", age(f.slot_time.as_secs() as i64)),
+        SlotSource::Default => format!("slot time {} (assumed: no host recorded one yet)", age(f.slot_time.as_secs() as i64)),
+    };
+    match (f.finish, &f.blocked) {
+        (Some(at), _) => format!(
+            "rollout finishes ≈ {} (±{}), in {}: {} host(s) to go to {} at N = {limit}; {basis}",
+            clock_time(at.as_secs(), now),
+            age(f.error.as_secs() as i64),
+            age(at.as_secs() - now),
+            f.to_go,
+            f.target
+        ),
+        (None, why) => format!(
+            "rollout to {}: no finish forecast ({}); {} host(s) to go; {basis}",
+            f.target,
+            why.as_deref().unwrap_or("some host cannot be placed"),
+            f.to_go
+        ),
+    }
+}
+
+/// `HH:MM UTC` within a day of `now`, else `YYYY-MM-DD HH:MM UTC`.
+fn clock_time(secs: i64, now: i64) -> String {
+    let Some(t) = chrono::DateTime::from_timestamp(secs, 0) else { return "-".into() };
+    if (secs - now).abs() < 86_400 {
+        t.format("%H:%M UTC").to_string()
+    } else {
+        t.format("%Y-%m-%d %H:%M UTC").to_string()
+    }
+}
+
+fn eta_cell(f: &Forecast, arn: &str, now: i64) -> String {
+    match f.hosts.get(arn) {
+        Some(e) => match (e.state, e.at) {
+            (EtaState::Queued | EtaState::InProgress, Some(at)) => format!("≈ {}", clock_time(at.as_secs(), now)),
+            (state, _) => state.word().to_owned(),
+        },
+        None => "-".into(),
+    }
 }
 
 fn row(h: &Host, now: i64, labels: &BTreeMap<&str, &str>) -> Vec<String> {
@@ -189,10 +248,22 @@ fn version_or_null(v: &str) -> Value {
     }
 }
 
-/// The view as the documented JSON object.
-pub fn json(view: &FleetView) -> Value {
+/// The view as the documented JSON object; `forecast` fills the forecast keys (else null).
+pub fn json(view: &FleetView, forecast: Option<&Forecast>) -> Value {
     let now = view.observed_at.as_secs();
-    let instances: Vec<Value> = view.hosts.iter().map(|h| host_json(h, now)).collect();
+    let instances: Vec<Value> = view
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut v = host_json(h, now);
+            let eta = forecast.and_then(|f| f.hosts.get(&h.arn));
+            let at = eta.and_then(|e| e.at).map(|t| t.as_secs());
+            v["eta"] = json!(at);
+            v["eta_in_s"] = json!(at.map(|t| t.saturating_sub(now)));
+            v["eta_state"] = json!(eta.map(|e| e.state.word()));
+            v
+        })
+        .collect();
     json!({
         "cluster": view.cluster,
         "cluster_arn": view.cluster_arn,
@@ -206,7 +277,27 @@ pub fn json(view: &FleetView) -> Value {
         "newest_target": view.newest_target,
         "behind": view.behind,
         "failures": view.failures,
+        "forecast": forecast.map(|f| forecast_json(f, now)),
         "instances": instances,
+    })
+}
+
+fn forecast_json(f: &Forecast, now: i64) -> Value {
+    let finish = f.finish.map(|t| t.as_secs());
+    let (source, recorded) = match f.slot_source {
+        SlotSource::Recorded(n) => ("recorded", n),
+        SlotSource::Default => ("default", 0),
+    };
+    json!({
+        "target": f.target,
+        "finishes_at": finish,
+        "finishes_in_s": finish.map(|t| t.saturating_sub(now)),
+        "error_s": f.error.as_secs(),
+        "hosts_to_go": f.to_go,
+        "slot_time_s": f.slot_time.as_secs(),
+        "slot_time_source": source,
+        "slot_times_recorded": recorded,
+        "blocked": f.blocked,
     })
 }
 
@@ -233,6 +324,8 @@ fn host_json(h: &Host, now: i64) -> Value {
         "since": since,
         "since_ago_s": since.map(|t| now.saturating_sub(t)),
         "detail": status.map(|s| s.detail.clone()).filter(|d| !d.is_empty()),
+        "seed": status.and_then(|s| s.seed),
+        "last_update_s": status.and_then(|s| s.took),
         "claim": h.claim.as_ref().map(|c| claim_json(c, h.claim_raw.as_deref().unwrap_or_default(), h.claim_live, now)),
         "drained_marker": h.drained_marker,
         "opted_out": h.opted_out,
@@ -322,17 +415,17 @@ mod tests {
     fn changed_rows_are_marked_and_coloured_only_on_a_terminal() {
         let v = view();
         let changed: BTreeSet<String> = [v.hosts[1].arn.clone()].into();
-        let plain = table(&v, TableStyle { colour: false, changed: Some(&changed) });
+        let plain = table(&v, TableStyle { colour: false, changed: Some(&changed), forecast: None });
         let marked: Vec<&str> = plain.lines().filter(|l| l.starts_with("* ")).collect();
         assert_eq!(marked.len(), 1, "{plain}");
         assert!(marked[0].contains("i-00000000000000002"));
-        let coloured = table(&v, TableStyle { colour: true, changed: Some(&changed) });
+        let coloured = table(&v, TableStyle { colour: true, changed: Some(&changed), forecast: None });
         assert!(coloured.lines().any(|l| l.starts_with(CHANGED) && l.contains("i-00000000000000002")), "{coloured}");
     }
 
     #[test]
     fn json_has_every_key_on_every_instance() {
-        let j = json(&view());
+        let j = json(&view(), None);
         assert_eq!(j["limit"], 2);
         assert_eq!(j["limit_source"], "tag");
         assert_eq!(j["slots_held"], 3);

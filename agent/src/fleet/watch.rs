@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::time::Duration;
 
+use super::forecast::{forecast, Assumptions};
 use super::model::{read_fleet, FleetView, ViewSettings};
 use super::render::{json, table, TableStyle};
 use super::source::FleetApi;
@@ -17,7 +18,7 @@ use crate::shutdown::Shutdown;
 const CLEAR: &str = "\x1b[H\x1b[2J";
 
 /// Where and how the status is printed.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Output {
     /// JSON (one document, or one line per refresh in a watch) instead of the table.
     pub json: bool,
@@ -27,15 +28,23 @@ pub struct Output {
     pub colour: bool,
     /// The ECS calls of each read, on stderr.
     pub verbose: bool,
+    /// With `--forecast`: what the fleet's agents are assumed to run.
+    pub forecast: Option<Assumptions>,
 }
 
 /// One read and what to print for it.
 fn frame(view: &FleetView, out: &Output, changed: Option<&BTreeSet<String>>) -> String {
+    let forecast = out.forecast.as_ref().and_then(|a| forecast(view, a));
     if out.json {
+        let doc = json(view, forecast.as_ref());
         // A watch prints JSON Lines; a single read prints the document pretty.
-        return if changed.is_some() { format!("{}\n", json(view)) } else { format!("{:#}\n", json(view)) };
+        return if changed.is_some() { format!("{doc}\n") } else { format!("{doc:#}\n") };
     }
-    table(view, TableStyle { colour: out.colour, changed })
+    let mut text = table(view, TableStyle { colour: out.colour, changed, forecast: forecast.as_ref() });
+    if out.forecast.is_some() && forecast.is_none() {
+        text.push_str("\nno forecast: no host names a newer version yet\n");
+    }
+    text
 }
 
 fn calls_line<A: FleetApi>(api: &A) -> String {

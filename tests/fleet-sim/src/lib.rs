@@ -11,6 +11,7 @@
 //!   or parked for a reason; returns every violation with its time and hosts.
 //! - [`controls`]: the negative controls, one per hole: the checker must find the hole with its
 //!   fix switched off, and nothing with it on.
+//! - [`forecast`]: how far `fleet status --forecast` is from the rollout it forecast.
 //! - [`metrics`]: makespan against the lower bound, utilisation, drained time, ECS calls.
 //! - [`peers`]: simple models of the peers' strategies on the same fleet, for comparison.
 //! - [`spread`]: how far a bad release spread: hosts that received it, failed, halted, waited.
@@ -18,6 +19,7 @@
 
 pub mod check;
 pub mod controls;
+pub mod forecast;
 pub mod metrics;
 pub mod peers;
 pub mod scenario;

@@ -248,6 +248,12 @@ pub struct Scenario {
     /// Whether agents count DRAINING instances that no agent drained
     /// (`cluster.count-foreign-draining`).
     pub count_foreign_draining: bool,
+    /// Check intervals the agents run before the update is published (at least 1): with 2,
+    /// every host has checked, and published its status, before the rollout starts.
+    pub warmup_intervals: u32,
+    /// Per host, how many seconds its previous update held a slot, as its journal keeps it
+    /// (empty: the hosts never updated before).
+    pub previous_took: Vec<u64>,
 }
 
 /// The version every host runs at the start.
@@ -285,6 +291,8 @@ impl Scenario {
             unsafe_off: UnsafeOff::default(),
             task_listing: TaskListing::default(),
             count_foreign_draining: defaults.cluster.count_foreign_draining,
+            warmup_intervals: 1,
+            previous_took: vec![],
         }
         .with_time_limit()
     }
@@ -324,7 +332,7 @@ impl Scenario {
     pub fn expected_makespan(&self) -> Duration {
         let slot = self.drain_time.mean() + self.reboot_time.mean() + 2 * MIN;
         let waves = self.hosts.div_ceil(self.max_concurrent.max(1) as usize) as u32;
-        self.check_interval + self.prepare_time.hi + slot * waves
+        self.check_interval * self.warmup_intervals.max(1) + self.prepare_time.hi + slot * waves
     }
 
     /// The agent's configuration on every host of this scenario: the defaults, except what the

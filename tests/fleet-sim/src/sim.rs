@@ -15,6 +15,8 @@ use agent::clock::{VirtualClock, WallTime};
 use agent::cluster::{InstanceStatus, SetStatus};
 use agent::lease::Names;
 use agent::shutdown::Shutdown;
+use agent::fleet::source::InstanceRecord;
+use agent::journal::{Journal, Record};
 use agent::status::{short_id, Status};
 use fake_bottlerocket::{CommandDurations, FakeHost, HostConfig, RebootBehavior};
 use testkit::fake_ecs::{Actor, EcsChange, EcsFaults, FakeEcs};
@@ -44,6 +46,9 @@ pub enum SimError {
     /// The tokio runtime could not be built.
     #[error("cannot build the simulation runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// The forecaster gave no forecast for the simulated cluster.
+    #[error("the forecaster gave no forecast for the simulated cluster")]
+    NoForecast,
 }
 
 /// A finished run: the recorded trace and how long it took on the wall clock.
@@ -57,14 +62,17 @@ pub struct Run {
     pub wall: Duration,
     /// Whether every host reached its end before the time limit.
     pub finished: bool,
+    /// The cluster as `fleet status` would have read it at publication, before any host knew
+    /// of the update.
+    pub at_publication: Vec<InstanceRecord>,
 }
 
 /// Runs `scenario` on a fresh single-threaded runtime with paused time.
 pub fn run(scenario: &Scenario) -> Result<Run, SimError> {
     let started = std::time::Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()?;
-    let (trace, finished) = rt.block_on(simulate(scenario));
-    Ok(Run { scenario: scenario.clone(), trace, wall: started.elapsed(), finished })
+    let (trace, finished, at_publication) = rt.block_on(simulate(scenario));
+    Ok(Run { scenario: scenario.clone(), trace, wall: started.elapsed(), finished, at_publication })
 }
 
 /// One host as built for a run.
@@ -74,7 +82,7 @@ struct SimHost {
     skew_ms: i64,
 }
 
-async fn simulate(sc: &Scenario) -> (Trace, bool) {
+async fn simulate(sc: &Scenario) -> (Trace, bool, Vec<InstanceRecord>) {
     let t0 = Instant::now();
     let rng = Jitter::seeded(sc.seed);
     let ecs = FakeEcs::new("fleet", mix(sc.seed, 0xec5));
@@ -94,7 +102,7 @@ async fn simulate(sc: &Scenario) -> (Trace, bool) {
     });
     let bad = bad_release_hosts(sc);
     let hosts: Vec<SimHost> = (0..sc.hosts).map(|i| build_host(sc, &ecs, &rng, i, bad.contains(&i))).collect();
-    let published = t0 + sc.check_interval;
+    let published = t0 + sc.check_interval * sc.warmup_intervals.max(1);
     let mut plans: Vec<DaemonPlan> = (0..sc.hosts).map(|i| daemon_plan(sc, &hosts[i].plan, published, i)).collect();
     let (trigger, stop) = Shutdown::new();
     // The agents have been running for a while when the update comes out: they start at random
@@ -107,8 +115,10 @@ async fn simulate(sc: &Scenario) -> (Trace, bool) {
             h.node.run_daemon_with(plan, stop).await;
         }
     }));
+    let snapshot = std::cell::RefCell::new(vec![]);
     let publisher = async {
         tokio::time::sleep_until(published).await;
+        *snapshot.borrow_mut() = hosts.iter().map(|h| describe(&ecs, h)).collect();
         for h in &hosts {
             h.node.host.publish([FROM_VERSION, TARGET_VERSION]);
         }
@@ -123,7 +133,23 @@ async fn simulate(sc: &Scenario) -> (Trace, bool) {
     };
     let operators = operator_drains(sc, &ecs, &hosts, t0, published, stop.clone());
     let (_, (finished, left), ()) = tokio::join!(daemons, monitor, operators);
-    (record(sc, &ecs, &hosts, t0, published, left), finished)
+    (record(sc, &ecs, &hosts, t0, published, left), finished, snapshot.take())
+}
+
+/// One instance as DescribeContainerInstances shows it: status and the agent's attributes.
+fn describe(ecs: &FakeEcs, h: &SimHost) -> InstanceRecord {
+    let names = Names::new(&h.node.cfg.cluster.attribute_prefix);
+    let attributes = [&names.status, &names.lease, &names.drained, &names.opt_out, &names.update_now, &names.failed]
+        .into_iter()
+        .filter_map(|n| ecs.attribute(&h.node.arn, n).map(|v| (n.clone(), Some(v))))
+        .collect();
+    let status = match ecs.status(&h.node.arn) {
+        Some(InstanceStatus::Active) => "ACTIVE".to_owned(),
+        Some(InstanceStatus::Draining) => "DRAINING".to_owned(),
+        Some(InstanceStatus::Other(s)) => s,
+        None => "MISSING".to_owned(),
+    };
+    InstanceRecord { arn: h.node.arn.clone(), ec2_instance_id: Some(h.node.name.clone()), status, agent_connected: true, attributes }
 }
 
 /// The run as the rollout left it, when the monitor told it to stop.
@@ -212,6 +238,10 @@ fn build_host(sc: &Scenario, ecs: &FakeEcs, rng: &Jitter, i: usize, bad: bool) -
     ecs.add_tasks(&node.arn, Some("ecs-svc/web"), 3);
     if plan.standalone {
         ecs.add_tasks(&node.arn, Some("events-rule/nightly-report"), 1);
+    }
+    if let Some(&took) = sc.previous_took.get(i) {
+        // What the host's last update left in its journal, before this run's agent starts.
+        let _ = node.journal.store(&Record { last_took: Some(took), ..Record::default() });
     }
     if plan.opted_out {
         let names = Names::new(&node.cfg.cluster.attribute_prefix);

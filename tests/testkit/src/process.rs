@@ -804,9 +804,33 @@ pub struct CommandProcess {
     err: LogBuffer,
     readers: Vec<JoinHandle<()>>,
     exit: Option<ExitStatus>,
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl CommandProcess {
+    /// Starts `program <args>` with `env` applied and a pipe to its stdin ([`Self::write_stdin`]).
+    pub fn start_program(program: &Path, args: &[&str], env: &Env) -> Result<CommandProcess, ProcessError> {
+        let mut cmd = Command::new(program);
+        cmd.args(args).env_remove("RUST_LOG");
+        env.apply(&mut cmd);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io(format!("starting {}", program.display())))?;
+        let (out, err) = (LogBuffer::default(), LogBuffer::default());
+        let readers = [child.stdout.take().map(|p| capture(p, out.clone())), child.stderr.take().map(|p| capture(p, err.clone()))];
+        let stdin = child.stdin.take();
+        Ok(CommandProcess { child, out, err, readers: readers.into_iter().flatten().collect(), exit: None, stdin })
+    }
+
+    /// Writes `bytes` to its stdin (started with [`Self::start_program`]).
+    pub fn write_stdin(&mut self, bytes: &[u8]) -> Result<(), ProcessError> {
+        let pipe = self.stdin.as_mut().ok_or_else(|| ProcessError::BadAnswer { request: "stdin".into(), reason: "not a pipe".into() })?;
+        pipe.write_all(bytes).and_then(|_| pipe.flush()).map_err(io("writing to the child's stdin"))
+    }
+
     /// Starts `br-update-agent <args>` with `env` applied.
     pub fn start(args: &[&str], env: &Env) -> Result<CommandProcess, ProcessError> {
         let mut cmd = Command::new(binary(AGENT_BIN)?);
@@ -820,7 +844,7 @@ impl CommandProcess {
             .map_err(io("starting br-update-agent"))?;
         let (out, err) = (LogBuffer::default(), LogBuffer::default());
         let readers = [child.stdout.take().map(|p| capture(p, out.clone())), child.stderr.take().map(|p| capture(p, err.clone()))];
-        Ok(CommandProcess { child, out, err, readers: readers.into_iter().flatten().collect(), exit: None })
+        Ok(CommandProcess { child, out, err, readers: readers.into_iter().flatten().collect(), exit: None, stdin: None })
     }
 
     /// What it wrote to stdout so far.

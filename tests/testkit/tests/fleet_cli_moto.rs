@@ -145,7 +145,8 @@ async fn seed_every_state(moto: &MotoServer) -> (BTreeMap<&'static str, Seeded>,
     // As the agent words it; one holder, so the value stays within ECS's 128 characters.
     let waiting_detail = format!("slots held by {} claim-d", hosts["draining-agent"].short());
     let seeds: Vec<Seed> = vec![
-        ("idle", false, vec![(st, status("idle", "1.27.0", "-", "updated", -7200, ""))]),
+        // The current format, with the seed and how long the last update held its slot.
+        ("idle", false, vec![(st, format!("v3:idle:1.27.0:-:updated:{}:1024:540:", at(-7200)))]),
         ("claiming", false, vec![(st, status("idle", "1.26.0", "-", "up-to-date", -3000, "")), (lease, claim("c", -60, 540, "a1a1a1a1"))]),
         (
             "draining-agent",
@@ -282,7 +283,7 @@ async fn status_json_says_what_each_host_does() {
     // label: (report, phase, ecs_status, drained_by, claim phase, slot, opted_out, update_now)
     type Row = (&'static str, Option<&'static str>, &'static str, Option<&'static str>, Option<&'static str>, Option<&'static str>, bool, bool);
     let expect: [(&str, Row); 13] = [
-        ("idle", ("v2", Some("idle"), "ACTIVE", None, None, None, false, false)),
+        ("idle", ("v3", Some("idle"), "ACTIVE", None, None, None, false, false)),
         ("claiming", ("v2", Some("idle"), "ACTIVE", None, Some("claiming"), Some("claim"), false, false)),
         ("draining-agent", ("v2", Some("draining"), "DRAINING", Some("agent"), Some("draining"), Some("claim"), false, false)),
         ("draining-other", ("v1", Some("idle"), "DRAINING", Some("other"), None, Some("draining-not-by-agent"), false, false)),
@@ -320,6 +321,26 @@ async fn status_json_says_what_each_host_does() {
     assert_eq!((stuck["claim"]["live"].as_bool(), stuck["drained_marker"].as_bool()), (Some(false), Some(true)));
     assert!(stuck["claim"]["expires_in_s"].as_i64().is_some_and(|s| s <= -3600), "{stuck:#}");
     assert_eq!(instance(&j, &hosts["no-agent"])["claim"], Value::Null);
+}
+
+// ------------------------------------------------------------------ forecast
+
+#[tokio::test]
+async fn forecast_adds_the_finish_and_an_eta_per_host() {
+    let moto = moto();
+    let (hosts, _) = seed_every_state(&moto).await;
+    let table = fleet_ok(&moto, &["status", "--cluster", CLUSTER, "--forecast"]);
+    assert!(table.contains("rollout finishes ≈ ") && table.contains("median of 1 recorded update"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("INSTANCE") && l.contains(" ETA ")), "{table}");
+    assert!(row(&table, &hosts["waiting"]).contains("≈ "), "{table}");
+    assert!(row(&table, &hosts["held"]).contains("stuck"), "{table}");
+    let plain = fleet_ok(&moto, &["status", "--cluster", CLUSTER]);
+    assert!(!plain.contains("rollout finishes") && !plain.contains(" ETA "), "only with --forecast:\n{plain}");
+    let doc: Value = serde_json::from_str(&fleet_ok(&moto, &["status", "--cluster", CLUSTER, "--json", "--forecast"])).expect("JSON");
+    assert!(doc["forecast"]["finishes_at"].is_i64() && doc["forecast"]["slot_time_s"] == 540, "{doc:#}");
+    assert_eq!(instance(&doc, &hosts["waiting"])["eta_state"], "queued");
+    assert!(instance(&doc, &hosts["waiting"])["eta_in_s"].as_i64().is_some_and(|s| s > 0), "{doc:#}");
+    assert_eq!(instance(&doc, &hosts["idle"])["eta_state"], "done");
 }
 
 // ------------------------------------------------------------------ golden JSON shape

@@ -216,7 +216,9 @@ fn a_release_that_rolls_back_everywhere_stops_at_the_canary_and_the_next_good_on
     }
     resume(&fleet, c);
 
-    let done = ok(fleet.run_until("every host on 1.2.0", FLEET_DONE, |v| v.all_settled_on("1.2.0", &[])));
+    // The status is published just after the slot is given back: wait for it too.
+    let reported = |h: &HostView| status(h).is_some_and(|st| st.running == "1.2.0" && ["updated", "up-to-date"].contains(&st.result.as_str()));
+    let done = ok(fleet.run_until("every host on 1.2.0", FLEET_DONE, |v| v.all_settled_on("1.2.0", &[]) && v.hosts.iter().all(reported)));
     let wall = started.elapsed();
     assert_within_limit(&fleet.watch(), 2);
     let boots = boots.borrow();

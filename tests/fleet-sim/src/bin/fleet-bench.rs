@@ -8,6 +8,7 @@
 //! cargo run --release -p fleet-sim --bin fleet-bench -- --bad-release     # 1,000 hosts, N = 10, 50
 //! cargo run --release -p fleet-sim --bin fleet-bench -- --sweep --seeds 200 --hosts 200 --n 5
 //! cargo run --release -p fleet-sim --bin fleet-bench -- --controls
+//! cargo run --release -p fleet-sim --bin fleet-bench -- --forecast     # 100 and 1,000 hosts, N = 1, 10, 50
 //! cargo run --release -p fleet-sim --bin fleet-bench -- --svg docs/rollout.svg --hosts 60 --n 5
 //! ```
 
@@ -26,7 +27,7 @@ use fleet_sim::svg;
 const USAGE: &str = "usage: fleet-bench [--hosts H] [--n 1,10,50] [--seed S] [--no-peers] [--faults]
                    [--wait-poll-max D] [--update-now-poll D] [--ecs-latency D] [--agent-defaults]
                    [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--controls] [--bad-release]
-                   [--explain]
+                   [--explain] [--forecast]
   D is a duration such as 90s, 15m, 1h. Without --svg, --sweep, --controls or --bad-release:
   the benchmark table, then the negative controls.";
 
@@ -48,6 +49,7 @@ struct Args {
     controls: bool,
     bad_release: bool,
     explain: bool,
+    forecast: bool,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -67,6 +69,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         controls: false,
         bad_release: false,
         explain: false,
+        forecast: false,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -86,6 +89,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--controls" => a.controls = true,
             "--bad-release" => a.bad_release = true,
             "--explain" => a.explain = true,
+            "--forecast" => a.forecast = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -141,6 +145,8 @@ fn main() -> ExitCode {
         bad_release(&args)
     } else if args.controls {
         controls()
+    } else if args.forecast {
+        forecast(&args)
     } else if let Some(path) = &args.svg {
         picture(&args, path)
     } else {
@@ -153,6 +159,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The forecast at publication against the simulated rollout, per fleet size and N.
+fn forecast(args: &Args) -> Result<ExitCode, String> {
+    let sizes = args.hosts.map_or(vec![100, 1000], |h| vec![h]);
+    let ns = if args.n.is_empty() { vec![1, 10, 50] } else { args.n.clone() };
+    println!("| hosts | N | forecast makespan | actual | makespan error | quoted ± | per-host error mean | p90 | max | hosts compared | wall |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &hosts in &sizes {
+        for &n in ns.iter().filter(|&&n| (n as usize) < hosts) {
+            let a = fleet_sim::forecast::measure(hosts, n, args.seed).map_err(|e| e.to_string())?;
+            let min = |s: f64| format!("{:.0} min", s / 60.0);
+            println!(
+                "| {hosts} | {n} | {} | {} | {:+.1}% | {} | {} | {} | {} | {} | {:.0} s |",
+                human(a.forecast_makespan),
+                human(a.actual_makespan),
+                a.makespan_error() * 100.0,
+                human(a.quoted_error),
+                min(a.per_host.mean),
+                min(a.per_host_p90),
+                min(a.per_host.max),
+                a.compared,
+                a.wall.as_secs_f64()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(sc: &Scenario) -> Result<Run, String> {

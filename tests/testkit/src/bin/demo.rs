@@ -5,6 +5,13 @@
 //! agent with a shutdown signal, boots the host, and starts a new agent process for it.
 //!
 //! `demo [--hosts N] [--max-concurrent N] [--log PATH]`
+//!
+//! `demo --moto [--hosts N] [--max-concurrent N] [--linger SECS]` runs the same kind of fleet
+//! with ECS served by the patched moto server and each host's agent as its own process (the
+//! built `br-update-agent` and `fake-bottlerocket` binaries), so that `br-update-agent fleet`
+//! can read and steer it from another shell: it prints the endpoint and the environment to use,
+//! then plays systemd until every host is updated, and keeps the cluster up `--linger` seconds
+//! more. It needs the moto venv (`bash tests/moto/ensure-venv.sh`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -41,18 +48,33 @@ fn main() -> std::process::ExitCode {
     let mut hosts = 12usize;
     let mut n = 3u32;
     let mut log: Option<PathBuf> = None;
+    let (mut moto, mut linger) = (false, 0u64);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--moto" {
+            moto = true;
+            continue;
+        }
         let v = args.next();
         match (a.as_str(), v) {
+            ("--linger", Some(v)) => linger = v.parse().unwrap_or(0).min(3600),
             ("--hosts", Some(v)) => hosts = v.parse().unwrap_or(hosts).clamp(1, 40),
             ("--max-concurrent", Some(v)) => n = v.parse().unwrap_or(n).clamp(1, 40),
             ("--log", Some(v)) => log = Some(v.into()),
             _ => {
-                eprintln!("usage: demo [--hosts N] [--max-concurrent N] [--log PATH]");
+                eprintln!("usage: demo [--hosts N] [--max-concurrent N] [--log PATH] | demo --moto [--hosts N] [--max-concurrent N] [--linger SECS]");
                 return std::process::ExitCode::from(64);
             }
         }
+    }
+    if moto {
+        return match moto_demo(hosts, n, Duration::from_secs(linger)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
     }
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -83,6 +105,37 @@ fn main() -> std::process::ExitCode {
         }
     }
     if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+}
+
+/// The fleet as processes around moto, reachable by `br-update-agent fleet`.
+fn moto_demo(count: usize, n: u32, linger: Duration) -> Result<(), String> {
+    let mut spec = testkit::fleet::FleetSpec::new("demo", count);
+    spec.max_concurrent = n;
+    spec.from = FROM.into();
+    spec.to = TO.into();
+    let mut fleet = testkit::fleet::Fleet::launch(spec)?;
+    let endpoint = fleet.moto().endpoint();
+    println!("Demo fleet: {count} hosts on {FROM}, update {TO} published; at most {n} update at once.");
+    println!("ECS (the patched moto server): {endpoint}");
+    println!("Read or steer it from another shell:");
+    println!(
+        "  AWS_ENDPOINT_URL_ECS={endpoint} AWS_REGION={} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \\\n    br-update-agent fleet status --cluster demo --watch",
+        testkit::moto::REGION
+    );
+    let start = Instant::now();
+    fleet.start_agents()?;
+    fleet.run_until("every host updated", Duration::from_secs(600), |v| v.all_settled_on(TO, &[]))?;
+    let w = fleet.watch();
+    println!(
+        "All {count} hosts on {TO} in {:.1} s; most instances out of service at once: {} (limit {n}).",
+        start.elapsed().as_secs_f64(),
+        w.most_disrupted
+    );
+    if !linger.is_zero() {
+        println!("Keeping the cluster up for {} s.", linger.as_secs());
+        fleet.run_for(linger)?;
+    }
+    Ok(())
 }
 
 fn init_log(path: &Path) -> std::io::Result<()> {
