@@ -202,7 +202,8 @@ async fn hole2_a_claim_within_the_margin_of_its_expiry_is_not_renewed() {
 /// was live at every sample, the status seen at 30 minutes, and the final outcome.
 async fn after_boot_scenario(off: UnsafeOff, trouble: AfterBoot) -> (bool, Status, Outcome, FakeEcs, Node) {
     let ecs = FakeEcs::new("c", 1);
-    let mut a = node("a", Some(&ecs), config(""));
+    // Held, not rolled back: the subject is a host that keeps its slot while it cannot finish.
+    let mut a = node("a", Some(&ecs), config("[health]\non-failure = \"hold\"\n[cluster]"));
     a.unsafe_off = off;
     assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
     tokio::time::sleep(REBOOT).await;
