@@ -16,7 +16,7 @@ use crate::cluster::{ClusterStore, InstanceStatus, SetStatus};
 use crate::clock::Clock;
 use crate::journal::{InFlight, Journal, Rollback};
 use crate::keeper::ClaimKeeper;
-use crate::lease::ClaimPhase;
+use crate::lease::{ClaimPhase, LeaseError};
 use crate::os_api::commands::{self, RebootRequest};
 use crate::os_api::{Action, Commit, OsApi, UpdateState, UpdateStatus, UpdatesPatch};
 
@@ -205,24 +205,37 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
     }
 
-    /// The reboot into the old version, under a claim renewed to outlive it (or under the
-    /// drained marker alone, which keeps the slot however long the host is down).
+    /// The reboot into the old version, under a claim renewed to outlive it, as the update's own
+    /// reboot: a claim lost meanwhile (a renewal that landed late) means another host may hold
+    /// the slot now, so the host holds instead of rebooting.
     async fn reboot_into_old(&self, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>) -> Result<Rolled, String> {
         let held = match keeper {
             Some(k) => k.stop().await,
             None => None,
         };
-        if let (Some(lease), Some(h)) = (self.lease(), held) {
-            lease.renew(&h, ClaimPhase::Rebooting, self.cfg.cluster.reboot_allowance, self.margin()).await.map_err(|e| e.to_string())?;
-        } else if self.cluster.is_some() && !self.marker_present().await? {
-            return Ok(Rolled::Failed("neither a claim nor the drained marker holds the slot; not rebooting".into()));
-        }
+        let held = match (self.lease(), held) {
+            (None, _) => None,
+            (Some(_), None) => return Ok(Rolled::Failed("the claim was lost while the host was out of service; not rebooting without it".into())),
+            (Some(lease), Some(h)) => match lease.renew(&h, ClaimPhase::Rebooting, self.cfg.cluster.reboot_allowance, self.margin()).await {
+                Ok(h) => Some(h),
+                Err(LeaseError::Lost(why)) => return Ok(Rolled::Failed(format!("the claim was lost before the reboot: {why}"))),
+                // ECS unreachable: the next attempt resumes here (the claim may lapse meanwhile,
+                // and then the host holds).
+                Err(e) => return Err(format!("cannot renew the claim for the reboot: {e}")),
+            },
+        };
         let mut record = self.load_record();
         if let Some(r) = record.in_flight.as_mut().and_then(|f| f.rollback.as_mut()) {
             r.reboots += 1;
         }
         self.journal.store(&record).map_err(|e| e.to_string())?;
         self.publish("rebooting", Some(&f.from_version), "rolling-back", &format!("rebooting into {}", f.from_version)).await;
+        // Publishing may have been retried for a while: reboot only under a claim others count.
+        if let (Some(lease), Some(h)) = (self.lease(), &held) {
+            if let Err(e) = lease.in_time(&h.claim, self.margin()) {
+                return Ok(Rolled::Failed(format!("the claim ran out before the reboot: {e}")));
+            }
+        }
         match commands::request_reboot(&self.os, &self.clock, &self.jitter, &self.cfg.commands.reboot).await {
             Ok(RebootRequest::Accepted) | Ok(RebootRequest::ConnectionLost) => {
                 tracing::warn!(to = %f.from_version, "rollback: reboot into the old version asked for");
@@ -230,13 +243,6 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             }
             Err(e) => Ok(Rolled::Failed(format!("reboot refused: {e}"))),
         }
-    }
-
-    /// Whether our drained marker is on the instance.
-    async fn marker_present(&self) -> Result<bool, String> {
-        let Some(store) = &self.cluster else { return Ok(false) };
-        let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
-        Ok(me.attributes.contains_key(&self.names.drained))
     }
 }
 

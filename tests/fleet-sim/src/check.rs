@@ -264,7 +264,7 @@ fn end_state(trace: &Trace) -> Vec<Violation> {
 /// Status results of a host that holds its slot because a check after boot failed: its health
 /// gate or bake, or first its ECS agent (the gate looks at that first; the impairment then keeps
 /// it failing).
-pub const HELD_AFTER_CHECK: [&str; 3] = ["held-health", "held-bake", "held-ecs-agent"];
+pub const HELD_AFTER_CHECK: [&str; 4] = ["held-health", "held-bake", "held-ecs-agent", "held-rollback-failed"];
 
 /// Whether the scenario doomed `h` and the trace shows it stuck as its doom says.
 pub fn is_stuck(h: &HostTrace, target: &str) -> bool {

@@ -108,10 +108,9 @@ fn rollback_fleet(cluster: &str) -> (Fleet, Boots, Instant) {
     (fleet, boots, started)
 }
 
-/// Runs the fleet until one host, the canary, has rolled 1.1.0 back and every other host has
-/// halted 1.1.0 because of it twice (two looks, a check every 10 s), and checks that nobody but
-/// the canary ever went out of service or booted. Returns the canary.
-fn halt_at_the_canary(fleet: &mut Fleet, boots: &Boots) -> usize {
+/// Runs the fleet until exactly one host has a failure marker and is back in service on 1.0.0,
+/// and every other host halted 1.1.0 because of it; returns that view and the host.
+fn one_failed_the_rest_halted(fleet: &mut Fleet) -> (View, usize) {
     let v = ok(fleet.run_until("the canary to roll back and every other host to halt 1.1.0", STEP, |v| {
         let failed: Vec<usize> = (0..v.hosts.len()).filter(|&i| v.hosts[i].failed.is_some()).collect();
         let [c] = failed[..] else { return false };
@@ -119,6 +118,14 @@ fn halt_at_the_canary(fleet: &mut Fleet, boots: &Boots) -> usize {
         v.hosts[c].settled_on("1.0.0") && others(v, c).all(|(_, h)| halted_by(h, "1.1.0", id))
     }));
     let c = v.hosts.iter().position(|h| h.failed.is_some()).expect("the canary");
+    (v, c)
+}
+
+/// Runs the fleet until one host, the canary, has rolled 1.1.0 back and every other host has
+/// halted 1.1.0 because of it twice (two looks, a check every 10 s), and checks that nobody but
+/// the canary ever went out of service or booted. Returns the canary.
+fn halt_at_the_canary(fleet: &mut Fleet, boots: &Boots) -> usize {
+    let (v, c) = one_failed_the_rest_halted(fleet);
     let again = Instant::now();
     while others(&v, c).any(|(i, _)| fleet.log(i).matches("halted: version 1.1.0 failed on").count() < 2) {
         assert!(again.elapsed() < STEP, "the halted hosts did not look again\n{}", fleet.log_tail((c + 1) % 6));
@@ -384,13 +391,7 @@ fn unhealthy_release_fleet(cluster: &str, at_boot: bool) -> (Fleet, Boots) {
 /// naming `token`) and every other host halted 1.1.0 because of it; checks that nobody else
 /// was touched. Returns the canary.
 fn rolled_back_at_the_canary(fleet: &mut Fleet, boots: &Boots, token: &str) -> usize {
-    let v = ok(fleet.run_until("the canary to roll back and every other host to halt 1.1.0", STEP, |v| {
-        let failed: Vec<usize> = (0..v.hosts.len()).filter(|&i| v.hosts[i].failed.is_some()).collect();
-        let [c] = failed[..] else { return false };
-        let id = short_id(&v.hosts[c].arn);
-        v.hosts[c].settled_on("1.0.0") && others(v, c).all(|(_, h)| halted_by(h, "1.1.0", id))
-    }));
-    let c = v.hosts.iter().position(|h| h.failed.is_some()).expect("the canary");
+    let (v, c) = one_failed_the_rest_halted(fleet);
     let marker = v.hosts[c].failed.clone().expect("the canary's failure marker");
     assert!(marker.starts_with("v1:1.1.0:") && marker.ends_with(token), "{marker}");
     assert_eq!(*boots.borrow(), [(c, "1.1.0".to_owned()), (c, "1.0.0".to_owned())], "the canary booted 1.1.0, then back into 1.0.0");

@@ -183,3 +183,20 @@ async fn under_hold_no_rollback_is_tried() {
     assert!(!a.host.requests().iter().any(|r| r.contains("/settings?tx") || r.contains("commit_and_apply")), "no settings written");
     assert_eq!(a.host.reboot_requests(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_whose_claim_was_lost_holds_instead_of_rebooting() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    boot_bad(&ecs, &a).await;
+    // While the host was down its claim was replaced (another host may count on that slot now);
+    // only its drained marker is left of its own.
+    ecs.operator_put(&a.arn, &lease(&a), "v1:d:1800000000:1900000000:0badf00d:1.1.0");
+    let outcome = tokio::time::timeout(Duration::from_secs(3600), a.agent(Shutdown::never()).run(true)).await;
+    assert!(outcome.is_err(), "a holds: {outcome:?}");
+    assert_eq!(a.host.reboot_requests(), 1, "no reboot without a claim");
+    let st = status_of(&ecs, &a);
+    assert_eq!(st.result, "held-rollback-failed", "{st:?}");
+    assert!(st.detail.contains("claim"), "{st:?}");
+    assert!(ecs.attribute(&a.arn, &drained(&a)).is_some(), "the marker keeps the slot");
+}
