@@ -213,6 +213,8 @@ pub struct Agent<O, S, K, J> {
     pub shutdown: Shutdown,
     /// What this process remembers between rounds (start with `Default::default()`).
     pub memory: Memory,
+    /// Webhook messages on the events that matter (`Default::default()`: none).
+    pub notifier: crate::notify::Notifier,
 }
 
 /// What one agent process remembers between rounds.
@@ -683,6 +685,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         let on: Vec<&str> = failed.iter().map(|a| crate::status::short_id(a)).collect();
         tracing::warn!(version, failed_on = %on.join(" "), threshold, "halted: version {version} failed on {}", on.join(" "));
+        self.notify(crate::notify::Event::Halted { version: version.into(), failed_on: failed.clone() });
         Err(Outcome::Halted { version: version.into(), failed_on: failed })
     }
 
@@ -718,6 +721,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     /// Writes this instance's failure marker for `version` (never in a dry run).
     async fn record_failure(&self, version: &str, reason: &str) {
+        self.notify(crate::notify::Event::Failed { version: version.into(), reason: reason.into() });
         let Some(store) = &self.cluster else { return };
         if self.cfg.dry_run {
             return;
@@ -838,6 +842,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.ecs_or_undo("UpdateContainerInstancesState", || store.set_status(SetStatus::Draining)).await?;
             tracing::info!(instance = store.instance_arn(), "instance set to DRAINING");
         }
+        self.notify(crate::notify::Event::DrainStarted { version: flight.target_version.clone() });
         held = self.wait_drained(store, held).await?;
         Ok(Some(held))
     }
@@ -1103,6 +1108,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             r.quarantine(&f.target_version, until, "did not boot; the host rolled back", self.clock.now());
             self.journal.store(&r).map_err(|e| e.to_string())?;
             tracing::error!(target = %f.target_version, running = %os.version_id, until = %until, "new version did not boot (rolled back); quarantined");
+            self.notify(crate::notify::Event::RolledBack { version: f.target_version.clone(), reason: format!("did not boot; running {} again", os.version_id) });
             self.record_failure(&f.target_version, "rolled-back").await;
             "rolled-back"
         } else {
@@ -1119,8 +1125,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if let Some(end) = f.window_end.filter(|end| self.clock.now() > *end) {
             tracing::warn!(window_closed = %end, over_s = self.clock.now().since(end).as_secs(),
                 "update ran over the maintenance window (it was already under way when the window closed)");
+            self.notify(crate::notify::Event::OverWindow { version: f.target_version.clone(), closed: end });
         }
         self.clear_in_flight(result).map_err(|e| e.to_string())?;
+        if result == "updated" { self.notify(crate::notify::Event::Updated { from: f.from_version.clone(), version: os.version_id.clone() }); }
         let outcome = Outcome::Finished { result: result.to_string(), version: os.version_id };
         self.publish_status("idle", None, &outcome).await;
         Ok(outcome)
@@ -1134,6 +1142,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 let reason = format!("{what}: {e}");
                 let target = self.load_record().in_flight.map(|f| f.target_version);
                 self.publish("held", target.as_deref(), "held-after-boot", &reason).await;
+                self.notify(crate::notify::Event::Held { version: target.unwrap_or_default(), reason: reason.clone() });
                 Err(reason)
             }
         }
@@ -1204,6 +1213,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 tracing::error!(reason = %reason, "cannot return to service; the rollout waits for this host");
                 self.publish("held", Some(&f.target_version), "held-ecs-agent", &reason).await;
                 self.record_failure(&f.target_version, "ecs-agent-not-connected").await;
+                self.notify(crate::notify::Event::Held { version: f.target_version.clone(), reason: reason.clone() });
                 said = true;
             } else if !said {
                 tracing::info!(waited_s = waited.as_secs(), "waiting for the ECS agent to connect");
@@ -1462,6 +1472,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         let held_for = |why: &str| if why.starts_with("ECS agent") { "held-ecs-agent" } else { held_as };
         self.publish("held", Some(&f.target_version), held_for(&failure.why), &failure.why).await;
+        self.notify(crate::notify::Event::Held { version: f.target_version.clone(), reason: failure.why.clone() });
         let poll = (self.cfg.health.poll_interval * 4).min(Duration::from_secs(60)).max(self.cfg.health.poll_interval);
         loop {
             self.pause(poll).await?;
