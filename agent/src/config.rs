@@ -362,7 +362,7 @@ impl Config {
             cluster: ClusterConfig::from_raw(raw.cluster)?,
             maintenance: Maintenance::from_raw(raw.maintenance)?,
             health: crate::health::HealthConfig::from_raw(raw.health, dur, |k, r| bad(k, r))?,
-            notify: crate::notify::NotifyConfig::from_raw(raw.notify, dur, |k, r| bad(k, r))?,
+            notify: crate::notify::NotifyConfig::from_raw(raw.notify, dur, bad)?,
         };
         config.validate()?;
         Ok(config)
