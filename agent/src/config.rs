@@ -131,6 +131,8 @@ pub struct RawConfig {
     maintenance: RawMaintenance,
     #[serde(default)]
     health: crate::health::RawHealth,
+    #[serde(default)]
+    notify: crate::notify::RawNotify,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +233,8 @@ pub struct Config {
     pub maintenance: Maintenance,
     /// The health gate after boot, the bake, and what a failed host does.
     pub health: crate::health::HealthConfig,
+    /// Webhook notifications.
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// Maintenance windows and how an update must fit in them.
@@ -362,6 +366,7 @@ impl Config {
             cluster: ClusterConfig::from_raw(raw.cluster)?,
             maintenance: Maintenance::from_raw(raw.maintenance)?,
             health: crate::health::HealthConfig::from_raw(raw.health, dur, |k, r| bad(k, r))?,
+            notify: crate::notify::NotifyConfig::from_raw(raw.notify, dur, bad)?,
         };
         config.validate()?;
         Ok(config)
@@ -728,6 +733,8 @@ struct Printable {
     cluster: toml::Table,
     maintenance: toml::Table,
     health: toml::Table,
+    /// The webhook shows as scheme and host only: the printed config may be shared.
+    notify: toml::Table,
 }
 
 impl From<&Config> for Printable {
@@ -846,6 +853,7 @@ impl From<&Config> for Printable {
             cluster,
             maintenance,
             health,
+            notify: c.notify.to_table(),
         }
     }
 }
@@ -1096,6 +1104,20 @@ mod tests {
         let mut c = Config::default();
         c.cluster.drain_poll_interval = Duration::MAX;
         assert!(c.validate().is_err(), "refused, without overflow");
+    }
+
+    #[test]
+    fn the_notify_table_is_read_and_printed_without_the_webhook_secret() {
+        assert_eq!(Config::default().notify.webhook, None);
+        let c = ok("[notify]\nwebhook = \"https://hooks.example.com/services/T0/B0/s3cr3t\"\ntimeout = \"5s\"\nretries = 2");
+        assert_eq!(c.notify.webhook.as_ref().map(|w| w.host()), Some("hooks.example.com"));
+        assert_eq!((c.notify.timeout, c.notify.retries), (Duration::from_secs(5), 2));
+        let printed = c.to_toml();
+        assert!(printed.contains("[notify]") && printed.contains("https://hooks.example.com/<redacted>"), "{printed}");
+        assert!(!printed.contains("s3cr3t") && !format!("{c:?}").contains("s3cr3t"), "{printed}");
+        refused("[notify]\nwebhook = \"http://hooks.example.com/services/T0/B0/s3cr3t\"", "notify.webhook", "https://");
+        assert!(!err("[notify]\nwebhook = \"http://hooks.example.com/services/T0/B0/s3cr3t\"").contains("s3cr3t"));
+        assert!(err("[notify]\nwebhok = \"https://h/x\"").contains("webhok"));
     }
 
     #[test]

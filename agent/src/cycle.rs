@@ -227,6 +227,8 @@ pub struct Agent<O, S, K, J> {
     pub shutdown: Shutdown,
     /// What this process remembers between rounds (start with `Default::default()`).
     pub memory: Memory,
+    /// Webhook messages on the events that matter (`Default::default()`: none).
+    pub notifier: crate::notify::Notifier,
 }
 
 /// What one agent process remembers between rounds.
@@ -709,6 +711,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         let on: Vec<&str> = failed.iter().map(|a| crate::status::short_id(a)).collect();
         tracing::warn!(version, failed_on = %on.join(" "), threshold, "halted: version {version} failed on {}", on.join(" "));
+        self.notify(crate::notify::Event::Halted { version: version.into(), failed_on: failed.clone() });
         Err(Outcome::Halted { version: version.into(), failed_on: failed })
     }
 
@@ -744,6 +747,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     /// Writes this instance's failure marker for `version` (never in a dry run).
     async fn record_failure(&self, version: &str, reason: &str) {
+        self.notify(crate::notify::Event::Failed { version: version.into(), reason: reason.into() });
         let Some(store) = &self.cluster else { return };
         if self.cfg.dry_run {
             return;
@@ -869,6 +873,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.ecs_or_undo("UpdateContainerInstancesState", || store.set_status(SetStatus::Draining)).await?;
             tracing::info!(instance = store.instance_arn(), "instance set to DRAINING");
         }
+        self.notify(crate::notify::Event::DrainStarted { version: flight.target_version.clone() });
         held = self.wait_drained(store, held).await?;
         Ok(Some(held))
     }
@@ -1138,6 +1143,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             }
             self.quarantine(&f.target_version, "did not boot; the host rolled back")?;
             tracing::error!(target = %f.target_version, running = %os.version_id, "new version did not boot (rolled back); quarantined");
+            self.notify(crate::notify::Event::RolledBack { version: f.target_version.clone(), reason: format!("did not boot; running {} again", os.version_id) });
             self.record_failure(&f.target_version, "rolled-back").await;
             "rolled-back"
         } else {
@@ -1157,8 +1163,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if let Some(end) = f.window_end.filter(|end| self.clock.now() > *end) {
             tracing::warn!(window_closed = %end, over_s = self.clock.now().since(end).as_secs(),
                 "update ran over the maintenance window (it was already under way when the window closed)");
+            self.notify(crate::notify::Event::OverWindow { version: f.target_version.clone(), closed: end });
         }
         self.clear_in_flight(result).map_err(|e| e.to_string())?;
+        if result == "updated" { self.notify(crate::notify::Event::Updated { from: f.from_version.clone(), version: os.version_id.clone() }); }
         let outcome = Outcome::Finished { result: result.to_string(), version: os.version_id };
         self.publish_status("idle", None, &outcome).await;
         Ok(outcome)
@@ -1183,6 +1191,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.restore_settings(rb).await?;
             self.quarantine(&f.target_version, &format!("failed after the update and was rolled back: {}", rb.reason))?;
             tracing::warn!(running = %os.version_id, bad = %f.target_version, "rolled back to the old version");
+            self.notify(crate::notify::Event::RolledBack { version: f.target_version.clone(), reason: rb.reason.clone() });
             return Ok(Finish::Result("rolled-back"));
         }
         // A reboot that happened (the status is gone) yet landed on the new version again: the
@@ -1202,6 +1211,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     async fn hold_after_failed_rollback(&self, f: &InFlight, why: &str) -> Result<Finish, String> {
         tracing::error!(reason = %why, "rollback failed; holding the slot for a person to look at");
         self.publish("held", Some(&f.target_version), "held-rollback-failed", why).await;
+        self.notify(crate::notify::Event::Held { version: f.target_version.clone(), reason: why.to_string() });
         self.hold_until_pass(f, "held-rollback-failed", Some(why)).await?;
         Ok(Finish::Result("updated-after-failed-rollback"))
     }
@@ -1214,6 +1224,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 let reason = format!("{what}: {e}");
                 let target = self.load_record().in_flight.map(|f| f.target_version);
                 self.publish("held", target.as_deref(), "held-after-boot", &reason).await;
+                self.notify(crate::notify::Event::Held { version: target.unwrap_or_default(), reason: reason.clone() });
                 Err(reason)
             }
         }
@@ -1284,6 +1295,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 tracing::error!(reason = %reason, "cannot return to service; the rollout waits for this host");
                 self.publish("held", Some(&f.target_version), "held-ecs-agent", &reason).await;
                 self.record_failure(&f.target_version, "ecs-agent-not-connected").await;
+                self.notify(crate::notify::Event::Held { version: f.target_version.clone(), reason: reason.clone() });
                 said = true;
             } else if !said {
                 tracing::info!(waited_s = waited.as_secs(), "waiting for the ECS agent to connect");
@@ -1557,6 +1569,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         let held_for = |why: &str| if why.starts_with("ECS agent") { "held-ecs-agent" } else { held_as };
         self.publish("held", Some(&f.target_version), held_for(&failure.why), &failure.why).await;
+        self.notify(crate::notify::Event::Held { version: f.target_version.clone(), reason: failure.why.clone() });
         self.hold_until_pass(f, held_as, None).await?;
         Ok(None)
     }

@@ -16,6 +16,8 @@
 //! - [`keeper`]: keeps a claim alive in the background while the instance is out of service.
 //! - [`status`]: the status attribute operators and waiting hosts read.
 //! - [`cycle`]: the update state machine that ties the above together.
+//! - [`notify`]: webhook messages on the events that matter, sent without ever holding up an
+//!   update.
 //! - [`shutdown`], [`logging`]: signals and structured logs.
 //! - [`fleet`]: the operator's commands (`br-update-agent fleet ...`): the rollout as a table or
 //!   JSON, and one-word controls.
@@ -33,6 +35,7 @@ pub mod journal;
 pub mod keeper;
 pub mod lease;
 pub mod logging;
+pub mod notify;
 pub mod os_api;
 pub mod shutdown;
 pub mod slot;

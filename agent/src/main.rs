@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use agent::backoff::{Backoff, Jitter};
 use agent::clock::SystemClock;
 use agent::cluster::ecs::EcsStore;
+use agent::cluster::ClusterStore;
 use agent::config::{Config, DEFAULT_CONFIG_PATH};
 use agent::cycle::{Agent, Outcome};
 use agent::journal::FileJournal;
 use agent::lease::Names;
+use agent::notify::{Notifier, Origin, FLUSH_TIME};
 use agent::os_api::http::HttpOsApi;
 use agent::shutdown::{self, Shutdown};
 
@@ -195,6 +197,11 @@ async fn run(cfg: Config, once: bool) -> ExitCode {
         tracing::info!("cluster coordination disabled: updating this host on its own schedule");
         None
     };
+    let origin = match &cluster {
+        Some(store) => Origin { cluster: Some(agent::discovery::cluster_name(store.cluster())), instance: Some(store.instance_arn().to_string()) },
+        None => Origin::default(),
+    };
+    let notifier = Notifier::start(&cfg.notify, origin);
     let agent = Agent {
         os,
         cluster,
@@ -205,9 +212,12 @@ async fn run(cfg: Config, once: bool) -> ExitCode {
         cfg,
         shutdown,
         memory: Default::default(),
+        notifier,
     };
     let outcome = agent.run(once).await;
     tracing::info!(outcome = outcome.token(), "agent stopping");
+    // Bounded: a host going down for its reboot must not wait on a slow webhook.
+    agent.notifier.close(FLUSH_TIME).await;
     match outcome {
         Outcome::Failed { .. } if once => ExitCode::FAILURE,
         _ => ExitCode::SUCCESS,

@@ -378,6 +378,11 @@ impl FakeEcs {
         })))
     }
 
+    /// The cluster's name.
+    pub fn name(&self) -> String {
+        self.0.borrow().cluster_arn.rsplit('/').next().unwrap_or_default().to_string()
+    }
+
     /// Registers an ACTIVE, connected instance and returns its ARN.
     pub fn register(&self, id: &str) -> String {
         let mut s = self.0.borrow_mut();

@@ -18,6 +18,7 @@ use agent::config::Config;
 use agent::cycle::{Agent, Outcome};
 use agent::journal::{Journal, MemoryJournal, Record};
 use agent::lease::{LeaseRule, Names, UnsafeOff};
+use agent::notify::{Notifier, Origin};
 use agent::os_api::{Action, ActionReply, Commit, OsApi, OsApiError, OsInfo, StatusRead, UpdateSettings, UpdatesPatch};
 use agent::shutdown::{Shutdown, Trigger};
 use fake_bottlerocket::FakeHost;
@@ -291,6 +292,15 @@ impl Node {
             cfg: self.cfg.clone(),
             shutdown,
             memory: Default::default(),
+            notifier: Notifier::start(&self.cfg.notify, self.origin()),
+        }
+    }
+
+    /// Who this host's webhook messages are about.
+    fn origin(&self) -> Origin {
+        match &self.ecs {
+            Some(e) => Origin { cluster: Some(e.cluster().name()), instance: Some(self.arn.clone()) },
+            None => Origin::default(),
         }
     }
 

@@ -268,6 +268,7 @@ async fn run_host(h: &DemoHost, ecs: &FakeEcs, n: u32, board: &Board) {
             cfg,
             shutdown,
             memory: Default::default(),
+            notifier: Default::default(),
         };
         let before = h.host.reboot_requests();
         let span = tracing::info_span!("agent", host = %h.name, start = starts);
