@@ -407,7 +407,7 @@ fn bad_release(args: &Args) -> Result<ExitCode, String> {
     let sc = args.bad_release(hosts, 1, args.seed, 1.0);
     peer_rows(&sc, args.ecs_latency);
     println!();
-    println!("A release bad on 5% of the hosts ({} of {hosts}): the same, canary on, on-failure hold", (hosts as f64 * 0.05).round());
+    println!("A release bad on 5% of the hosts ({} of {hosts}): the same, canary on, on-failure rollback (the default)", (hosts as f64 * 0.05).round());
     println!();
     spread_header("halt after");
     for &n in &ns {
@@ -517,8 +517,9 @@ fn peer_rows(sc: &Scenario, latency: Duration) {
 }
 
 fn spread_legend() {
-    println!("received: hosts that booted into the release; failed: of those, hosts it is bad on (they hold their slot under");
-    println!("`hold`, return to service on it under `return`); halted: hosts whose status says `halted`; waiting: hosts still");
+    println!("received: hosts that booted into the release; failed: of those, hosts it is bad on (they go back to the old");
+    println!("version under `rollback`, hold their slot under `hold`, return to service on it under `return`); halted: hosts");
+    println!("whose status says `halted`; waiting: hosts still");
     println!("waiting for a slot held by a host the release failed on (they would halt once they got it); times from publication.");
 }
 
