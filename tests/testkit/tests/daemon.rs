@@ -20,7 +20,9 @@ const MIN: Duration = Duration::from_secs(60);
 /// `run_for`; returns the node, the cluster and when the run started.
 async fn daemon(plan: &mut DaemonPlan, run_for: Duration) -> (Node, FakeEcs, Instant) {
     let ecs = FakeEcs::new("c", 1);
-    let n = node("a", Some(&ecs), config(""));
+    // Held, not rolled back: these are the machine's boot effects, seen through a host that waits
+    // them out (the rollback has its own tests).
+    let n = node("a", Some(&ecs), config("[health]\non-failure = \"hold\"\n[cluster]"));
     ecs.add_tasks(&n.arn, Some("ecs-svc/web"), 1);
     ecs.set_drain_time(10 * MIN, 10 * MIN);
     let t0 = Instant::now();
