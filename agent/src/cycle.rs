@@ -540,6 +540,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     /// The version to install, if any, with the reason logged either way.
     fn choose(&self, os: &OsInfo, status: &UpdateStatus) -> Step_<Option<String>> {
+        // A staged image is a target only if it is newer than what runs or what the updater
+        // chooses now: one older is a leftover (a rollback's), never a downgrade to install.
+        let wanted = |v: &str| {
+            status.chosen_version() == Some(v) || crate::fleet::model::compare_versions(v, &os.version_id).is_gt()
+        };
         let candidate = match status.update_state {
             UpdateState::Idle => None,
             UpdateState::Available => status.chosen_version(),
@@ -547,9 +552,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             // host back from a newer release: prepare stages the newer one over it.
             UpdateState::Staged => match (status.staged_version(), status.chosen_version()) {
                 (Some(staged), Some(chosen)) if crate::fleet::model::compare_versions(chosen, staged).is_gt() => Some(chosen),
-                (staged, chosen) => staged.or(chosen),
+                (staged, chosen) => staged.filter(|v| wanted(v)).or(chosen),
             },
-            UpdateState::Ready => status.staged_version().or(status.chosen_version()),
+            UpdateState::Ready => status.staged_version().filter(|v| wanted(v)).or(status.chosen_version()),
         };
         let Some(target) = candidate.filter(|v| *v != os.version_id) else {
             tracing::info!(running = %os.version_id, state = ?status.update_state, available = ?status.available_updates,
@@ -1207,12 +1212,25 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.hold_after_failed_rollback(f, &why).await
     }
 
+    /// The host stays on the new version after a rollback that did not finish: an old version
+    /// the rollback activated must not boot at the next reboot.
+    async fn unstage_old(&self, f: &InFlight) -> Result<(), String> {
+        let b = &self.cfg.commands.status;
+        let status = commands::read_status(&self.os, &self.clock, &self.jitter, b).await.map_err(|e| e.to_string())?;
+        let old_ready = status.is_some_and(|s| s.update_state == UpdateState::Ready && s.staged_version() == Some(f.from_version.as_str()));
+        if old_ready && !self.deactivate().await {
+            return Err(format!("cannot deactivate {} staged by the rollback", f.from_version));
+        }
+        Ok(())
+    }
+
     /// The rollback cannot be done: hold the slot, saying so, until the checks pass on what runs.
     async fn hold_after_failed_rollback(&self, f: &InFlight, why: &str) -> Result<Finish, String> {
         tracing::error!(reason = %why, "rollback failed; holding the slot for a person to look at");
         self.publish("held", Some(&f.target_version), "held-rollback-failed", why).await;
         self.notify(crate::notify::Event::Held { version: f.target_version.clone(), reason: why.to_string() });
         self.hold_until_pass(f, "held-rollback-failed", Some(why)).await?;
+        self.unstage_old(f).await?;
         Ok(Finish::Result("updated-after-failed-rollback"))
     }
 

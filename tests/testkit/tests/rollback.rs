@@ -200,3 +200,29 @@ async fn a_rollback_whose_claim_was_lost_holds_instead_of_rebooting() {
     assert!(st.detail.contains("claim"), "{st:?}");
     assert!(ecs.attribute(&a.arn, &drained(&a)).is_some(), "the marker keeps the slot");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_that_failed_after_activating_the_old_version_leaves_no_downgrade_behind() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    boot_bad(&ecs, &a).await;
+    // The old version gets staged and activated, then systemd refuses the reboot: the rollback
+    // fails and the host holds; later the checks pass and it finishes on 1.1.0.
+    a.host.set_faults(Faults { reboot_refused: true, ..Faults::default() });
+    let agent = a.agent(Shutdown::never());
+    let heal = async {
+        while status_of(&ecs, &a).result != "held-rollback-failed" {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(a.host.update_state(), Some(fake_bottlerocket::UpdateState::Ready), "the old version was activated");
+        ecs.set_health(&a.arn, Some("OK"));
+    };
+    let (outcome, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(7200), agent.run(true)), heal);
+    assert!(matches!(&outcome, Ok(Outcome::Finished { version, .. }) if version == "1.1.0"), "{outcome:?}");
+    assert_ne!(a.host.update_state(), Some(fake_bottlerocket::UpdateState::Ready), "the old version must not boot next");
+    assert_clean(&ecs, &a);
+    a.host.set_faults(Faults::default());
+    let next = a.agent(Shutdown::never()).run(true).await;
+    assert_eq!(next, Outcome::UpToDate { version: "1.1.0".into() }, "an old staged image is not an update");
+    assert_eq!((a.host.reboot_requests(), a.host.running_version()), (1, "1.1.0".to_string()));
+}
