@@ -229,7 +229,7 @@ pub struct Memory {
 
 /// The longest a drain goes without a look at its task listing (a describe alone cannot tell
 /// a standalone task, or a task still stopping).
-const FULL_LOOK_EVERY: Duration = Duration::from_secs(120);
+const FULL_LOOK_EVERY: Duration = Duration::from_secs(300);
 
 /// The pause between looks at a drain `waited` long: a third of the time waited, between
 /// `poll` and four times it, so short drains are seen to end promptly and long ones cost a

@@ -251,7 +251,16 @@ pub struct LeaseParams {
 impl LeaseParams {
     /// What each census reads.
     pub fn scope(&self) -> CensusScope {
-        CensusScope { skew: self.skew, foreign_draining: self.foreign_draining }
+        CensusScope { skew: self.skew, foreign_draining: self.foreign_draining, pace: self.pace() }
+    }
+
+    /// The longest pause between consecutive calls of one look at the cluster: a quarter of the
+    /// settle time, at most a second. A look is half a dozen calls; spread over a few seconds,
+    /// looks that happen to coincide across the fleet do not stack up in one second. Pauses
+    /// only delay reads, which the settle-and-count rule allows (the count's own deadline is
+    /// checked after it).
+    pub fn pace(&self) -> Duration {
+        (self.settle / 4).min(Duration::from_secs(1))
     }
 
     /// How long before a claim's expiry its holder must have finished writing a renewal, and
@@ -300,7 +309,7 @@ impl LeaseRule {
 /// size. Every look costs the same few calls, so the fleet's rate of looks, not a host's, is
 /// what must stay flat: about two per release keeps a freed slot from idling long (the second
 /// looker usually finds it) while a thousand waiters cost no more than ten.
-const LOOKS_PER_RELEASE: f64 = 2.0;
+const LOOKS_PER_RELEASE: f64 = 3.0;
 
 /// The longest sleep between looks at the cluster tags while the fleet is paused: an operator
 /// who resumes it should not wait for a long sleep to end.
@@ -530,6 +539,8 @@ pub struct CensusScope {
     pub skew: Duration,
     /// Count DRAINING instances that no agent drained (`cluster.count-foreign-draining`).
     pub foreign_draining: bool,
+    /// The longest pause between the listings of one look (see [`LeaseParams::pace`]).
+    pub pace: Duration,
 }
 
 /// The lease operations of one host: whole-cluster reads, writes on its own instance only.
@@ -555,14 +566,23 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         if self.names.is_off(|o| o.out_of_service_count) {
             return Ok(self.sort(claims, vec![], vec![], scope.skew));
         }
+        self.pause(scope.pace).await;
         let markers = self.list(&self.names.drained).await?;
         let draining = if scope.foreign_draining {
+            self.pause(scope.pace).await;
             with_retry(self.clock, self.jitter, &self.retry, "ListContainerInstances", || self.store.draining_instances())
                 .await?
         } else {
             vec![]
         };
         Ok(self.sort(claims, markers, draining, scope.skew))
+    }
+
+    /// A random pause of up to `pace` between the calls of one look.
+    async fn pause(&self, pace: Duration) {
+        if !pace.is_zero() {
+            self.clock.sleep(self.jitter.between(pace / 2, pace)).await;
+        }
     }
 
     async fn list(&self, name: &str) -> Result<Vec<Attribute>, LeaseError> {
@@ -602,6 +622,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                 continue;
             };
             let n = n.max(1);
+            self.pause(params.pace()).await;
             let before = self.census(params.scope()).await?;
             if before.taken() as u32 >= n {
                 let holders = before.holders();
