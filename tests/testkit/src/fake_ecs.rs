@@ -286,6 +286,9 @@ struct State {
     tally: FaultTally,
     /// The token buckets, by group (only with [`EcsFaults::bucket_share`]).
     buckets: BTreeMap<&'static str, Bucket>,
+    /// Instances ever set DRAINING that a read may still see so: a listing of the DRAINING
+    /// instances of a large fleet looks at these only.
+    drained_ever: BTreeSet<Rc<str>>,
 }
 
 impl State {
@@ -317,6 +320,9 @@ impl State {
     }
 
     fn record(&mut self, at: Instant, instance: &Rc<str>, by: Actor, change: EcsChange) {
+        if change == EcsChange::Status(InstanceStatus::Draining) {
+            self.drained_ever.insert(instance.clone());
+        }
         self.settle(at);
         if let EcsChange::Put { name, .. } | EcsChange::Delete { name } = &change {
             self.visible.entry(name.clone()).or_default().insert(instance.clone());
@@ -422,6 +428,7 @@ impl FakeEcs {
             puts: 0,
             tally: FaultTally::default(),
             buckets: BTreeMap::new(),
+            drained_ever: BTreeSet::new(),
         })))
     }
 
@@ -937,15 +944,22 @@ impl ClusterStore for FakeEcsHost {
         self.ecs.enter(OP, &self.arn).await?;
         self.ecs.complete_or_fail(OP)?;
         let found: Vec<String> = {
-            let s = self.ecs.0.borrow();
+            let mut s = self.ecs.0.borrow_mut();
             // As stale as attribute reads: a status change younger than the lag may be missed.
             let lag = s.jitter.up_to(s.faults.staleness);
             let now = Instant::now();
             let at = now.checked_sub(lag).unwrap_or(now);
-            s.instances
+            let horizon = now.checked_sub(s.max_staleness).unwrap_or(now);
+            let State { drained_ever, instances, .. } = &mut *s;
+            // An instance no longer DRAINING since before any read can reach back is gone for good.
+            drained_ever.retain(|arn| {
+                instances.get(&**arn).is_some_and(|i| i.status == InstanceStatus::Draining || i.status_log.last().is_some_and(|(t, _)| *t >= horizon))
+            });
+            drained_ever
                 .iter()
+                .filter_map(|arn| instances.get(&**arn).map(|i| (arn, i)))
                 .filter(|(_, i)| i.status_as_of(at) == Some(&InstanceStatus::Draining))
-                .map(|(a, _)| a.clone())
+                .map(|(arn, _)| arn.to_string())
                 .collect()
         };
         self.ecs.extra_calls(OP, &self.arn, found.len().div_ceil(LIST_PAGE).saturating_sub(1)).await?;
