@@ -748,7 +748,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let Some(lease) = self.lease() else { return Ok(None) };
         // Recorded before the claim is written, so a crash in between still withdraws it.
         self.announce(flight)?;
-        let params = self.lease_params(self.cfg.cluster.max_concurrent);
+        let mut params = self.lease_params(self.cfg.cluster.max_concurrent);
+        if let Some(end) = flight.window_end {
+            // A waiter wakes no later than the update stops fitting in this window, so that it
+            // plans its place in the next window rather than sleep into it.
+            let fits_until = end.minus(self.cfg.maintenance.expected_duration);
+            params.wait_poll_max = params.wait_poll_max.min(fits_until.since(self.clock.now()).max(Duration::from_secs(60)));
+        }
         // A host that waits for a slot learns of a halt while it waits, not only once it holds one.
         let halted: std::cell::RefCell<Option<Outcome>> = Default::default();
         let gate = || async {

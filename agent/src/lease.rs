@@ -251,14 +251,14 @@ pub struct LeaseParams {
 impl LeaseParams {
     /// What each census reads.
     pub fn scope(&self) -> CensusScope {
-        CensusScope { skew: self.skew, foreign_draining: self.foreign_draining, pace: self.pace() }
+        CensusScope { skew: self.skew, foreign_draining: self.foreign_draining }
     }
 
-    /// The longest pause between consecutive calls of one look at the cluster: a quarter of the
-    /// settle time, at most a second. A look is half a dozen calls; spread over a few seconds,
-    /// looks that happen to coincide across the fleet do not stack up in one second. Pauses
-    /// only delay reads, which the settle-and-count rule allows (the count's own deadline is
-    /// checked after it).
+    /// The longest pause between the fleet-wide gate (tags, failure markers, canary count) and
+    /// the census of one look: a quarter of the settle time, at most a second, so looks that
+    /// coincide across the fleet do not stack up in one second. Not inside the census: a pause
+    /// between reading the claims and writing ours would widen the window in which two hosts
+    /// both see a free slot (more lost races, each costing a claim, a count and a withdrawal).
     pub fn pace(&self) -> Duration {
         (self.settle / 4).min(Duration::from_secs(1))
     }
@@ -540,8 +540,6 @@ pub struct CensusScope {
     pub skew: Duration,
     /// Count DRAINING instances that no agent drained (`cluster.count-foreign-draining`).
     pub foreign_draining: bool,
-    /// The longest pause between the listings of one look (see [`LeaseParams::pace`]).
-    pub pace: Duration,
 }
 
 /// The lease operations of one host: whole-cluster reads, writes on its own instance only.
@@ -567,10 +565,8 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         if self.names.is_off(|o| o.out_of_service_count) {
             return Ok(self.sort(claims, vec![], vec![], scope.skew));
         }
-        self.pause(scope.pace).await;
         let markers = self.list(&self.names.drained).await?;
         let draining = if scope.foreign_draining {
-            self.pause(scope.pace).await;
             with_retry(self.clock, self.jitter, &self.retry, "ListContainerInstances", || self.store.draining_instances())
                 .await?
         } else {

@@ -92,9 +92,12 @@ fn no_violation_with_every_fault_over_many_seeds() {
 
 #[test]
 fn a_settle_time_shorter_than_the_staleness_is_caught() {
-    // Forty hosts ask at the same instant; reads may lag 30 s, claims are counted after 1 s.
+    // Forty hosts ask at the same instant (the same check, the same download time: waiters now
+    // spread their looks, so only a common start makes them race); reads may lag 30 s, claims
+    // are counted after 1 s.
     let scenario = |settle: u64, seed: u64| Scenario {
         same_instant: true,
+        prepare_time: fleet_sim::scenario::Span::exactly(Duration::from_secs(60)),
         settle: Duration::from_secs(settle),
         faults: fleet_sim::scenario::FaultPlan { staleness: Duration::from_secs(30), ..Default::default() },
         ..Scenario::realistic(40, 2, seed)
