@@ -122,6 +122,10 @@ fn lowest_claim_wins_is_caught_where_counting_others_is_safe() {
     // differently, which the count rule survives and the tie-break does not.
     let scenario = |rule: LeaseRule, seed: u64| {
         let mut sc = Scenario::realistic(60, 1, seed);
+        // A common start (the same check, the same download time): waiters spread their looks,
+        // so only hosts that reach the lease together race.
+        sc.same_instant = true;
+        sc.prepare_time = fleet_sim::scenario::Span::exactly(Duration::from_secs(60));
         sc.rule = rule;
         sc.faults.staleness = Duration::from_secs(9);
         sc.faults.clock_skew = Duration::from_secs(15);
