@@ -444,7 +444,7 @@ impl ClusterConfig {
             settle_time: dur("cluster.settle-time", &r.settle_time, "10s")?,
             clock_skew: dur("cluster.clock-skew", &r.clock_skew, "30s")?,
             lease_backoff,
-            wait_poll_max: positive("cluster.wait-poll-max", &r.wait_poll_max, "1h")?,
+            wait_poll_max: positive("cluster.wait-poll-max", &r.wait_poll_max, "1d")?,
             drain_timeout: positive("cluster.drain-timeout", &r.drain_timeout, "30m")?,
             drain_poll_interval: positive("cluster.drain-poll-interval", &r.drain_poll_interval, "15s")?,
             standalone_tasks: r.standalone_tasks.unwrap_or(StandalonePolicy::Skip),
@@ -628,7 +628,7 @@ impl Maintenance {
         Ok(Maintenance {
             windows: Windows { zone, windows },
             expected_duration: positive("maintenance.expected-duration", &r.expected_duration, "45m")?,
-            update_now_poll: positive("maintenance.update-now-poll", &r.update_now_poll, "10m")?,
+            update_now_poll: positive("maintenance.update-now-poll", &r.update_now_poll, "1h")?,
         })
     }
 }

@@ -246,6 +246,18 @@ pub struct Memory {
     seed: std::cell::Cell<Option<u32>>,
 }
 
+/// The longest a drain goes without a look at its task listing (a describe alone cannot tell
+/// a standalone task, or a task still stopping).
+const FULL_LOOK_EVERY: Duration = Duration::from_secs(300);
+
+/// The pause between looks at a drain `waited` long: a third of the time waited, between
+/// `poll` and four times it, so short drains are seen to end promptly and long ones cost a
+/// handful of calls; but no longer than until the claim is due for renewal (`renew_in`), so the
+/// renewal is as timely as with a look every `poll` (the margin the configuration checks).
+fn drain_pause(poll: Duration, waited: Duration, renew_in: Duration) -> Duration {
+    (waited / 3).clamp(poll, poll.saturating_mul(4)).min(renew_in.max(poll))
+}
+
 impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// Runs until shutdown (or after one round with `once`). Returns the last round's outcome.
     pub async fn run(&self, once: bool) -> Outcome {
@@ -299,7 +311,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 self.interruptible(self.clock.sleep(remaining)).await?;
                 return Ok(false);
             };
-            let step = remaining.min(self.jitter.between(poll / 2, poll));
+            // Jittered within the last quarter of `poll`, so hosts drift apart yet an idle host makes
+            // few more looks than `check-interval / update-now-poll`.
+            let step = remaining.min(self.jitter.between(poll * 3 / 4, poll));
             self.interruptible(self.clock.sleep(step)).await?;
             if step == remaining {
                 return Ok(false);
@@ -729,12 +743,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.memory.canary.set(false);
             return n;
         }
-        let passed = match self.ecs("ListAttributes", || store.list_attribute(&self.names.status)).await {
-            Ok(attrs) => attrs
-                .iter()
-                .filter_map(|a| a.value.as_deref().and_then(Status::parse))
-                .filter(|st| st.running == version && st.result == "updated")
-                .count(),
+        // The marker each host writes with its `updated` status, listed by value: the first page
+        // answers, however large the fleet. A host updated by an agent without the marker is not
+        // counted, which only keeps the canary narrow for longer.
+        let enough = usize::try_from(canaries).unwrap_or(usize::MAX);
+        let passed = match self.ecs("ListAttributes", || store.list_attribute_value(&self.names.updated, version, enough)).await {
+            Ok(attrs) => attrs.len(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot count the canaries; one at a time meanwhile");
                 0
@@ -769,7 +783,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let Some(lease) = self.lease() else { return Ok(None) };
         // Recorded before the claim is written, so a crash in between still withdraws it.
         self.announce(flight)?;
-        let params = self.lease_params(self.cfg.cluster.max_concurrent);
+        let mut params = self.lease_params(self.cfg.cluster.max_concurrent);
+        if let Some(end) = flight.window_end {
+            // A waiter wakes no later than the update stops fitting in this window, so that it
+            // plans its place in the next window rather than sleep into it.
+            let fits_until = end.minus(self.cfg.maintenance.expected_duration);
+            params.wait_poll_max = params.wait_poll_max.min(fits_until.since(self.clock.now()).max(Duration::from_secs(60)));
+        }
         // A host that waits for a slot learns of a halt while it waits, not only once it holds one.
         let halted: std::cell::RefCell<Option<Outcome>> = Default::default();
         let gate = || async {
@@ -899,10 +919,28 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
     }
 
+    /// Waits until no task on the instance is left, renewing the claim meanwhile. Most looks are
+    /// one describe: while ECS still counts a task it means to keep running, the drain is not over
+    /// (a stale count only delays the end by a look). The task listing, which alone can say the
+    /// drain is over (it also shows tasks still stopping), is read when the count reaches zero and
+    /// at least every [`FULL_LOOK_EVERY`] (a standalone task, a timeout). Looks thin out as the
+    /// drain goes on, from `drain-poll-interval` to four times it.
     async fn wait_drained(&self, store: &S, mut held: Held) -> Step_<Held> {
         let c = &self.cfg.cluster;
         let start = self.clock.now();
+        let mut listed_at = start;
         loop {
+            let waited = self.clock.now().since(start);
+            if self.clock.now().since(listed_at) < FULL_LOOK_EVERY && waited < c.drain_timeout.min(c.standalone_task_timeout) {
+                let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
+                held = self.keep_claim_seen(held, &me.attributes).await?;
+                if me.running_tasks > 0 {
+                    tracing::debug!(running = me.running_tasks, waited_s = waited.as_secs(), "tasks still running");
+                    self.interruptible(self.clock.sleep(self.drain_pause(&held, waited))).await?;
+                    continue;
+                }
+            }
+            listed_at = self.clock.now();
             let tasks = self.ecs_or_undo("ListTasks", || store.running_tasks()).await?;
             let left = TasksLeft::of(&tasks);
             let waited = self.clock.now().since(start);
@@ -924,7 +962,34 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             tracing::info!(services = left.services, stopping = left.stopping, standalone = left.standalone,
                 waited_s = waited.as_secs(), "waiting for tasks to stop");
             held = self.keep_claim(held, ClaimPhase::Draining, c.lease_ttl).await?;
-            self.interruptible(self.clock.sleep(c.drain_poll_interval)).await?;
+            self.interruptible(self.clock.sleep(self.drain_pause(&held, waited))).await?;
+        }
+    }
+
+    /// The pause before the next look at the drain (see [`drain_pause`]).
+    fn drain_pause(&self, held: &Held, waited: Duration) -> Duration {
+        let c = &self.cfg.cluster;
+        let due = WallTime::from_secs(held.claim.expires_at).minus(c.lease_ttl / 2);
+        drain_pause(c.drain_poll_interval, waited, due.since(self.clock.now()))
+    }
+
+    /// [`Self::keep_claim`] in the draining phase against attributes just read: renews (one
+    /// write) only when less than half the claim's life is left.
+    async fn keep_claim_seen(&self, held: Held, attrs: &std::collections::BTreeMap<String, String>) -> Step_<Held> {
+        let Some(lease) = self.lease() else { return Ok(held) };
+        let ttl = self.cfg.cluster.lease_ttl;
+        let left = WallTime::from_secs(held.claim.expires_at).since(self.clock.now());
+        if held.claim.phase == ClaimPhase::Draining && left > ttl / 2 {
+            return Ok(held);
+        }
+        match self.interruptible(lease.renew_seen(attrs, &held, ClaimPhase::Draining, ttl, self.margin())).await? {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                let reason = format!("cannot keep the slot: {e}");
+                tracing::error!(reason = %reason, "stopping before any further side effect");
+                self.undo(&reason).await;
+                Err(failed(reason))
+            }
         }
     }
 
@@ -1683,7 +1748,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if self.memory.status.borrow().as_ref().is_some_and(|last| last.same_as(&st)) {
             return;
         }
-        let attrs = [(self.names.status.clone(), st.encode())];
+        let mut attrs = vec![(self.names.status.clone(), st.encode())];
+        if result == "updated" && running != "-" {
+            // In the same write: the marker the canary count lists by value.
+            attrs.push((self.names.updated.clone(), running.clone()));
+        }
         match self.ecs("PutAttributes", || store.put_attributes(&attrs)).await {
             Ok(()) => *self.memory.status.borrow_mut() = Some(st),
             Err(e) => tracing::warn!(error = %e, "cannot publish status attribute"),
@@ -1691,3 +1760,18 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_looks_thin_out_but_never_delay_a_renewal() {
+        let (poll, s) = (Duration::from_secs(15), Duration::from_secs);
+        assert_eq!(drain_pause(poll, s(0), s(600)), poll, "a fresh drain is looked at every poll");
+        assert_eq!(drain_pause(poll, s(90), s(600)), s(30), "a third of the time waited");
+        assert_eq!(drain_pause(poll, s(900), s(600)), s(60), "at most four polls");
+        assert_eq!(drain_pause(poll, s(900), s(20)), s(20), "no later than the renewal is due");
+        assert_eq!(drain_pause(poll, s(900), s(0)), poll, "a renewal due now waits one poll, as before");
+    }
+}

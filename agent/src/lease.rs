@@ -39,6 +39,9 @@ pub struct Names {
     pub update_now: String,
     /// The version whose update failed on this instance (`<prefix>.failed`).
     pub failed: String,
+    /// The version this instance last updated to and returned to service on (`<prefix>.updated`):
+    /// the canary count lists it by value, one call whatever the fleet's size.
+    pub updated: String,
     /// Cluster tag that stops new lease attempts fleet-wide (`<prefix>.paused`).
     pub paused_tag: String,
     /// Cluster tag that overrides N fleet-wide (`<prefix>.max-concurrent`).
@@ -78,6 +81,7 @@ impl Names {
             opt_out: n("opt-out"),
             update_now: n("update-now"),
             failed: n("failed"),
+            updated: n("updated"),
             paused_tag: n("paused"),
             max_concurrent_tag: n("max-concurrent"),
             rule_override: None,
@@ -250,6 +254,15 @@ impl LeaseParams {
         CensusScope { skew: self.skew, foreign_draining: self.foreign_draining }
     }
 
+    /// The longest pause between the fleet-wide gate (tags, failure markers, canary count) and
+    /// the census of one look: a quarter of the settle time, at most a second, so looks that
+    /// coincide across the fleet do not stack up in one second. Not inside the census: a pause
+    /// between reading the claims and writing ours would widen the window in which two hosts
+    /// both see a free slot (more lost races, each costing a claim, a count and a withdrawal).
+    pub fn pace(&self) -> Duration {
+        (self.settle / 4).min(Duration::from_secs(1))
+    }
+
     /// How long before a claim's expiry its holder must have finished writing a renewal, and
     /// must stop acting on it: readers may be `settle` behind the store, and clocks `skew` apart.
     pub fn margin(&self) -> Duration {
@@ -292,30 +305,36 @@ impl LeaseRule {
     }
 }
 
-/// How many waiters should look around each predicted release: at least two, and at least
-/// thirty per slot time across the fleet, so a freed slot seldom idles for more than a
-/// thirtieth of a slot time (predictions are rough), while a thousand waiters do not stampede.
-fn looks_per_release(n: u32) -> f64 {
-    (30.0 / f64::from(n.max(1))).max(2.0)
-}
+/// How many waiters should look around each predicted release: three, whatever N and the
+/// fleet's size. Every look costs the same few calls, so the fleet's rate of looks, not a
+/// host's, is what must stay flat. Predictions are rough (a slot takes 5-20 min) and the count
+/// of competitors is high (it includes hosts already done), so with two a freed slot often sat
+/// idle (makespan 1.2-1.9 x the lower bound in the simulator); three keep it at 1.1-1.3 x.
+const LOOKS_PER_RELEASE: f64 = 3.0;
 
-/// Status results of hosts that do not compete for a slot.
-const PARKED: [&str; 4] = ["opted-out", "quarantined", "rolled-back", "halted"];
+/// The longest sleep between looks at the cluster tags while the fleet is paused: an operator
+/// who resumes it should not wait for a long sleep to end.
+const PAUSED_POLL_MAX: Duration = Duration::from_secs(3600);
 
 /// What a waiter learnt while the cluster was full.
 #[derive(Clone, Debug, Default)]
 struct Waiting {
-    /// How many other hosts were behind on the target, and when they were counted.
+    /// How many other hosts were taken to compete, and when.
     behind: Option<(f64, WallTime)>,
-    /// The fraction of that count at or below which to count again (drawn per count, so
-    /// waiters that counted together do not count again together).
-    recount_at: f64,
 }
 
 impl Waiting {
-    fn counted(&mut self, behind: f64, now: WallTime, jitter: &Jitter) {
-        self.behind = Some((behind, now));
-        self.recount_at = 0.35 + jitter.up_to(Duration::from_millis(300)).as_secs_f64();
+    /// Takes `fresh` competitors from `now` on. A count taken again (the estimate ran out while
+    /// this host still waits: the rollout is slower than N per slot time) is at most a quarter of
+    /// the last, as the instance count alone cannot say how many are left: the estimate falls
+    /// through the tail of the rollout, and the waiters' looks per release grow with it only by a
+    /// bounded factor.
+    fn counted(&mut self, fresh: f64, now: WallTime) {
+        let count = match self.behind {
+            Some((last, _)) => fresh.min(last / 4.0),
+            None => fresh,
+        };
+        self.behind = Some((count, now));
     }
 
     /// How many still compete: the count less the releases expected since (`n` per slot time).
@@ -325,21 +344,15 @@ impl Waiting {
         (counted - served).max(0.0)
     }
 
-    /// Whether to count again: never counted, or the estimate has fallen to about half of a
-    /// count larger than N (so a waiter counts a few times over a long wait, each count cheaper
-    /// than the last, and an estimate that ran out too early cannot make every waiter aim at the
-    /// same release).
+    /// Whether to count again: never counted, or the estimate from a count larger than N has run
+    /// out (so that an estimate that ran out too early cannot make every waiter aim at the same
+    /// release).
     fn needs_count(&self, now: WallTime, slot: Duration, n: u32) -> bool {
         match self.behind {
             None => true,
-            Some((counted, _)) => counted > f64::from(n) && self.competing(now, slot, n) <= counted * self.recount_at,
+            Some((counted, _)) => counted > f64::from(n) && self.competing(now, slot, n) <= f64::from(n),
         }
     }
-}
-
-/// Whether a status value names a host that still has to move to `target` (and is not parked).
-fn status_competes(value: &str, target: &str) -> bool {
-    crate::status::Status::parse(value).is_some_and(|s| s.running != target && !PARKED.contains(&s.result.as_str()))
 }
 
 /// How long a slot lasts, judged from the holders: at least the oldest holder's age, twice
@@ -562,6 +575,13 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         Ok(self.sort(claims, markers, draining, scope.skew))
     }
 
+    /// A random pause of up to `pace` between the calls of one look.
+    async fn pause(&self, pace: Duration) {
+        if !pace.is_zero() {
+            self.clock.sleep(self.jitter.between(pace / 2, pace)).await;
+        }
+    }
+
     async fn list(&self, name: &str) -> Result<Vec<Attribute>, LeaseError> {
         let attrs = with_retry(self.clock, self.jitter, &self.retry, "ListAttributes", || self.store.list_attribute(name)).await?;
         Ok(attrs.into_iter().filter(|a| a.name == name).collect())
@@ -592,16 +612,18 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         loop {
             // The cluster tags may pause the fleet or change N; None means paused.
             let Some(n) = paused().await? else {
-                let wait = self.jitter.between(params.wait_poll_max / 2, params.wait_poll_max);
+                let cap = params.wait_poll_max.min(PAUSED_POLL_MAX);
+                let wait = self.jitter.between(cap / 2, cap);
                 tracing::info!(wait_s = wait.as_secs(), "fleet is paused by cluster tag; not claiming");
                 self.clock.sleep(wait).await;
                 continue;
             };
             let n = n.max(1);
+            self.pause(params.pace()).await;
             let before = self.census(params.scope()).await?;
             if before.taken() as u32 >= n {
                 let holders = before.holders();
-                let wait = self.wait_while_full(params, &before, target, n, &mut estimate).await;
+                let wait = self.wait_while_full(params, &before, n, &mut estimate).await;
                 tracing::info!(taken = before.taken(), max = n, holders = %holders.join(", "), wait_s = wait.as_secs(),
                     "cluster full; waiting for a slot");
                 waiting(holders).await;
@@ -639,13 +661,16 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
 
     /// How long to sleep while `census` shows the cluster full, from the holders' claims and (on
     /// long waits) a count of the hosts competing for the same slots.
-    async fn wait_while_full(&self, params: &LeaseParams, census: &Census, target: &str, n: u32, estimate: &mut Waiting) -> Duration {
+    async fn wait_while_full(&self, params: &LeaseParams, census: &Census, n: u32, estimate: &mut Waiting) -> Duration {
         let claims: Vec<&Claim> = census.occupied.iter().filter_map(|s| s.claim.as_ref().ok()).collect();
         let slot = slot_estimate(&claims, self.clock.now(), params.ttl);
+        // Slots free at the fleet's rate, not the canary's: once the canary is through, N hosts
+        // are served per slot time.
+        let n = n.max(params.max_concurrent).max(1);
         let competing = if params.wait_poll_max > slot {
             if estimate.needs_count(self.clock.now(), slot, n) {
-                if let Some(counted) = self.hosts_behind(target).await {
-                    estimate.counted(counted, self.clock.now(), self.jitter);
+                if let Some(counted) = self.competitors().await {
+                    estimate.counted(counted, self.clock.now());
                 }
             }
             estimate.competing(self.clock.now(), slot, n)
@@ -656,50 +681,49 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         self.full_wait(params, &claims, slot, competing, n)
     }
 
-    /// How many other hosts are behind on `target` and so compete for the same slots, from the
-    /// `<prefix>.status` attribute every agent publishes (opted-out and quarantined hosts do not
-    /// compete); `None` if it cannot be read (the next look tries again).
-    async fn hosts_behind(&self, target: &str) -> Option<f64> {
-        let read = with_retry(self.clock, self.jitter, &self.retry, "ListAttributes", || {
-            self.store.list_attribute(&self.names.status)
-        })
-        .await;
-        let attrs = match read {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot count the hosts behind; aiming at the next releases meanwhile");
-                return None;
+    /// How many other hosts may compete for the same slots: every other registered instance
+    /// (DescribeClusters, one call whatever the fleet's size). It over-counts hosts that are
+    /// already up to date, opted out or halted, which only makes a waiter look a little less
+    /// often; the estimate runs down by the releases seen since, so the tail of a rollout is
+    /// looked after by the next releases. `None` if it cannot be read (the next look tries again).
+    async fn competitors(&self) -> Option<f64> {
+        let read = with_retry(self.clock, self.jitter, &self.retry, "DescribeClusters", || self.store.instance_count()).await;
+        match read {
+            Ok(count) => {
+                let others = count.saturating_sub(1);
+                tracing::info!(others, "instances in the cluster that may compete for slots");
+                Some(others as f64)
             }
-        };
-        let me = self.store.instance_arn();
-        let behind = attrs
-            .iter()
-            .filter(|a| a.target != me && a.name == self.names.status)
-            .filter(|a| status_competes(a.value.as_deref().unwrap_or(""), target))
-            .count();
-        tracing::info!(behind, target, "hosts behind on the target, competing for slots");
-        Some(behind as f64)
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the instances; aiming at the next releases meanwhile");
+                None
+            }
+        }
     }
 
     /// How long to sleep while the cluster is full.
     ///
     /// The claims say when slots may free up: a holder may finish one slot time after it claimed
-    /// (the slot time judged from the holders' ages), and sooner once rebooting or verifying.
-    /// With `competing` other hosts after the same slots, this host aims at a random one of the
-    /// next predicted releases, so that a few waiters look around each release
-    /// ([`looks_per_release`]) rather than all of them around every release. Looks are spread
-    /// over one release interval centred on the prediction, and no sleep exceeds
-    /// `wait_poll_max`, which also bounds the cost of a wrong count.
+    /// (the slot time judged from the holders' ages), and sooner once rebooting or verifying;
+    /// past the releases in view, further slots free at `n` per slot time. With `competing`
+    /// other hosts after the same slots, this host aims at a random one of the next predicted
+    /// releases, so that a few waiters ([`LOOKS_PER_RELEASE`]) look around each release rather than
+    /// all of them around every release: a waiter's rate of looks falls as the fleet grows. Looks
+    /// are spread over one release interval around the prediction, and no sleep exceeds
+    /// `wait_poll_max`.
     fn full_wait(&self, params: &LeaseParams, claims: &[&Claim], slot: Duration, competing: f64, n: u32) -> Duration {
         let releases = release_times(claims, self.clock.now(), slot);
-        // Saturates for an unbounded count: every release is then far beyond the cap.
-        let ahead = (competing / looks_per_release(n)).ceil().max(1.0) as u64;
-        let k = self.jitter.next_u64() % ahead;
-        // Past the releases in view, each further round of slots takes one more slot time.
-        let len = releases.len() as u64;
-        let rounds = u32::try_from(k / len).unwrap_or(u32::MAX);
-        let target = releases[(k % len) as usize].saturating_add(slot.saturating_mul(rounds));
         let interval = slot / n.max(1);
+        // Saturates for an unbounded count: every release is then far beyond the cap.
+        let ahead = (competing / LOOKS_PER_RELEASE).ceil().max(1.0) as u64;
+        let k = self.jitter.next_u64() % ahead;
+        let target = match releases.get(k as usize) {
+            Some(t) => *t,
+            None => {
+                let beyond = u32::try_from(k + 1 - releases.len() as u64).unwrap_or(u32::MAX);
+                releases[releases.len() - 1].saturating_add(interval.saturating_mul(beyond))
+            }
+        };
         let cap = params.wait_poll_max;
         if target.saturating_add(interval / 2) >= cap {
             return self.jitter.between(cap / 2, cap);
@@ -889,17 +913,6 @@ mod tests {
     }
 
     #[test]
-    fn only_hosts_behind_and_not_parked_compete() {
-        assert!(status_competes("v1:idle:1.26.0:-:up-to-date", "1.27.0"));
-        assert!(status_competes("v1:draining:1.26.0:1.27.0:in-progress", "1.27.0"));
-        assert!(status_competes("v1:idle:1.26.0:-:skipped-standalone-tasks", "1.27.0"));
-        assert!(!status_competes("v1:idle:1.27.0:-:updated", "1.27.0"));
-        assert!(!status_competes("v1:idle:1.26.0:-:opted-out", "1.27.0"));
-        assert!(!status_competes("v1:idle:1.26.0:-:quarantined", "1.27.0"));
-        assert!(!status_competes("garbage", "1.27.0"));
-    }
-
-    #[test]
     fn slot_time_and_releases_follow_the_holders() {
         let now = WallTime::from_secs(10_000);
         let ttl = Duration::from_secs(600);
@@ -919,23 +932,25 @@ mod tests {
     }
 
     #[test]
-    fn the_count_of_competitors_runs_down_and_is_taken_again_at_about_half() {
+    fn the_count_of_competitors_runs_down_and_a_recount_falls_by_a_quarter() {
         let t0 = WallTime::from_secs(0);
         let slot = Duration::from_secs(600);
         let mut w = Waiting::default();
         assert!(w.needs_count(t0, slot, 100));
         assert_eq!(w.competing(t0, slot, 100), 100.0, "unknown: as many as the slots");
-        w.counted(1000.0, t0, &Jitter::seeded(1));
-        assert!((0.35..=0.65).contains(&w.recount_at));
+        w.counted(1000.0, t0);
         // A hundred slots turn over every 600 s: a hundred served per slot time.
         assert_eq!(w.competing(t0.plus(slot * 3), slot, 100), 700.0);
         assert!(!w.needs_count(t0.plus(slot * 3), slot, 100));
-        assert!(w.needs_count(t0.plus(slot * 7), slot, 100));
+        assert!(!w.needs_count(t0.plus(slot * 8), slot, 100), "200 left by the estimate");
+        assert!(w.needs_count(t0.plus(slot * 9), slot, 100), "run out to N");
         assert_eq!(w.competing(t0.plus(slot * 20), slot, 100), 0.0);
-        w.counted(80.0, t0, &Jitter::seeded(1));
+        let later = t0.plus(slot * 9);
+        w.counted(1000.0, later);
+        assert_eq!(w.competing(later, slot, 100), 250.0, "the same instance count again: a quarter of the last");
+        w.counted(80.0, later);
+        assert_eq!(w.competing(later, slot, 100), 62.5, "a smaller count than the last, still falling");
         assert!(!w.needs_count(t0.plus(slot * 20), slot, 100), "a count within N is not taken again");
-        assert_eq!(looks_per_release(1), 30.0);
-        assert_eq!(looks_per_release(50), 2.0);
     }
 
     #[test]
@@ -970,7 +985,7 @@ mod tests {
             }
             for (counted, at) in [(1e9, WallTime(i64::MIN)), (f64::MAX, WallTime(i64::MAX)), (5.0, now)] {
                 let mut w = Waiting::default();
-                w.counted(counted, at, &Jitter::seeded(3));
+                w.counted(counted, at);
                 for slot in [Duration::from_secs(60), Duration::MAX] {
                     let c = w.competing(now, slot, 1000);
                     assert!((0.0..=counted).contains(&c), "{c}");

@@ -160,6 +160,48 @@ impl EcsStore {
         Ok(found)
     }
 
+    /// ListAttributes filtered by name and value, page by page until `enough` were found.
+    async fn list_attribute_value_pages(&self, name: &str, value: &str, enough: usize) -> Result<Vec<Attribute>, ClusterError> {
+        const OP: &str = "ListAttributes";
+        let mut found: Vec<Attribute> = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..self.max_pages {
+            let out = self
+                .client
+                .list_attributes()
+                .cluster(&self.cluster)
+                .target_type(TargetType::ContainerInstance)
+                .attribute_name(name)
+                .attribute_value(value)
+                .max_results(self.page_size)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify(OP, e))?;
+            for a in out.attributes() {
+                found.push(attribute_from_sdk(name, a)?);
+            }
+            match out.next_token() {
+                Some(next) if !next.is_empty() && found.len() < enough => token = Some(next.to_owned()),
+                _ => return Ok(found),
+            }
+        }
+        Err(ClusterError::Incomplete { op: OP, message: format!("attribute {name}={value}: still more after {} page(s)", self.max_pages) })
+    }
+
+    /// DescribeClusters: the count of registered container instances.
+    async fn registered_count(&self) -> Result<u64, ClusterError> {
+        const OP: &str = "DescribeClusters";
+        let out = self.client.describe_clusters().clusters(&self.cluster).send().await.map_err(|e| classify(OP, e))?;
+        if let Some(failure) = out.failures().first() {
+            return Err(rejected_by_failure(OP, failure));
+        }
+        let count = out.clusters().first().map(|c| c.registered_container_instances_count()).ok_or_else(|| {
+            ClusterError::Rejected { op: OP, code: "MissingCluster".into(), message: format!("no cluster {} in the answer", self.cluster) }
+        })?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// ListTasks for this instance and one desired status, every page.
     async fn task_arns(&self, desired: DesiredStatus) -> Result<Vec<String>, ClusterError> {
         const OP: &str = "ListTasks";
@@ -227,6 +269,14 @@ impl ClusterStore for EcsStore {
 
     async fn list_attribute(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
         self.list_attribute_pages(name).await
+    }
+
+    async fn list_attribute_value(&self, name: &str, value: &str, enough: usize) -> Result<Vec<Attribute>, ClusterError> {
+        self.list_attribute_value_pages(name, value, enough).await
+    }
+
+    async fn instance_count(&self) -> Result<u64, ClusterError> {
+        self.registered_count().await
     }
 
     async fn put_attributes(&self, attrs: &[(String, String)]) -> Result<(), ClusterError> {

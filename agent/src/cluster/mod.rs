@@ -168,6 +168,18 @@ pub trait ClusterStore {
     fn instance_arn(&self) -> &str;
     /// Every instance's attribute called `name`: ListAttributes filtered by that name, every page.
     fn list_attribute(&self, name: &str) -> impl Future<Output = Result<Vec<Attribute>, ClusterError>>;
+    /// The instances whose attribute `name` is exactly `value`, page by page until at least
+    /// `enough` were found or the listing ends (ListAttributes filtered by name and value): a
+    /// count that only has to reach a threshold need not read a whole fleet's pages.
+    fn list_attribute_value(
+        &self,
+        name: &str,
+        value: &str,
+        enough: usize,
+    ) -> impl Future<Output = Result<Vec<Attribute>, ClusterError>>;
+    /// How many container instances the cluster has registered (DescribeClusters: one call,
+    /// whatever the fleet's size).
+    fn instance_count(&self) -> impl Future<Output = Result<u64, ClusterError>>;
     /// Create or replace attributes on this instance (blind write; at most 10 per call).
     fn put_attributes(&self, attrs: &[(String, String)]) -> impl Future<Output = Result<(), ClusterError>>;
     /// Remove attributes from this instance by name; removing a missing one is not an error.
@@ -193,6 +205,17 @@ impl<T: ClusterStore> ClusterStore for &T {
     }
     fn list_attribute(&self, name: &str) -> impl Future<Output = Result<Vec<Attribute>, ClusterError>> {
         (**self).list_attribute(name)
+    }
+    fn list_attribute_value(
+        &self,
+        name: &str,
+        value: &str,
+        enough: usize,
+    ) -> impl Future<Output = Result<Vec<Attribute>, ClusterError>> {
+        (**self).list_attribute_value(name, value, enough)
+    }
+    fn instance_count(&self) -> impl Future<Output = Result<u64, ClusterError>> {
+        (**self).instance_count()
     }
     fn put_attributes(&self, attrs: &[(String, String)]) -> impl Future<Output = Result<(), ClusterError>> {
         (**self).put_attributes(attrs)

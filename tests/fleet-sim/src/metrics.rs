@@ -147,3 +147,29 @@ pub fn human(d: Duration) -> String {
         format!("{h}h{min:02}")
     }
 }
+
+/// Calls per host update counted from the moment each host decides to update (its first look
+/// at the failure markers or claims after publication) to the release of its slot: its own
+/// calls only, waiting for the slot included, the idle hosts' calls left out. Also those calls
+/// by operation, per update.
+pub fn calls_per_own_update(trace: &Trace) -> (f64, std::collections::BTreeMap<&'static str, f64>) {
+    let phases = trace.phases();
+    let mut by_host: Vec<Vec<&crate::trace::CallRecord>> = vec![vec![]; trace.hosts.len()];
+    for c in &trace.calls {
+        by_host[c.host].push(c);
+    }
+    let (mut updates, mut total) = (0u64, 0u64);
+    let mut ops: std::collections::BTreeMap<&'static str, u64> = std::collections::BTreeMap::new();
+    for (host, p) in phases.iter().enumerate() {
+        let Some(end) = p.slots.iter().map(|s| s.end).max() else { continue };
+        let calls = &by_host[host];
+        let Some(start) = calls.iter().find(|c| c.at >= trace.published && c.op == "ListAttributes").map(|c| c.at) else { continue };
+        updates += 1;
+        for c in calls.iter().filter(|c| c.at >= start && c.at <= end) {
+            total += 1;
+            *ops.entry(c.op).or_default() += 1;
+        }
+    }
+    let per = |n: u64| if updates == 0 { 0.0 } else { n as f64 / updates as f64 };
+    (per(total), ops.into_iter().map(|(op, n)| (op, per(n))).collect())
+}

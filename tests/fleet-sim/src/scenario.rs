@@ -50,6 +50,9 @@ pub struct FaultPlan {
     pub staleness: Duration,
     /// Every Nth ECS call fleet-wide is throttled (0: never).
     pub throttle_every: u64,
+    /// ECS's documented token buckets, of which the agents get this share (the account's
+    /// other callers take the rest); 0: no buckets.
+    pub bucket_share: f64,
     /// Mean number of agent crashes (future dropped, restart from the journal) per host.
     pub crashes_per_host: f64,
     /// Mean number of SIGTERMs (agent undoes and is restarted) per host.
@@ -125,6 +128,7 @@ impl FaultPlan {
             clock_skew: Duration::ZERO,
             staleness: Duration::ZERO,
             throttle_every: 0,
+            bucket_share: 0.0,
             crashes_per_host: 0.0,
             sigterms_per_host: 0.0,
             interruption_window: Duration::ZERO,
@@ -167,6 +171,7 @@ impl FaultPlan {
             clock_skew: Duration::from_secs(12),
             staleness: Duration::from_secs(8),
             throttle_every: 40,
+            bucket_share: 0.0,
             crashes_per_host: 0.5,
             sigterms_per_host: 0.3,
             interruption_window: 6 * 3600 * Duration::from_secs(1),

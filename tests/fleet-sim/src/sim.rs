@@ -75,6 +75,63 @@ pub fn run(scenario: &Scenario) -> Result<Run, SimError> {
     Ok(Run { scenario: scenario.clone(), trace, wall: started.elapsed(), finished, at_publication })
 }
 
+/// What idle hosts cost: calls by operation over the measured days, and the settings.
+#[derive(Clone, Debug)]
+pub struct Idle {
+    /// Calls over the measured days, by operation (all hosts).
+    pub calls: std::collections::BTreeMap<&'static str, u64>,
+    /// The most calls fleet-wide within any one second of the measured days.
+    pub peak_per_s: u64,
+    /// The check interval the hosts used (the default).
+    pub check_interval: Duration,
+    /// How often they looked for the update-now attribute (the default).
+    pub update_now_poll: Duration,
+    /// Wall-clock time of the simulation.
+    pub wall: Duration,
+}
+
+/// Runs `hosts` agents with the default configuration and nothing to update for a day of
+/// warm-up and then `days` days, and counts their ECS calls over those days.
+pub fn idle_cost(hosts: usize, seed: u64, days: u32) -> Result<Idle, SimError> {
+    let started = std::time::Instant::now();
+    let defaults = agent::config::Config::default();
+    let sc = Scenario { check_interval: defaults.check_interval, update_now_poll: defaults.maintenance.update_now_poll, ..Scenario::realistic(hosts, 1, seed) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()?;
+    let (calls, peak_per_s) = rt.block_on(async {
+        let t0 = Instant::now();
+        let rng = Jitter::seeded(sc.seed);
+        let ecs = FakeEcs::new("fleet", mix(sc.seed, 0xec5));
+        ecs.set_faults(EcsFaults { latency: sc.ecs_latency, ..EcsFaults::default() });
+        let built: Vec<SimHost> = (0..sc.hosts).map(|i| build_host(&sc, &ecs, &rng, i, false)).collect();
+        let mut plans: Vec<DaemonPlan> = (0..sc.hosts).map(|i| daemon_plan(&sc, &built[i].plan, t0, i)).collect();
+        let (trigger, stop) = Shutdown::new();
+        let day = Duration::from_secs(86_400);
+        let (from, to) = (t0 + day, t0 + day * (1 + days));
+        let daemons = futures_util::future::join_all(built.iter().zip(plans.iter_mut()).map(|(h, plan)| {
+            let boot = rng.up_to(sc.check_interval);
+            let stop = stop.clone();
+            async move {
+                tokio::time::sleep(boot).await;
+                h.node.run_daemon_with(plan, stop).await;
+            }
+        }));
+        let timer = async {
+            tokio::time::sleep_until(to).await;
+            trigger.fire();
+        };
+        tokio::join!(daemons, timer);
+        let mut calls = std::collections::BTreeMap::new();
+        let mut times = vec![];
+        for c in ecs.call_log().into_iter().filter(|c| c.at >= from && c.at < to) {
+            *calls.entry(c.op).or_default() += 1;
+            times.push(c.at.duration_since(t0).as_millis() as Ms);
+        }
+        times.sort_unstable();
+        (calls, crate::metrics::peak_within(&times, 1000))
+    });
+    Ok(Idle { calls, peak_per_s, check_interval: sc.check_interval, update_now_poll: sc.update_now_poll, wall: started.elapsed() })
+}
+
 /// One host as built for a run.
 struct SimHost {
     node: Node,
@@ -93,6 +150,7 @@ async fn simulate(sc: &Scenario) -> (Trace, bool, Vec<InstanceRecord>) {
     ecs.set_faults(EcsFaults {
         staleness: f.staleness,
         throttle_every: f.throttle_every,
+        bucket_share: f.bucket_share,
         latency: sc.ecs_latency,
         slow_write_chance: f.slow_write_chance,
         slow_write: f.slow_write.lo,

@@ -92,9 +92,12 @@ fn no_violation_with_every_fault_over_many_seeds() {
 
 #[test]
 fn a_settle_time_shorter_than_the_staleness_is_caught() {
-    // Forty hosts ask at the same instant; reads may lag 30 s, claims are counted after 1 s.
+    // Forty hosts ask at the same instant (the same check, the same download time: waiters now
+    // spread their looks, so only a common start makes them race); reads may lag 30 s, claims
+    // are counted after 1 s.
     let scenario = |settle: u64, seed: u64| Scenario {
         same_instant: true,
+        prepare_time: fleet_sim::scenario::Span::exactly(Duration::from_secs(60)),
         settle: Duration::from_secs(settle),
         faults: fleet_sim::scenario::FaultPlan { staleness: Duration::from_secs(30), ..Default::default() },
         ..Scenario::realistic(40, 2, seed)
@@ -119,6 +122,10 @@ fn lowest_claim_wins_is_caught_where_counting_others_is_safe() {
     // differently, which the count rule survives and the tie-break does not.
     let scenario = |rule: LeaseRule, seed: u64| {
         let mut sc = Scenario::realistic(60, 1, seed);
+        // A common start (the same check, the same download time): waiters spread their looks,
+        // so only hosts that reach the lease together race.
+        sc.same_instant = true;
+        sc.prepare_time = fleet_sim::scenario::Span::exactly(Duration::from_secs(60));
         sc.rule = rule;
         sc.faults.staleness = Duration::from_secs(9);
         sc.faults.clock_skew = Duration::from_secs(15);

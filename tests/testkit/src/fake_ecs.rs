@@ -68,6 +68,28 @@ pub struct EcsFaults {
     pub status_lag: Duration,
     /// ListAttributes and ListContainerInstances fail as a listing cut short.
     pub incomplete_lists: bool,
+    /// ECS's request throttling: the share of each documented token bucket (burst and refill)
+    /// left to the agents, the rest taken by the account's other callers (0: no throttling).
+    pub bucket_share: f64,
+}
+
+/// The documented request-rate bucket of `op` (ECS developer guide, "Request throttling for
+/// the Amazon ECS API"): its group, capacity (burst) and refill per second (sustained).
+pub fn bucket_of(op: &str) -> (&'static str, f64, f64) {
+    match op {
+        "PutAttributes" | "DeleteAttributes" | "UpdateContainerInstancesState" => ("cluster resource modify", 100.0, 40.0),
+        "ListTagsForResource" => ("tag read", 50.0, 20.0),
+        "DescribeClusters" => ("cluster read", 50.0, 20.0),
+        // DescribeContainerInstances, DescribeTasks, ListAttributes, ListContainerInstances, ListTasks.
+        _ => ("cluster resource read", 100.0, 20.0),
+    }
+}
+
+/// One token bucket: tokens left, and when it was last refilled.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
 }
 
 /// How often the injected faults of [`EcsFaults`] and the stop time took effect, so that a run
@@ -81,6 +103,8 @@ pub struct FaultTally {
     pub stale_status_reads: u64,
     /// Task listings that included a task still stopping ([`FakeEcs::set_stop_time`]).
     pub stopping_tasks_listed: u64,
+    /// Calls refused by an empty token bucket ([`EcsFaults::bucket_share`]).
+    pub throttled: u64,
 }
 
 /// Who changed the cluster.
@@ -260,6 +284,11 @@ struct State {
     /// PutAttributes calls so far (for the slow-write fault).
     puts: u64,
     tally: FaultTally,
+    /// The token buckets, by group (only with [`EcsFaults::bucket_share`]).
+    buckets: BTreeMap<&'static str, Bucket>,
+    /// Instances ever set DRAINING that a read may still see so: a listing of the DRAINING
+    /// instances of a large fleet looks at these only.
+    drained_ever: BTreeSet<Rc<str>>,
 }
 
 impl State {
@@ -270,7 +299,30 @@ impl State {
         self.call_log.push(CallRecord { at: Instant::now(), op, instance });
     }
 
+    /// Takes a token from `op`'s bucket; false (and tallied) when it is empty.
+    fn take_token(&mut self, op: &str) -> bool {
+        let share = self.faults.bucket_share;
+        if share <= 0.0 {
+            return true;
+        }
+        let (group, capacity, refill) = bucket_of(op);
+        let (capacity, refill) = (capacity * share, refill * share);
+        let now = Instant::now();
+        let b = self.buckets.entry(group).or_insert(Bucket { tokens: capacity, at: now });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * refill).min(capacity);
+        b.at = now;
+        if b.tokens < 1.0 {
+            self.tally.throttled += 1;
+            return false;
+        }
+        b.tokens -= 1.0;
+        true
+    }
+
     fn record(&mut self, at: Instant, instance: &Rc<str>, by: Actor, change: EcsChange) {
+        if change == EcsChange::Status(InstanceStatus::Draining) {
+            self.drained_ever.insert(instance.clone());
+        }
         self.settle(at);
         if let EcsChange::Put { name, .. } | EcsChange::Delete { name } = &change {
             self.visible.entry(name.clone()).or_default().insert(instance.clone());
@@ -375,6 +427,8 @@ impl FakeEcs {
             max_staleness: Duration::ZERO,
             puts: 0,
             tally: FaultTally::default(),
+            buckets: BTreeMap::new(),
+            drained_ever: BTreeSet::new(),
         })))
     }
 
@@ -639,7 +693,7 @@ impl FakeEcs {
             return Err(ClusterError::Unavailable { op, message: "Service unavailable".into() });
         }
         let every = s.faults.throttle_every;
-        if every > 0 && s.total_calls.is_multiple_of(every) {
+        if (every > 0 && s.total_calls.is_multiple_of(every)) || !s.take_token(op) {
             return Err(ClusterError::Throttled { op, message: "Rate exceeded".into() });
         }
         Ok(())
@@ -647,14 +701,20 @@ impl FakeEcs {
 
     /// Counts `extra` further calls of `op` by `arn`, each taking the injected latency: the
     /// further pages and batches one [`ClusterStore`] method costs.
-    async fn extra_calls(&self, op: &'static str, arn: &str, extra: usize) {
+    /// A further page refused by its bucket fails the whole listing, as in the real store.
+    async fn extra_calls(&self, op: &'static str, arn: &str, extra: usize) -> Result<(), ClusterError> {
         for _ in 0..extra {
             let latency = self.0.borrow().faults.latency;
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            self.0.borrow_mut().count_call(op, arn);
+            let mut s = self.0.borrow_mut();
+            s.count_call(op, arn);
+            if !s.take_token(op) {
+                return Err(ClusterError::Throttled { op, message: "Rate exceeded".into() });
+            }
         }
+        Ok(())
     }
 }
 
@@ -729,8 +789,35 @@ impl ClusterStore for FakeEcsHost {
             (found, pages)
         };
         // ECS answers at most 100 attributes per page; every further page is another request.
-        self.ecs.extra_calls("ListAttributes", &self.arn, pages.saturating_sub(1)).await;
+        self.ecs.extra_calls("ListAttributes", &self.arn, pages.saturating_sub(1)).await?;
         Ok(found)
+    }
+
+    async fn list_attribute_value(&self, name: &str, value: &str, enough: usize) -> Result<Vec<Attribute>, ClusterError> {
+        self.ecs.enter("ListAttributes", &self.arn).await?;
+        self.ecs.complete_or_fail("ListAttributes")?;
+        let found: Vec<Attribute> = {
+            let mut s = self.ecs.0.borrow_mut();
+            let lag = s.jitter.up_to(s.faults.staleness);
+            let now = Instant::now();
+            let at = now.checked_sub(lag).unwrap_or(now);
+            let State { visible, instances, .. } = &mut *s;
+            let Some(candidates) = visible.get(name) else { return Ok(vec![]) };
+            candidates
+                .iter()
+                .filter(|arn| instances.get(&***arn).and_then(|i| i.as_of(name, at)).is_some_and(|v| v == value))
+                .map(|arn| Attribute { target: arn.to_string(), name: name.into(), value: Some(value.into()) })
+                .collect()
+        };
+        // Pages of 100 until `enough` were seen: the real store stops there too.
+        let pages = found.len().min(enough.max(1)).div_ceil(LIST_PAGE).max(1);
+        self.ecs.extra_calls("ListAttributes", &self.arn, pages - 1).await?;
+        Ok(found.into_iter().take(pages * LIST_PAGE).collect())
+    }
+
+    async fn instance_count(&self) -> Result<u64, ClusterError> {
+        self.ecs.enter("DescribeClusters", &self.arn).await?;
+        Ok(self.ecs.0.borrow().instances.len() as u64)
     }
 
     async fn put_attributes(&self, attrs: &[(String, String)]) -> Result<(), ClusterError> {
@@ -852,8 +939,8 @@ impl ClusterStore for FakeEcsHost {
         if tasks.iter().any(|t| t.stopping) {
             self.ecs.0.borrow_mut().tally.stopping_tasks_listed += 1;
         }
-        self.ecs.extra_calls(OP, &self.arn, list_calls - 1).await;
-        self.ecs.extra_calls("DescribeTasks", &self.arn, describe_calls).await;
+        self.ecs.extra_calls(OP, &self.arn, list_calls - 1).await?;
+        self.ecs.extra_calls("DescribeTasks", &self.arn, describe_calls).await?;
         Ok(tasks)
     }
 
@@ -862,18 +949,25 @@ impl ClusterStore for FakeEcsHost {
         self.ecs.enter(OP, &self.arn).await?;
         self.ecs.complete_or_fail(OP)?;
         let found: Vec<String> = {
-            let s = self.ecs.0.borrow();
+            let mut s = self.ecs.0.borrow_mut();
             // As stale as attribute reads: a status change younger than the lag may be missed.
             let lag = s.jitter.up_to(s.faults.staleness);
             let now = Instant::now();
             let at = now.checked_sub(lag).unwrap_or(now);
-            s.instances
+            let horizon = now.checked_sub(s.max_staleness).unwrap_or(now);
+            let State { drained_ever, instances, .. } = &mut *s;
+            // An instance no longer DRAINING since before any read can reach back is gone for good.
+            drained_ever.retain(|arn| {
+                instances.get(&**arn).is_some_and(|i| i.status == InstanceStatus::Draining || i.status_log.last().is_some_and(|(t, _)| *t >= horizon))
+            });
+            drained_ever
                 .iter()
+                .filter_map(|arn| instances.get(&**arn).map(|i| (arn, i)))
                 .filter(|(_, i)| i.status_as_of(at) == Some(&InstanceStatus::Draining))
-                .map(|(a, _)| a.clone())
+                .map(|(arn, _)| arn.to_string())
                 .collect()
         };
-        self.ecs.extra_calls(OP, &self.arn, found.len().div_ceil(LIST_PAGE).saturating_sub(1)).await;
+        self.ecs.extra_calls(OP, &self.arn, found.len().div_ceil(LIST_PAGE).saturating_sub(1)).await?;
         Ok(found)
     }
 

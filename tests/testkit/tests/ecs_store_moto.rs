@@ -71,6 +71,34 @@ async fn list_attribute_filters_by_name_and_cluster() {
 }
 
 #[tokio::test]
+async fn a_listing_by_value_stops_at_enough_and_the_instance_count_is_one_call() {
+    let moto = moto();
+    let seeded = seed(&moto, "marks", 30);
+    for (i, arn) in seeded.instances.iter().enumerate() {
+        let version = if i % 3 == 0 { "1.27.0" } else { "1.26.0" };
+        store(&moto, "marks", arn).put_attributes(&[pair("br-update.updated", version)]).await.expect("put marker");
+    }
+    let me = &seeded.instances[1];
+
+    reset_calls(&moto);
+    let all = store(&moto, "marks", me).list_attribute_value("br-update.updated", "1.27.0", usize::MAX).await.expect("list by value");
+    assert_eq!(all.len(), 10, "only the instances whose value matches: {all:?}");
+    assert!(all.iter().all(|a| a.value.as_deref() == Some("1.27.0")));
+    assert_eq!(calls(&moto, "ListAttributes"), 1);
+
+    reset_calls(&moto);
+    let some = store(&moto, "marks", me).with_page_size(3).list_attribute_value("br-update.updated", "1.27.0", 2).await.expect("enough");
+    assert_eq!((some.len(), calls(&moto, "ListAttributes")), (3, 1), "one page of 3 already holds the 2 asked for");
+    reset_calls(&moto);
+    let every = store(&moto, "marks", me).with_page_size(3).list_attribute_value("br-update.updated", "1.27.0", 10).await.expect("all");
+    assert_eq!((every.len(), calls(&moto, "ListAttributes")), (10, 4), "ceil(10 / 3) pages");
+
+    reset_calls(&moto);
+    assert_eq!(store(&moto, "marks", me).instance_count().await.expect("count"), 30);
+    assert_eq!(calls(&moto, "DescribeClusters"), 1);
+}
+
+#[tokio::test]
 async fn list_attribute_follows_every_page() {
     let moto = moto();
     let seeded = seed(&moto, "big", 130);

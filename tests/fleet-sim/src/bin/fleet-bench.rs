@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use agent::config::parse_duration;
 use fleet_sim::check::{self, Violation};
-use fleet_sim::metrics::{human, Figures};
+use fleet_sim::metrics::{calls_per_own_update, human, Figures};
 use fleet_sim::peers;
 use fleet_sim::scenario::Scenario;
 use fleet_sim::sim::{self, Run};
@@ -25,10 +25,12 @@ use fleet_sim::spread::Spread;
 use fleet_sim::svg;
 
 const USAGE: &str = "usage: fleet-bench [--hosts H] [--n 1,10,50] [--seed S] [--no-peers] [--faults]
-                   [--wait-poll-max D] [--update-now-poll D] [--ecs-latency D] [--agent-defaults]
-                   [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--controls] [--bad-release]
-                   [--explain] [--forecast]
-  D is a duration such as 90s, 15m, 1h. Without --svg, --sweep, --controls or --bad-release:
+                   [--wait-poll-max D] [--update-now-poll D] [--ecs-latency D]
+                   [--throttle] [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--controls]
+                   [--bad-release] [--idle [--days D]] [--explain] [--forecast]
+  D is a duration such as 90s, 15m, 1h. --throttle gives the in-memory ECS the documented token
+  buckets, half of each taken by the account's other callers. --idle: calls per host per day while
+  nothing is to be updated. Without --svg, --sweep, --controls or --bad-release:
   the benchmark table, then the negative controls.";
 
 /// The command line.
@@ -42,7 +44,6 @@ struct Args {
     wait_poll_max: Option<Duration>,
     update_now_poll: Option<Duration>,
     ecs_latency: Duration,
-    agent_defaults: bool,
     svg: Option<String>,
     sweep: bool,
     seeds: u64,
@@ -50,6 +51,9 @@ struct Args {
     bad_release: bool,
     explain: bool,
     forecast: bool,
+    throttle: bool,
+    idle: bool,
+    days: u32,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -62,7 +66,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         wait_poll_max: None,
         update_now_poll: None,
         ecs_latency: Duration::from_millis(50),
-        agent_defaults: false,
         svg: None,
         sweep: false,
         seeds: 200,
@@ -70,6 +73,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         bad_release: false,
         explain: false,
         forecast: false,
+        throttle: false,
+        idle: false,
+        days: 2,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -83,13 +89,15 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--wait-poll-max" => a.wait_poll_max = Some(parse_duration(&value()?)?),
             "--update-now-poll" => a.update_now_poll = Some(parse_duration(&value()?)?),
             "--ecs-latency" => a.ecs_latency = parse_duration(&value()?)?,
-            "--agent-defaults" => a.agent_defaults = true,
             "--svg" => a.svg = Some(value()?),
             "--sweep" => a.sweep = true,
             "--controls" => a.controls = true,
             "--bad-release" => a.bad_release = true,
             "--explain" => a.explain = true,
             "--forecast" => a.forecast = true,
+            "--throttle" => a.throttle = true,
+            "--idle" => a.idle = true,
+            "--days" => a.days = number(&value()?)?,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -106,12 +114,8 @@ impl Args {
     fn scenario(&self, hosts: usize, n: u32, seed: u64) -> Scenario {
         let mut sc = if self.faults { Scenario::with_faults(hosts, n, seed) } else { Scenario::realistic(hosts, n, seed) };
         sc.ecs_latency = self.ecs_latency;
-        if !self.agent_defaults {
-            // For a fleet this size: waiters may sleep long (the waiting policy bounds the tail by
-            // the count of hosts behind, not by this cap), and idle hosts need not look for the
-            // operator's update-now more than once per check.
-            sc.wait_poll_max = Duration::from_secs(3600);
-            sc.update_now_poll = Duration::from_secs(3600);
+        if self.throttle {
+            sc.faults.bucket_share = 0.5;
         }
         sc.wait_poll_max = self.wait_poll_max.unwrap_or(sc.wait_poll_max);
         sc.update_now_poll = self.update_now_poll.unwrap_or(sc.update_now_poll);
@@ -147,6 +151,8 @@ fn main() -> ExitCode {
         controls()
     } else if args.forecast {
         forecast(&args)
+    } else if args.idle {
+        idle(&args)
     } else if let Some(path) = &args.svg {
         picture(&args, path)
     } else {
@@ -211,7 +217,7 @@ fn table(args: &Args) -> Result<ExitCode, String> {
         if args.faults { "; with faults" } else { "" },
     );
     println!(
-        "agent settings: defaults, except wait-poll-max {} and update-now-poll {}",
+        "agent settings: the defaults (wait-poll-max {}, update-now-poll {})",
         agent::config::format_duration(first.wait_poll_max),
         agent::config::format_duration(first.update_now_poll)
     );
@@ -230,7 +236,8 @@ fn table(args: &Args) -> Result<ExitCode, String> {
         let bad_violations = check::check(&bad.trace).len();
         violations += bad_violations;
         row(&f, Some(v.len() + bad_violations), Some(Spread::of(&bad.trace).received));
-        breakdowns.push((n, f.updates, r.trace.calls_by_op(), busiest(&r, 1000), busiest(&r, 60_000)));
+        let window = (r.trace.published, r.trace.published + f.makespan.as_millis() as u64);
+        breakdowns.push((n, f.updates, by_op_within(&r, window), busiest(&r, 1000), busiest(&r, 60_000), r.trace.ecs_faults.throttled, calls_per_own_update(&r.trace)));
     }
     if args.peers {
         // The peers' timings do not depend on the release being bad: one model run gives both.
@@ -243,10 +250,15 @@ fn table(args: &Args) -> Result<ExitCode, String> {
     legend();
     println!();
     let controls_code = controls()?;
-    if args.explain {
-        for (n, updates, ops, second, minute) in breakdowns {
-            let per: Vec<String> = ops.iter().map(|(op, c)| format!("{op} {:.1}", *c as f64 / updates.max(1) as f64)).collect();
-            println!("\nN = {n}: calls per update over the whole run: {}", per.join(", "));
+    for (n, updates, ops, second, minute, throttled, (own, own_ops)) in breakdowns {
+        let own_ops: Vec<String> = own_ops.iter().map(|(op, c)| format!("{op} {c:.1}")).collect();
+        println!("\nN = {n}: calls per host update, from its decision to its slot's release: {own:.1} ({})", own_ops.join(", "));
+        let per: Vec<String> = ops.iter().map(|(op, c)| format!("{op} {:.1}", *c as f64 / updates.max(1) as f64)).collect();
+        println!("  all calls of the fleet, publication to the last release, per update: {}", per.join(", "));
+        if args.throttle {
+            println!("  calls refused by ECS's token buckets (half of each left to the agents): {throttled}");
+        }
+        if args.explain {
             println!("  busiest second: {second}");
             println!("  busiest minute: {minute}");
         }
@@ -340,6 +352,31 @@ fn legend() {
     println!("viol: checker violations (of the rollout and of its bad-release run); bad: hosts that booted into a release bad on");
     println!("every host (IMPAIRED after boot; the agent halts after 1 failure, canary on). Peer rows are models of a schedule");
     println!("(see fleet_sim::peers), not the peers' code.");
+}
+
+/// The calls made within `window` (ms of the run, both ends included), by operation.
+fn by_op_within(r: &Run, window: (u64, u64)) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for c in r.trace.calls.iter().filter(|c| c.at >= window.0 && c.at <= window.1) {
+        *m.entry(c.op).or_default() += 1;
+    }
+    m
+}
+
+/// Calls per host per day while nothing is to be updated, with the agent's defaults.
+fn idle(args: &Args) -> Result<ExitCode, String> {
+    let hosts = args.hosts.unwrap_or(1000);
+    let idle = sim::idle_cost(hosts, args.seed, args.days).map_err(|e| e.to_string())?;
+    let per_day = |c: u64| c as f64 / hosts as f64 / f64::from(args.days.max(1));
+    let ops: Vec<String> = idle.calls.iter().map(|(op, c)| format!("{op} {:.1}", per_day(*c))).collect();
+    println!(
+        "idle: {hosts} hosts, nothing to update, the agent's defaults (check-interval {}, update-now-poll {}), {} day(s) after a day's warm-up",
+        agent::config::format_duration(idle.check_interval),
+        agent::config::format_duration(idle.update_now_poll),
+        args.days
+    );
+    println!("calls per host per day: {:.1} ({}); busiest second fleet-wide: {}; wall {:.1}s", per_day(idle.calls.values().sum()), ops.join(", "), idle.peak_per_s, idle.wall.as_secs_f64());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What the calls of the busiest `window` ms were, by operation.
