@@ -982,15 +982,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if held.claim.phase == ClaimPhase::Draining && left > ttl / 2 {
             return Ok(held);
         }
-        match self.interruptible(lease.renew_seen(attrs, &held, ClaimPhase::Draining, ttl, self.margin())).await? {
-            Ok(h) => Ok(h),
-            Err(e) => {
-                let reason = format!("cannot keep the slot: {e}");
-                tracing::error!(reason = %reason, "stopping before any further side effect");
-                self.undo(&reason).await;
-                Err(failed(reason))
-            }
-        }
+        let renewed = self.interruptible(lease.renew_seen(attrs, &held, ClaimPhase::Draining, ttl, self.margin())).await?;
+        self.kept_or_undo(renewed).await
     }
 
     /// Renews the claim when less than half its life is left (and always on a phase change).
@@ -1000,7 +993,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if held.claim.phase == phase && left > ttl / 2 {
             return Ok(held);
         }
-        match self.interruptible(lease.renew(&held, phase, ttl, self.margin())).await? {
+        let renewed = self.interruptible(lease.renew(&held, phase, ttl, self.margin())).await?;
+        self.kept_or_undo(renewed).await
+    }
+
+    /// A renewal's result: the claim kept, or the round undone before any further side effect.
+    async fn kept_or_undo(&self, renewed: Result<Held, LeaseError>) -> Step_<Held> {
+        match renewed {
             Ok(h) => Ok(h),
             Err(e) => {
                 let reason = format!("cannot keep the slot: {e}");

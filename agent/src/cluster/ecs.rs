@@ -138,16 +138,21 @@ impl EcsStore {
         &self.cluster
     }
 
+    /// One page of ListAttributes for attribute `name` on this cluster's container instances.
+    fn attributes_page(&self, name: &str) -> aws_sdk_ecs::operation::list_attributes::builders::ListAttributesFluentBuilder {
+        self.client
+            .list_attributes()
+            .cluster(&self.cluster)
+            .target_type(TargetType::ContainerInstance)
+            .attribute_name(name)
+            .max_results(self.page_size)
+    }
+
     async fn list_attribute_pages(&self, name: &str) -> Result<Vec<Attribute>, ClusterError> {
         const OP: &str = "ListAttributes";
         let found = read_all(OP, &format!("attribute {name}"), self.max_pages, |token| async move {
             let out = self
-                .client
-                .list_attributes()
-                .cluster(&self.cluster)
-                .target_type(TargetType::ContainerInstance)
-                .attribute_name(name)
-                .max_results(self.page_size)
+                .attributes_page(name)
                 .set_next_token(token)
                 .send()
                 .await
@@ -167,13 +172,8 @@ impl EcsStore {
         let mut token: Option<String> = None;
         for _ in 0..self.max_pages {
             let out = self
-                .client
-                .list_attributes()
-                .cluster(&self.cluster)
-                .target_type(TargetType::ContainerInstance)
-                .attribute_name(name)
+                .attributes_page(name)
                 .attribute_value(value)
-                .max_results(self.page_size)
                 .set_next_token(token.take())
                 .send()
                 .await
