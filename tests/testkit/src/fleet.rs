@@ -139,9 +139,14 @@ pub struct View {
 }
 
 impl View {
-    /// Whether every host but those in `except` is settled on `version`.
+    /// Whether every host but those in `except` is settled on `version` and its status says so.
     pub fn all_settled_on(&self, version: &str, except: &[usize]) -> bool {
-        self.hosts.iter().enumerate().all(|(i, h)| except.contains(&i) || h.settled_on(version))
+        // The agent publishes its final status just after it gives the slot back: a host counts
+        // once its status says it runs `version` too.
+        let reported = |h: &HostView| {
+            h.status_attr.as_deref().and_then(agent::status::Status::parse).is_some_and(|s| s.running == version && s.phase == "idle")
+        };
+        self.hosts.iter().enumerate().all(|(i, h)| except.contains(&i) || h.settled_on(version) && reported(h))
     }
 }
 
