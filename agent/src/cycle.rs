@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::backoff::{Backoff, Jitter};
 use crate::clock::{Clock, WallTime};
 use crate::cluster::retry::{with_retry, RetryPolicy};
-use crate::cluster::{ClusterError, ClusterStore, InstanceStatus, SetStatus, TaskInfo};
+use crate::cluster::{ClusterError, ClusterStore, InstanceInfo, InstanceStatus, LocalTasks, SetStatus, TaskInfo};
 use crate::config::{Config, OnFailure, StandalonePolicy};
 use crate::health::Look;
 use crate::journal::{InFlight, Journal, Record, Rollback, Step};
@@ -919,12 +919,15 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
     }
 
-    /// Waits until no task on the instance is left, renewing the claim meanwhile. Most looks are
-    /// one describe: while ECS still counts a task it means to keep running, the drain is not over
-    /// (a stale count only delays the end by a look). The task listing, which alone can say the
-    /// drain is over (it also shows tasks still stopping), is read when the count reaches zero and
-    /// at least every [`FULL_LOOK_EVERY`] (a standalone task, a timeout). Looks thin out as the
-    /// drain goes on, from `drain-poll-interval` to four times it.
+    /// Waits until no task on the instance is left, renewing the claim meanwhile. While the ECS
+    /// agent's own view shows a task not stopped, ECS cannot say the drain is over, so most looks
+    /// cost no ECS call: the claim is renewed when due and the view looked at every
+    /// `drain-poll-interval`. Without that view, a look is one describe: while ECS still counts a
+    /// task it means to keep running, the drain is not over (a stale count only delays the end by
+    /// a look), and looks thin out from `drain-poll-interval` to four times it. The task listing,
+    /// which alone can say the drain is over (it also shows tasks still stopping), is read when
+    /// either count reaches zero and at least every [`FULL_LOOK_EVERY`] (a standalone task, a
+    /// timeout).
     async fn wait_drained(&self, store: &S, mut held: Held) -> Step_<Held> {
         let c = &self.cfg.cluster;
         let start = self.clock.now();
@@ -932,12 +935,25 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         loop {
             let waited = self.clock.now().since(start);
             if self.clock.now().since(listed_at) < FULL_LOOK_EVERY && waited < c.drain_timeout.min(c.standalone_task_timeout) {
-                let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
-                held = self.keep_claim_seen(held, &me.attributes).await?;
-                if me.running_tasks > 0 {
-                    tracing::debug!(running = me.running_tasks, waited_s = waited.as_secs(), "tasks still running");
-                    self.interruptible(self.clock.sleep(self.drain_pause(&held, waited))).await?;
+                let local = store.local_tasks().await;
+                if let LocalTasks::Unstopped(n @ 1..) = local {
+                    tracing::debug!(unstopped = n, waited_s = waited.as_secs(), "tasks still running (ECS agent's view)");
+                    held = self.keep_claim(held, ClaimPhase::Draining, c.lease_ttl).await?;
+                    self.interruptible(self.clock.sleep(self.local_pause(&held))).await?;
                     continue;
+                }
+                // With the ECS agent's view at zero, the task listing is the next word.
+                let me = match local {
+                    LocalTasks::Unstopped(_) => None,
+                    _ => Some(self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?),
+                };
+                if let Some(me) = me {
+                    held = self.keep_claim_seen(held, &me.attributes).await?;
+                    if me.running_tasks > 0 {
+                        tracing::debug!(running = me.running_tasks, waited_s = waited.as_secs(), "tasks still running");
+                        self.interruptible(self.clock.sleep(self.drain_pause(&held, waited))).await?;
+                        continue;
+                    }
                 }
             }
             listed_at = self.clock.now();
@@ -964,6 +980,14 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             held = self.keep_claim(held, ClaimPhase::Draining, c.lease_ttl).await?;
             self.interruptible(self.clock.sleep(self.drain_pause(&held, waited))).await?;
         }
+    }
+
+    /// The pause before the next look at the ECS agent's view of a drain: `drain-poll-interval`,
+    /// or less when the claim is due for renewal sooner.
+    fn local_pause(&self, held: &Held) -> Duration {
+        let c = &self.cfg.cluster;
+        let due = WallTime::from_secs(held.claim.expires_at).minus(c.lease_ttl / 2);
+        c.drain_poll_interval.min(due.since(self.clock.now())).max(Duration::from_secs(1))
     }
 
     /// The pause before the next look at the drain (see [`drain_pause`]).
@@ -1413,6 +1437,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         } else if *status == InstanceStatus::Draining {
             tracing::info!("instance was drained by someone else; leaving it DRAINING");
         }
+        self.remove_marks(store).await
+    }
+
+    /// Removes the drain marker and the claim: the slot is free.
+    async fn remove_marks(&self, store: &S) -> Result<(), String> {
         let names = [self.names.drained.clone(), self.names.lease.clone()];
         self.ecs("DeleteAttributes", || store.delete_attributes(&names)).await.map_err(|e| e.to_string())?;
         tracing::info!("drain marker and claim removed");
@@ -1521,23 +1550,37 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// failure marker (which halts the version fleet-wide) and follows `health.on-failure`.
     async fn gate_and_bake(&self, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>) -> Result<Finish, String> {
         let store = self.cluster.as_ref().ok_or("no cluster")?;
-        if let Some(failure) = self.gate(f).await? {
-            if let Some(done) = self.on_failure(f, keeper, &failure, "held-health", "failed-health").await? {
-                return Ok(done);
-            }
-        }
-        let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
+        // The instance as the passing look read it; read again after a failure held the host.
+        let seen = match self.gate(f).await? {
+            Ok(me) => Some(me),
+            Err(failure) => match self.on_failure(f, keeper, &failure, "held-health", "failed-health").await? {
+                Some(done) => return Ok(done),
+                None => None,
+            },
+        };
+        let me = match seen {
+            Some(me) => me,
+            None => self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?,
+        };
         let ours = f.drained_by_us || me.attributes.contains_key(&self.names.drained);
         if ours {
             self.ecs("UpdateContainerInstancesState", || store.set_status(SetStatus::Active)).await.map_err(|e| e.to_string())?;
             tracing::info!("instance back in service; the slot is kept until the bake is over");
+        }
+        let bake = if f.canary { self.cfg.health.canary_bake_time } else { self.cfg.health.bake_time };
+        if self.cfg.health.task_families.is_empty() && bake.is_zero() {
+            // Nothing was waited for since the instance was set ACTIVE: a second read and a
+            // second ACTIVE would only repeat what was just done.
+            if let Some(k) = keeper {
+                k.stop().await;
+            }
+            return self.remove_marks(store).await.map(|()| Finish::Result("updated"));
         }
         if let Some(failure) = self.families_back(store).await? {
             if let Some(done) = self.on_failure(f, keeper, &failure, "held-health", "failed-health").await? {
                 return Ok(done);
             }
         }
-        let bake = if f.canary { self.cfg.health.canary_bake_time } else { self.cfg.health.bake_time };
         if let Some(failure) = self.bake(f, bake).await? {
             if let Some(done) = self.on_failure(f, keeper, &failure, "held-bake", "failed-bake").await? {
                 return Ok(done);
@@ -1546,25 +1589,25 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.give_back(store, f, keeper, "updated").await.map(Finish::Result)
     }
 
-    /// Looks at the checks until they all pass (`None`) or one fails (`Some(why)`).
-    async fn gate(&self, f: &InFlight) -> Result<Option<Failure>, String> {
+    /// Looks at the checks until they all pass (`Ok`, with the instance as the last look read
+    /// it) or one fails.
+    async fn gate(&self, f: &InFlight) -> Result<Result<InstanceInfo, Failure>, String> {
         let start = self.clock.now();
         let mut said = String::new();
         loop {
-            match self.look().await? {
-                Look::Pass => return Ok(None),
-                Look::Fail(why) => return Ok(Some(Failure::of(why))),
-                Look::Wait { why, limit } => {
-                    let waited = self.clock.now().since(start);
-                    if waited >= limit {
-                        return Ok(Some(Failure::of(format!("{why} for {}s", waited.as_secs()))));
-                    }
-                    if why != said {
-                        tracing::info!(check = %why, waited_s = waited.as_secs(), limit_s = limit.as_secs(), "health gate: waiting");
-                        self.publish("verifying", Some(&f.target_version), "health-gate", &why).await;
-                        said = why;
-                    }
-                }
+            let (why, limit) = match self.look().await? {
+                (Look::Pass, me) => return Ok(Ok(me)),
+                (Look::Fail(why), _) => return Ok(Err(Failure::of(why))),
+                (Look::Wait { why, limit }, _) => (why, limit),
+            };
+            let waited = self.clock.now().since(start);
+            if waited >= limit {
+                return Ok(Err(Failure::of(format!("{why} for {}s", waited.as_secs()))));
+            }
+            if why != said {
+                tracing::info!(check = %why, waited_s = waited.as_secs(), limit_s = limit.as_secs(), "health gate: waiting");
+                self.publish("verifying", Some(&f.target_version), "health-gate", &why).await;
+                said = why;
             }
             self.pause(self.cfg.health.poll_interval).await?;
         }
@@ -1608,7 +1651,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let every = self.cfg.health.poll_interval.max((bake / 4).min(Duration::from_secs(60)));
         while self.clock.now() < until {
             self.pause(every.min(until.since(self.clock.now()))).await?;
-            match self.look().await? {
+            match self.look().await?.0 {
                 Look::Pass => {}
                 // During the bake a check that stops passing is a failure: the host served under it.
                 Look::Fail(why) | Look::Wait { why, .. } => return Ok(Some(Failure::of(format!("during the bake: {why}")))),
@@ -1618,14 +1661,15 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         Ok(None)
     }
 
-    /// One look at every check.
-    async fn look(&self) -> Result<Look, String> {
+    /// One look at every check, with the instance as it read it.
+    async fn look(&self) -> Result<(Look, InstanceInfo), String> {
         let store = self.cluster.as_ref().ok_or("no cluster")?;
         let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
-        Ok(match crate::health::judge_instance(&me, &self.cfg.health, self.cfg.cluster.agent_connect_timeout) {
+        let look = match crate::health::judge_instance(&me, &self.cfg.health, self.cfg.cluster.agent_connect_timeout) {
             Look::Pass => crate::health::judge_urls(&self.cfg.health).await,
             other => other,
-        })
+        };
+        Ok((look, me))
     }
 
     /// Records the failure and applies `health.on-failure`: `Some` ends the round (slot given
@@ -1663,7 +1707,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let poll = (self.cfg.health.poll_interval * 4).min(Duration::from_secs(60)).max(self.cfg.health.poll_interval);
         loop {
             self.pause(poll).await?;
-            match self.look().await? {
+            match self.look().await?.0 {
                 Look::Pass => {
                     tracing::warn!(target = %f.target_version, "the checks pass again; finishing the update (the failure marker stays)");
                     return Ok(());

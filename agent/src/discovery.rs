@@ -152,6 +152,11 @@ fn parse_url(url: &str) -> Result<Uri, DiscoveryError> {
 /// blocking thread also keeps such a paused clock from jumping ahead while the request is in
 /// flight, so back-off and deadline stay meaningful there too.
 async fn fetch_once(uri: Uri) -> Result<Discovered, NotYet> {
+    parse_metadata(&get_local(uri, MAX_BODY_BYTES).await?)
+}
+
+/// The body of one GET to the ECS agent's local endpoint, made as [`fetch_once`] explains.
+async fn get_local(uri: Uri, limit: usize) -> Result<Bytes, NotYet> {
     let joined = tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -159,7 +164,7 @@ async fn fetch_once(uri: Uri) -> Result<Discovered, NotYet> {
             .build()
             .map_err(|e| NotYet::Unreachable(format!("cannot start the request runtime: {e}")))?;
         rt.block_on(async {
-            tokio::time::timeout(REQUEST_TIMEOUT, request(uri))
+            tokio::time::timeout(REQUEST_TIMEOUT, request(uri, limit))
                 .await
                 .unwrap_or_else(|_| Err(NotYet::Unreachable(format!("no answer within {REQUEST_TIMEOUT:?}"))))
         })
@@ -168,7 +173,7 @@ async fn fetch_once(uri: Uri) -> Result<Discovered, NotYet> {
     joined.unwrap_or_else(|e| Err(NotYet::Unreachable(format!("request task failed: {e}"))))
 }
 
-async fn request(uri: Uri) -> Result<Discovered, NotYet> {
+async fn request(uri: Uri, limit: usize) -> Result<Bytes, NotYet> {
     let client =
         Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build::<_, Empty<Bytes>>(HttpConnector::new());
     let response = client.get(uri).await.map_err(|e| NotYet::Unreachable(error_chain(&e)))?;
@@ -176,12 +181,25 @@ async fn request(uri: Uri) -> Result<Discovered, NotYet> {
     if !status.is_success() {
         return Err(NotYet::Status(status.as_u16()));
     }
-    let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+    let body = Limited::new(response.into_body(), limit)
         .collect()
         .await
         .map_err(|e| NotYet::Unreachable(format!("reading the body: {e}")))?
         .to_bytes();
-    parse_metadata(&body)
+    Ok(body)
+}
+
+/// One GET of `url` on the ECS agent's local endpoint: the body of a 2xx answer of at most
+/// `limit` bytes, or why not.
+pub(crate) async fn get_local_body(url: &Uri, limit: usize) -> Result<Bytes, String> {
+    get_local(url.clone(), limit).await.map_err(|e| e.to_string())
+}
+
+/// The task listing's URL beside the metadata URL the agent is configured with
+/// (`.../v1/metadata` becomes `.../v1/tasks`); `None` when `metadata_url` is not such a URL.
+pub fn tasks_url(metadata_url: &str) -> Option<Uri> {
+    let base = metadata_url.strip_suffix("/v1/metadata")?;
+    parse_url(&format!("{base}/v1/tasks")).ok()
 }
 
 /// The host's identity from a `/v1/metadata` body, or why it is not there yet.

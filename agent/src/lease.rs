@@ -562,6 +562,24 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// whole is an error: the count must never come out low.
     pub async fn census(&self, scope: CensusScope) -> Result<Census, LeaseError> {
         let claims = self.list(&self.names.lease).await?;
+        self.census_with(claims, scope).await
+    }
+
+    /// The look before a claim: [`Self::census`], except that when the live claims alone fill
+    /// `n` slots it stops there, since the other listings could only add to the count and the
+    /// answer (wait) is the same. Only the census after the claim decides whether it holds, and
+    /// that one is always whole.
+    async fn census_before_claim(&self, scope: CensusScope, n: u32) -> Result<Census, LeaseError> {
+        let claims = self.list(&self.names.lease).await?;
+        let by_claims = self.sort(claims.clone(), vec![], vec![], scope.skew);
+        if by_claims.taken() as u32 >= n {
+            return Ok(by_claims);
+        }
+        self.census_with(claims, scope).await
+    }
+
+    /// The census from the claims already listed, with the other listings read now.
+    async fn census_with(&self, claims: Vec<Attribute>, scope: CensusScope) -> Result<Census, LeaseError> {
         if self.names.is_off(|o| o.out_of_service_count) {
             return Ok(self.sort(claims, vec![], vec![], scope.skew));
         }
@@ -620,7 +638,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             };
             let n = n.max(1);
             self.pause(params.pace()).await;
-            let before = self.census(params.scope()).await?;
+            let before = self.census_before_claim(params.scope(), n).await?;
             if before.taken() as u32 >= n {
                 let holders = before.holders();
                 let wait = self.wait_while_full(params, &before, n, &mut estimate).await;

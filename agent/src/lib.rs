@@ -7,6 +7,7 @@
 //!   multi-request semantics of update commands).
 //! - [`cluster`]: ECS as the agent needs it (trait and the aws-sdk-ecs implementation).
 //! - [`discovery`]: cluster and container-instance ARN from the ECS agent's introspection endpoint.
+//! - [`local_tasks`]: the ECS agent's own view of this host's tasks, which watches a drain for free.
 //! - [`lease`]: the at-most-N claim protocol on container-instance attributes.
 //! - [`slot`]: when this host checks for updates (wave seed, jitter, maintenance windows).
 //! - [`window`]: weekly maintenance windows in a named time zone.
@@ -34,6 +35,7 @@ pub mod health;
 pub mod journal;
 pub mod keeper;
 pub mod lease;
+pub mod local_tasks;
 pub mod logging;
 pub mod notify;
 pub mod os_api;

@@ -260,5 +260,7 @@ async fn connect_cluster(cfg: &Config, jitter: &Jitter, shutdown: &Shutdown) -> 
     };
     tracing::info!(cluster = %cluster, instance = %arn, region = ?region, "coordinating through ECS");
     let client = agent::cluster::ecs::client_from_env(region).await;
-    Connected::Store(EcsStore::new(client, agent::discovery::cluster_name(&cluster), arn))
+    let store = EcsStore::new(client, agent::discovery::cluster_name(&cluster), arn)
+        .with_local_tasks(agent::discovery::tasks_url(&c.introspection_url));
+    Connected::Store(store)
 }

@@ -19,7 +19,7 @@ use aws_sdk_ecs::Client;
 use tracing::{debug, info, warn};
 
 use super::paging::{read_all, Page};
-use super::{Attribute, ClusterError, ClusterStore, InstanceHealth, InstanceInfo, InstanceStatus, SetStatus, TaskInfo};
+use super::{Attribute, ClusterError, ClusterStore, InstanceHealth, InstanceInfo, InstanceStatus, LocalTasks, SetStatus, TaskInfo};
 
 /// PutAttributes and DeleteAttributes take at most this many attributes per call.
 const ATTRIBUTES_PER_CALL: usize = 10;
@@ -106,6 +106,9 @@ pub struct EcsStore {
     page_size: i32,
     max_pages: usize,
     cluster_arn: OnceLock<String>,
+    local_tasks: Option<hyper::Uri>,
+    /// Whether the last read of the local task view failed (logged once per change).
+    local_failed: std::sync::atomic::AtomicBool,
 }
 
 impl EcsStore {
@@ -118,7 +121,15 @@ impl EcsStore {
             page_size: MAX_PAGE_SIZE,
             max_pages: DEFAULT_MAX_PAGES,
             cluster_arn: OnceLock::new(),
+            local_tasks: None,
+            local_failed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Read the ECS agent's task listing at `url` (see [`crate::local_tasks`]) to watch drains.
+    pub fn with_local_tasks(mut self, url: Option<hyper::Uri>) -> EcsStore {
+        self.local_tasks = url;
+        self
     }
 
     /// Ask for pages of `size` items (clamped to ECS's 1-100) from the listing calls.
@@ -399,6 +410,24 @@ impl ClusterStore for EcsStore {
             Ok(Page { items: out.container_instance_arns().to_vec(), next: out.next_token().map(str::to_owned) })
         })
         .await
+    }
+
+    async fn local_tasks(&self) -> LocalTasks {
+        use crate::local_tasks::LocalTasksError;
+        use std::sync::atomic::Ordering;
+        let Some(url) = self.local_tasks.as_ref() else { return LocalTasks::NoView };
+        let (seen, error) = match crate::local_tasks::unstopped(url).await {
+            Ok(n) => (LocalTasks::Unstopped(n), None),
+            Err(e @ LocalTasksError::Unreachable(_)) => (LocalTasks::Down, Some(e)),
+            Err(e @ LocalTasksError::Malformed(_)) => (LocalTasks::Unreadable, Some(e)),
+        };
+        let failed_before = self.local_failed.swap(error.is_some(), Ordering::Relaxed);
+        match error {
+            Some(e) if !failed_before => warn!(error = %e, "cannot read the ECS agent's task listing; ECS is asked instead meanwhile"),
+            None if failed_before => info!("the ECS agent's task listing answers again"),
+            _ => {}
+        }
+        seen
     }
 
     async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {

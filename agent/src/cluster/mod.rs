@@ -82,6 +82,20 @@ impl InstanceHealth {
     }
 }
 
+/// What the ECS agent on this host says of its tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalTasks {
+    /// This store has no view of the ECS agent.
+    NoView,
+    /// The ECS agent does not answer: not started yet after a boot, or down.
+    Down,
+    /// It answered with something that is not its task listing.
+    Unreadable,
+    /// It runs this many tasks that have not stopped (stopping ones and ones not started yet
+    /// included).
+    Unstopped(usize),
+}
+
 /// A task on this instance that has not stopped yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskInfo {
@@ -197,6 +211,11 @@ pub trait ClusterStore {
     fn draining_instances(&self) -> impl Future<Output = Result<Vec<String>, ClusterError>>;
     /// The cluster's tags (fleet-wide settings every host reads alike).
     fn cluster_tags(&self) -> impl Future<Output = Result<BTreeMap<String, String>, ClusterError>>;
+    /// The ECS agent's own view of this host's tasks (no ECS call, see [`crate::local_tasks`]).
+    /// Only ever a reason to ask ECS, or to wait before asking, never an answer in its place.
+    fn local_tasks(&self) -> impl Future<Output = LocalTasks> {
+        std::future::ready(LocalTasks::NoView)
+    }
 }
 
 impl<T: ClusterStore> ClusterStore for &T {
@@ -237,6 +256,9 @@ impl<T: ClusterStore> ClusterStore for &T {
     }
     fn cluster_tags(&self) -> impl Future<Output = Result<BTreeMap<String, String>, ClusterError>> {
         (**self).cluster_tags()
+    }
+    fn local_tasks(&self) -> impl Future<Output = LocalTasks> {
+        (**self).local_tasks()
     }
 }
 

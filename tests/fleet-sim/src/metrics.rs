@@ -173,3 +173,41 @@ pub fn calls_per_own_update(trace: &Trace) -> (f64, std::collections::BTreeMap<&
     let per = |n: u64| if updates == 0 { 0.0 } else { n as f64 / updates as f64 };
     (per(total), ops.into_iter().map(|(op, n)| (op, per(n))).collect())
 }
+
+/// The same calls as [`calls_per_own_update`], per update, split by the stage of the host's
+/// update they fall in: waiting for the slot, in the slot before the drain, draining, down, and
+/// from the boot to the slot's release. Shows where the calls of an update go.
+pub fn calls_per_own_update_by_stage(trace: &Trace) -> Vec<(&'static str, f64)> {
+    let phases = trace.phases();
+    let mut by_host: Vec<Vec<&crate::trace::CallRecord>> = vec![vec![]; trace.hosts.len()];
+    for c in &trace.calls {
+        by_host[c.host].push(c);
+    }
+    const STAGES: [&str; 5] = ["waiting", "slot before drain", "draining", "rebooting", "after boot"];
+    let (mut updates, mut counts) = (0u64, [0u64; 5]);
+    for (host, p) in phases.iter().enumerate() {
+        let Some(slot) = p.slots.iter().max_by_key(|s| s.end) else { continue };
+        let calls = &by_host[host];
+        let Some(start) = calls.iter().find(|c| c.at >= trace.published && c.op == "ListAttributes").map(|c| c.at) else { continue };
+        updates += 1;
+        let drain_start = p.draining.iter().filter(|i| i.start >= slot.start).map(|i| i.start).min();
+        let boot = p.rebooting.iter().filter(|i| i.start >= slot.start).map(|i| i.end).max();
+        let down = |t| p.rebooting.iter().any(|i| i.contains(t));
+        for c in calls.iter().filter(|c| c.at >= start && c.at <= slot.end) {
+            let stage = if c.at < slot.start {
+                0
+            } else if down(c.at) {
+                3
+            } else if boot.is_some_and(|b| c.at >= b) {
+                4
+            } else if drain_start.is_some_and(|d| c.at >= d) {
+                2
+            } else {
+                1
+            };
+            counts[stage] += 1;
+        }
+    }
+    let per = |n: u64| if updates == 0 { 0.0 } else { n as f64 / updates as f64 };
+    STAGES.iter().zip(counts).map(|(s, n)| (*s, per(n))).collect()
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use agent::config::{Config, OnFailure};
 use agent::lease::{LeaseRule, UnsafeOff};
-use testkit::fake_ecs::TaskListing;
+use testkit::fake_ecs::{LocalTaskView, TaskListing};
 
 pub use crate::trace::Doom;
 
@@ -250,6 +250,9 @@ pub struct Scenario {
     pub unsafe_off: UnsafeOff,
     /// Which tasks the cluster lists to the agents (the unsafe listing only to show it fails).
     pub task_listing: TaskListing,
+    /// What each host's ECS agent shows of its tasks locally (a faithful view, as on a real
+    /// host, lets drains be watched without ECS calls).
+    pub local_task_view: LocalTaskView,
     /// Whether agents count DRAINING instances that no agent drained
     /// (`cluster.count-foreign-draining`).
     pub count_foreign_draining: bool,
@@ -295,6 +298,7 @@ impl Scenario {
             on_failure: defaults.health.on_failure,
             unsafe_off: UnsafeOff::default(),
             task_listing: TaskListing::default(),
+            local_task_view: LocalTaskView::Faithful,
             count_foreign_draining: defaults.cluster.count_foreign_draining,
             warmup_intervals: 1,
             previous_took: vec![],

@@ -147,6 +147,7 @@ async fn simulate(sc: &Scenario) -> (Trace, bool, Vec<InstanceRecord>) {
     let f = &sc.faults;
     ecs.set_stop_time(f.stop_time.lo, f.stop_time.hi);
     ecs.set_task_listing(sc.task_listing);
+    ecs.set_local_task_view(sc.local_task_view);
     ecs.set_faults(EcsFaults {
         staleness: f.staleness,
         throttle_every: f.throttle_every,

@@ -33,7 +33,7 @@ use std::time::Duration;
 use agent::backoff::Jitter;
 use agent::cluster::{
     valid_attribute_name, valid_attribute_value, Attribute, ClusterError, ClusterStore, InstanceInfo, InstanceStatus,
-    SetStatus, TaskInfo,
+    LocalTasks, SetStatus, TaskInfo,
 };
 use tokio::time::Instant;
 
@@ -41,6 +41,18 @@ use tokio::time::Instant;
 const LIST_PAGE: usize = 100;
 /// The most tasks one DescribeTasks call takes.
 const DESCRIBE_TASKS: usize = 100;
+
+/// What a host's ECS agent shows of its tasks on its introspection endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LocalTaskView {
+    /// The tasks it runs, stopping ones included, as a real ECS agent shows them.
+    #[default]
+    Faithful,
+    /// No view: the endpoint has no task listing (drains are watched through ECS alone).
+    Off,
+    /// A wrong view that shows no task at all, to show that ECS still decides the drain's end.
+    Empty,
+}
 
 /// Injected misbehaviour.
 #[derive(Clone, Debug, Default)]
@@ -266,6 +278,8 @@ struct State {
     drain_time: (Duration, Duration),
     stop_time: (Duration, Duration),
     task_listing: TaskListing,
+    /// What each host's ECS agent shows of its tasks locally ([`ClusterStore::local_tasks`]).
+    local_task_view: LocalTaskView,
     /// When some task of an instance is due to stop; entries of tasks since re-activated stay
     /// and find nothing to stop.
     stop_queue: BTreeSet<(Instant, Rc<str>)>,
@@ -416,6 +430,7 @@ impl FakeEcs {
             drain_time: (Duration::from_secs(1), Duration::from_secs(1)),
             stop_time: (Duration::ZERO, Duration::ZERO),
             task_listing: TaskListing::default(),
+            local_task_view: LocalTaskView::Faithful,
             stop_queue: BTreeSet::new(),
             calls: BTreeMap::new(),
             total_calls: 0,
@@ -485,6 +500,12 @@ impl FakeEcs {
     /// Which tasks [`ClusterStore::running_tasks`] answers with (default [`TaskListing::NotStopped`]).
     pub fn set_task_listing(&self, listing: TaskListing) {
         self.0.borrow_mut().task_listing = listing;
+    }
+
+    /// What the hosts' ECS agents show of their tasks locally (default
+    /// [`LocalTaskView::Faithful`], as on a real host).
+    pub fn set_local_task_view(&self, view: LocalTaskView) {
+        self.0.borrow_mut().local_task_view = view;
     }
 
     /// Sets or removes (`None`) a cluster tag.
@@ -906,6 +927,23 @@ impl ClusterStore for FakeEcsHost {
         const OP: &str = "UpdateContainerInstancesState";
         self.ecs.enter(OP, &self.arn).await?;
         self.ecs.0.borrow_mut().update_state(&self.arn, status, Actor::Agent)
+    }
+
+    /// The ECS agent's own view: the tasks it still runs, the stopping ones included (it runs
+    /// them until they stop). No ECS call; no answer while the ECS agent is not connected (it is
+    /// not running, or has not started yet after a boot).
+    async fn local_tasks(&self) -> LocalTasks {
+        let mut s = self.ecs.0.borrow_mut();
+        let view = s.local_task_view;
+        if view == LocalTaskView::Off {
+            return LocalTasks::NoView;
+        }
+        s.settle(Instant::now());
+        match s.instances.get(&self.arn) {
+            Some(inst) if inst.agent_connected && view == LocalTaskView::Empty => LocalTasks::Unstopped(0),
+            Some(inst) if inst.agent_connected => LocalTasks::Unstopped(inst.tasks.len()),
+            _ => LocalTasks::Down,
+        }
     }
 
     async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {

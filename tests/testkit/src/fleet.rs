@@ -270,7 +270,10 @@ impl Fleet {
             std::fs::create_dir_all(&host_dir).map_err(|e| format!("{}: {e}", host_dir.display()))?;
             let extra = spec.fake_args.get(&i).map_or(&[][..], Vec::as_slice);
             let fake = start_fake(&host_dir, &spec, extra).map_err(|e| format!("host {i}: {e}"))?;
-            let endpoint = FakeIntrospection::start(Answer::registered(&spec.cluster, arn));
+            let endpoint = FakeIntrospection::start_with_tasks(
+                Answer::registered(&spec.cluster, arn),
+                Some(moto.introspection_tasks(&spec.cluster, arn)),
+            );
             let config = host_dir.join("agent.toml");
             let mut agent = agent_config(&spec, fake.socket(), &host_dir.join("state"), &endpoint.url());
             for (key, literal) in &spec.agent_settings {

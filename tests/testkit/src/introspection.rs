@@ -1,5 +1,6 @@
 //! A stand-in for the ECS agent's introspection endpoint (`GET /v1/metadata`), whose answer a test
-//! changes while the agent is polling it.
+//! changes while the agent is polling it, and (when given a source) its task listing
+//! (`GET /v1/tasks`), answered from what the test's ECS double says runs on the instance.
 //!
 //! The server runs on its own thread and runtime, so it serves the same way under a current-thread,
 //! a multi-thread or a paused-time test runtime. "Refuse" really closes the listening socket, so the
@@ -78,6 +79,9 @@ impl Answer {
 
 const VERSION: &str = "Amazon ECS Agent - v1.99.0 (fake)";
 
+/// Answers `GET /v1/tasks`: the HTTP status and body. Called on a blocking thread per request.
+pub type TasksSource = Arc<dyn Fn() -> (u16, String) + Send + Sync>;
+
 type Ack = mpsc::Sender<Result<(), String>>;
 
 /// A running fake endpoint; stops when dropped.
@@ -89,8 +93,13 @@ pub struct FakeIntrospection {
 }
 
 impl FakeIntrospection {
-    /// Start on a free loopback port, answering `initial`.
+    /// Start on a free loopback port, answering `initial`; `/v1/tasks` answers 404.
     pub fn start(initial: Answer) -> FakeIntrospection {
+        Self::start_with_tasks(initial, None)
+    }
+
+    /// Start on a free loopback port, answering `initial`, and `/v1/tasks` from `tasks`.
+    pub fn start_with_tasks(initial: Answer, tasks: Option<TasksSource>) -> FakeIntrospection {
         let std_listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
         let port = std_listener.local_addr().expect("local addr").port();
         std_listener.set_nonblocking(true).expect("nonblocking listener");
@@ -100,7 +109,7 @@ impl FakeIntrospection {
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("fake-introspection-{port}"))
-            .spawn(move || serve_thread(std_listener, initial, commands, counter, ready_tx))
+            .spawn(move || serve_thread(std_listener, initial, commands, counter, tasks, ready_tx))
             .expect("spawn the fake introspection thread");
         ready_rx.recv().expect("fake introspection server started").expect("fake introspection initial state");
         FakeIntrospection { port, control: Some(control), served, thread: Some(thread) }
@@ -148,6 +157,7 @@ fn serve_thread(
     initial: Answer,
     commands: async_mpsc::UnboundedReceiver<(Answer, Ack)>,
     served: Arc<AtomicUsize>,
+    tasks: Option<TasksSource>,
     ready: Ack,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -173,7 +183,7 @@ fn serve_thread(
             }
         };
         let mut server =
-            Server { port, current: Arc::new(Mutex::new(initial.clone())), served, listener: Some(listener) };
+            Server { port, current: Arc::new(Mutex::new(initial.clone())), served, tasks, listener: Some(listener) };
         let _ = ready.send(server.apply(initial));
         server.run(commands).await;
     });
@@ -183,6 +193,7 @@ struct Server {
     port: u16,
     current: Arc<Mutex<Answer>>,
     served: Arc<AtomicUsize>,
+    tasks: Option<TasksSource>,
     listener: Option<TcpListener>,
 }
 
@@ -198,7 +209,7 @@ impl Server {
                 },
                 accepted = accept(self.listener.as_ref()) => {
                     if let Ok((stream, _)) = accepted {
-                        tokio::spawn(serve_connection(stream, self.current.clone(), self.served.clone()));
+                        tokio::spawn(serve_connection(stream, self.current.clone(), self.served.clone(), self.tasks.clone()));
                     }
                 }
             }
@@ -232,17 +243,28 @@ fn rebind(port: u16) -> Result<TcpListener, String> {
     socket.listen(64).map_err(|e| format!("listen on {addr}: {e}"))
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, current: Arc<Mutex<Answer>>, served: Arc<AtomicUsize>) {
-    let service = service_fn(move |_req: Request<Incoming>| {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    current: Arc<Mutex<Answer>>,
+    served: Arc<AtomicUsize>,
+    tasks: Option<TasksSource>,
+) {
+    let service = service_fn(move |req: Request<Incoming>| {
         let answer = current.lock().map(|a| a.clone()).unwrap_or(Answer::Malformed);
         served.fetch_add(1, Ordering::SeqCst);
-        let (status, body) = answer.response();
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let response = Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)));
-        async move { response }
+        let tasks = tasks.clone();
+        let listing = req.uri().path() == "/v1/tasks";
+        async move {
+            let (status, body) = match (listing, tasks) {
+                (false, _) => answer.response(),
+                (true, None) => (404, "404 page not found".to_owned()),
+                (true, Some(source)) => {
+                    tokio::task::spawn_blocking(move || source()).await.unwrap_or_else(|e| (500, format!("task source failed: {e}")))
+                }
+            };
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Response::builder().status(status).header("content-type", "application/json").body(Full::new(Bytes::from(body)))
+        }
     });
     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
 }

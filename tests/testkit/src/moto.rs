@@ -259,26 +259,54 @@ impl MotoServer {
         self.request("POST", path, Some(body))
     }
 
-    /// One harness request over plain HTTP/1.0 (no chunking, the server closes when done).
     fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-        let what = format!("{method} {path}");
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| format!("{what}: connect: {e}"))?;
-        let _ = stream.set_read_timeout(Some(HARNESS_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(HARNESS_TIMEOUT));
-        let head = format!(
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.port,
-            body.len()
-        );
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|_| stream.write_all(body.as_bytes()))
-            .map_err(|e| format!("{what}: send: {e}"))?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(|e| format!("{what}: read: {e}"))?;
-        parse_response(&what, &raw)
+        harness_request(self.port, method, path, body)
     }
+
+    /// The ECS agent's task listing (`/v1/tasks`) for `instance` of `cluster`, answered from this
+    /// server's tasks (not counted as ECS calls): each task with its last status as the ECS
+    /// agent's `KnownStatus`, since ECS learns a task's last status from the ECS agent.
+    pub fn introspection_tasks(&self, cluster: &str, instance: &str) -> crate::introspection::TasksSource {
+        let (port, cluster, instance) = (self.port, cluster.to_owned(), instance.to_owned());
+        std::sync::Arc::new(move || match harness_request(port, "GET", &format!("/_harness/state?cluster={cluster}"), None) {
+            Ok(state) => (200, local_listing(&state, &instance).to_string()),
+            Err(e) => (500, e),
+        })
+    }
+}
+
+/// The `/v1/tasks` body for `instance` from a `/_harness/state` answer.
+fn local_listing(state: &Value, instance: &str) -> Value {
+    let tasks: Vec<Value> = state["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["arn"] == instance)
+        .flat_map(|i| i["tasks"].as_array().cloned().unwrap_or_default())
+        .map(|t| json!({"Arn": t["arn"], "DesiredStatus": t["desired_status"], "KnownStatus": t["last_status"], "Family": "", "Version": "", "Containers": []}))
+        .collect();
+    json!({ "Tasks": tasks })
+}
+
+/// One harness request over plain HTTP/1.0 (no chunking, the server closes when done).
+fn harness_request(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let what = format!("{method} {path}");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("{what}: connect: {e}"))?;
+    let _ = stream.set_read_timeout(Some(HARNESS_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(HARNESS_TIMEOUT));
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        port,
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|_| stream.write_all(body.as_bytes()))
+        .map_err(|e| format!("{what}: send: {e}"))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| format!("{what}: read: {e}"))?;
+    parse_response(&what, &raw)
 }
 
 impl Drop for MotoServer {

@@ -311,7 +311,10 @@ fn the_image_coordinates_through_ecs_from_inside_the_container() {
     let cluster = "image-test";
     let seeded = moto.seed(cluster, 1, &[]).expect("seed the cluster");
     let instance = seeded.instances[0].clone();
-    let introspection = FakeIntrospection::start(Answer::registered(&seeded.cluster_arn, &instance));
+    let introspection = FakeIntrospection::start_with_tasks(
+        Answer::registered(&seeded.cluster_arn, &instance),
+        Some(moto.introspection_tasks(cluster, &instance)),
+    );
     let cluster_config = format!(
         "introspection-url = \"{}\"\ndiscovery-timeout = \"1m\"\nsettle-time = \"1s\"\nlease-ttl = \"2m\"\n\
          lease-backoff-min = \"1s\"\nlease-backoff-max = \"5s\"\ndrain-poll-interval = \"1s\"\n\

@@ -320,10 +320,10 @@ async fn a_dead_or_silent_endpoint_costs_a_round_no_time() {
         assert_eq!(took, reference, "{url}");
         assert_clean(&ecs, &n);
     }
-    // The silent server did get the first message, and answered nothing: the round finished
-    // while delivery was still waiting.
-    let got = silent.wait_for(1);
-    assert_eq!(got[0].body["event"], "drain-started");
+    // The silent server did get the messages, and answered nothing: the round finished while
+    // delivery was still waiting. (The two processes' messages arrive in either order.)
+    let got = silent.wait_for(2);
+    assert!(got.iter().any(|r| r.body["event"] == "drain-started"), "{got:?}");
     assert_eq!(silent.answered.load(Ordering::SeqCst), 0);
     logs.assert_no_secret();
 }

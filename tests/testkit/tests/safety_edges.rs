@@ -14,7 +14,7 @@ use agent::lease::{Claim, ClaimPhase, LeaseClient, LeaseError, LeaseParams, Leas
 use agent::shutdown::Shutdown;
 use agent::status::{short_id, Status};
 use fake_bottlerocket::Faults;
-use testkit::fake_ecs::{unstopped_at, EcsChange, EcsFaults, FakeEcs, TaskListing};
+use testkit::fake_ecs::{unstopped_at, EcsChange, EcsFaults, FakeEcs, LocalTaskView, TaskListing};
 use testkit::node::Node;
 
 mod common;
@@ -356,27 +356,64 @@ async fn hole4_a_failed_deactivate_still_returns_the_instance_and_releases_the_s
 /// a drains two service tasks that ECS stops after 2 minutes but that keep running for 5 more
 /// (a load balancer's deregistration delay). Returns the tasks still running when a asked to
 /// reboot.
-async fn stopping_tasks_scenario(listing: TaskListing) -> usize {
+/// Tasks left running when the host accepted its reboot, with ECS listing `listing` and each
+/// ECS agent showing `view` of its tasks; also the ECS calls the drain made.
+async fn stopping_tasks_scenario(listing: TaskListing, view: LocalTaskView) -> (usize, std::collections::BTreeMap<&'static str, u64>) {
     let ecs = FakeEcs::new("c", 1);
     let a = node("a", Some(&ecs), config(""));
     ecs.add_tasks(&a.arn, Some("ecs-svc/web"), 2);
     ecs.set_drain_time(2 * MIN, 2 * MIN);
     ecs.set_stop_time(5 * MIN, 5 * MIN);
     ecs.set_task_listing(listing);
-    let outcome = a.agent(Shutdown::never()).run(true).await;
+    ecs.set_local_task_view(view);
+    let agent = a.agent(Shutdown::never());
+    let mut drain_calls = std::collections::BTreeMap::new();
+    let watch = async {
+        while ecs.status(&a.arn) != Some(InstanceStatus::Draining) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let before = ecs.calls();
+        while a.host.reboot_requests() == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (op, n) in ecs.calls() {
+            drain_calls.insert(op, n - before.get(op).copied().unwrap_or(0));
+        }
+    };
+    let (outcome, ()) = tokio::join!(agent.run(true), watch);
     assert!(matches!(outcome, Outcome::Rebooting { .. }), "{outcome:?}");
     // The round ends the instant the host accepts the reboot: judge the tasks then.
-    unstopped_at(&ecs.history(), &a.arn, tokio::time::Instant::now())
+    (unstopped_at(&ecs.history(), &a.arn, tokio::time::Instant::now()), drain_calls)
 }
 
 #[tokio::test(start_paused = true)]
 async fn hole5_the_drain_waits_until_stopping_tasks_have_stopped() {
-    assert_eq!(stopping_tasks_scenario(TaskListing::NotStopped).await, 0);
+    for view in [LocalTaskView::Faithful, LocalTaskView::Off] {
+        assert_eq!(stopping_tasks_scenario(TaskListing::NotStopped, view).await.0, 0, "{view:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn hole5_negative_control_counting_desired_running_tasks_reboots_with_tasks_still_serving() {
-    assert_eq!(stopping_tasks_scenario(TaskListing::DesiredRunningOnly).await, 2);
+    // ECS's listing decides the drain's end, with or without the ECS agent's view.
+    for view in [LocalTaskView::Faithful, LocalTaskView::Off] {
+        assert_eq!(stopping_tasks_scenario(TaskListing::DesiredRunningOnly, view).await.0, 2, "{view:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_ecs_agents_view_of_the_tasks_saves_the_drains_looks_but_ecs_decides_its_end() {
+    let (left, faithful) = stopping_tasks_scenario(TaskListing::NotStopped, LocalTaskView::Faithful).await;
+    assert_eq!(left, 0);
+    let (_, off) = stopping_tasks_scenario(TaskListing::NotStopped, LocalTaskView::Off).await;
+    let describes = |c: &std::collections::BTreeMap<&str, u64>| c.get("DescribeContainerInstances").copied().unwrap_or(0);
+    let total = |c: &std::collections::BTreeMap<&str, u64>| c.values().sum::<u64>();
+    println!("MEASURE: a 7-minute drain: ECS calls {} with the ECS agent's view ({faithful:?}), {} without ({off:?})", total(&faithful), total(&off));
+    assert!(describes(&faithful) < describes(&off) && total(&faithful) < total(&off), "{faithful:?} vs {off:?}");
+    // The renewal's read, then the listings: at most one renewal in seven minutes (TTL 10 min).
+    assert!(describes(&faithful) <= 2, "{faithful:?}");
+    // A view that wrongly shows nothing left only brings ECS's listing forward: it still waits.
+    assert_eq!(stopping_tasks_scenario(TaskListing::NotStopped, LocalTaskView::Empty).await.0, 0);
 }
 
 #[tokio::test(start_paused = true)]
