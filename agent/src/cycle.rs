@@ -244,11 +244,19 @@ pub struct Memory {
     /// The wave seed of the last slot planned, published so the fleet's forecast can place
     /// this host's next check.
     seed: std::cell::Cell<Option<u32>>,
+    /// This instance as the claim's first renewal after boot read it, and when: the health
+    /// gate's first look, an instant later, judges this read instead of asking again.
+    boot_read: std::cell::RefCell<Option<(WallTime, InstanceInfo)>>,
 }
 
 /// The longest a drain goes without a look at its task listing (a describe alone cannot tell
 /// a standalone task, or a task still stopping).
 const FULL_LOOK_EVERY: Duration = Duration::from_secs(300);
+
+/// The same while the ECS agent's own view shows the tasks (stopping ones included): the
+/// listing then only tells a standalone task from a service task, for the standalone policy,
+/// and the drain's time limits force a listing on time regardless.
+const FULL_LOOK_EVERY_WITH_VIEW: Duration = Duration::from_secs(900);
 
 /// The pause between looks at a drain `waited` long: a third of the time waited, between
 /// `poll` and four times it, so short drains are seen to end promptly and long ones cost a
@@ -490,14 +498,26 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.standalone_precheck().await?;
         let held = self.take_slot(&mut flight, bypass).await?;
         let held = self.drain(&mut flight, held, bypass).await?;
-        // The drain may have run long since the last renewal: activate only under a claim with
-        // at least half its life left.
         let held = match held {
-            Some(h) => Some(self.keep_claim(h, ClaimPhase::Draining, self.cfg.cluster.lease_ttl).await?),
+            Some(h) => Some(self.claim_for_reboot(h, &flight).await?),
             None => None,
         };
         self.activate(&mut flight).await?;
         self.reboot(&mut flight, held).await
+    }
+
+    /// After the drain, before the activation: the claim renewed to outlive the reboot, and the
+    /// status saying so, in one write. The drain may have run long since the last renewal, so
+    /// activation too then runs under a fresh claim; the reboot finds both already written.
+    async fn claim_for_reboot(&self, held: Held, flight: &InFlight) -> Step_<Held> {
+        let Some(lease) = self.lease() else { return Ok(held) };
+        let outcome = Outcome::Rebooting { target: flight.target_version.clone() };
+        let st = self.status_value("rebooting", &flight.from_version, &flight.target_version, outcome.token(), "");
+        let extra = [(self.names.status.clone(), st.encode())];
+        let renewed = lease.renew_with(&held, ClaimPhase::Rebooting, self.cfg.cluster.reboot_allowance, self.margin(), &extra);
+        let kept = self.kept_or_undo(self.interruptible(renewed).await?).await?;
+        *self.memory.status.borrow_mut() = Some(st);
+        Ok(kept)
     }
 
     async fn os_info(&self) -> Step_<OsInfo> {
@@ -684,7 +704,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             return Ok(());
         }
         let tasks = self
-            .ecs("ListTasks", || store.running_tasks())
+            .ecs("ListTasks", || store.kept_running_tasks())
             .await
             .map_err(|e| failed(format!("cannot list tasks: {e}")))?;
         match tasks.iter().find(|t| !t.is_service_task() && !t.stopping) {
@@ -848,7 +868,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             return Err(Halt::Done(Outcome::Skipped { reason }));
         }
         let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
-        let tasks = self.ecs_or_undo("ListTasks", || store.running_tasks()).await?;
+        let tasks = self.ecs_or_undo("ListTasks", || store.kept_running_tasks()).await?;
         let standalone: Vec<&TaskInfo> = tasks.iter().filter(|t| !t.is_service_task() && !t.stopping).collect();
         if !standalone.is_empty() && self.cfg.cluster.standalone_tasks == StandalonePolicy::Skip {
             let reason = format!("{} standalone task(s) would not be moved by ECS, e.g. {}", standalone.len(), standalone[0].arn);
@@ -932,10 +952,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let c = &self.cfg.cluster;
         let start = self.clock.now();
         let mut listed_at = start;
+        let mut viewed = false;
         loop {
             let waited = self.clock.now().since(start);
-            if self.clock.now().since(listed_at) < FULL_LOOK_EVERY && waited < c.drain_timeout.min(c.standalone_task_timeout) {
+            let full_every = if viewed { FULL_LOOK_EVERY_WITH_VIEW } else { FULL_LOOK_EVERY };
+            if self.clock.now().since(listed_at) < full_every && waited < c.drain_timeout.min(c.standalone_task_timeout) {
                 let local = store.local_tasks().await;
+                viewed = matches!(local, LocalTasks::Unstopped(_));
                 if let LocalTasks::Unstopped(n @ 1..) = local {
                     tracing::debug!(unstopped = n, waited_s = waited.as_secs(), "tasks still running (ECS agent's view)");
                     held = self.keep_claim(held, ClaimPhase::Draining, c.lease_ttl).await?;
@@ -1191,7 +1214,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         };
         let token = f.lease_token.clone().unwrap_or_default();
         let first = self.retry_until_done(|| async {
-            keeper.first_renewal(&token).await.map(|_| None).map_err(|e| format!("cannot renew the claim after boot: {e}"))
+            let read = keeper.first_renewal(&token).await.map_err(|e| format!("cannot renew the claim after boot: {e}"))?;
+            *self.memory.boot_read.borrow_mut() = Some((self.clock.now(), read.1));
+            Ok(None)
         });
         if let Some(o) = first.await {
             return Some(o);
@@ -1595,7 +1620,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let start = self.clock.now();
         let mut said = String::new();
         loop {
-            let (why, limit) = match self.look().await? {
+            // The first renewal's read, if it is still as good as a new one.
+            let fresh = self.memory.boot_read.borrow_mut().take().filter(|(at, _)| self.clock.now().since(*at) < Duration::from_secs(1));
+            let (why, limit) = match self.look_at(fresh.map(|(_, me)| me)).await? {
                 (Look::Pass, me) => return Ok(Ok(me)),
                 (Look::Fail(why), _) => return Ok(Err(Failure::of(why))),
                 (Look::Wait { why, limit }, _) => (why, limit),
@@ -1663,8 +1690,17 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     /// One look at every check, with the instance as it read it.
     async fn look(&self) -> Result<(Look, InstanceInfo), String> {
+        self.look_at(None).await
+    }
+
+    /// [`Self::look`], judging `read` (this instance as just read) when given, instead of
+    /// reading it again.
+    async fn look_at(&self, read: Option<InstanceInfo>) -> Result<(Look, InstanceInfo), String> {
         let store = self.cluster.as_ref().ok_or("no cluster")?;
-        let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
+        let me = match read {
+            Some(me) => me,
+            None => self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?,
+        };
         let look = match crate::health::judge_instance(&me, &self.cfg.health, self.cfg.cluster.agent_connect_timeout) {
             Look::Pass => crate::health::judge_urls(&self.cfg.health).await,
             other => other,

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::clock::{Clock, WallTime};
 use crate::cluster::retry::with_retry;
-use crate::cluster::ClusterStore;
+use crate::cluster::{ClusterStore, InstanceInfo};
 use crate::lease::{Claim, ClaimPhase, Held, LeaseClient, LeaseError};
 
 /// The shortest pause between renewal attempts, so a failing store is not hammered.
@@ -40,10 +40,10 @@ impl<'a, S: ClusterStore, K: Clock> ClaimKeeper<'a, S, K> {
         ClaimKeeper { lease, ttl, margin, state: Mutex::new(Kept { held: None, stopped: false }) }
     }
 
-    /// Reads our instance and renews the claim with `token` as `Verifying`. `Ok(false)` when the
-    /// claim is gone, replaced or lapsed (nothing to keep); `Err` when ECS could not be reached
-    /// (call again).
-    pub async fn first_renewal(&self, token: &str) -> Result<bool, LeaseError> {
+    /// Reads our instance and renews the claim with `token` as `Verifying`; also returns the
+    /// instance as read. `false` when the claim is gone, replaced or lapsed (nothing to keep);
+    /// `Err` when ECS could not be reached (call again).
+    pub async fn first_renewal(&self, token: &str) -> Result<(bool, InstanceInfo), LeaseError> {
         let mut st = self.state.lock().await;
         let l = &self.lease;
         let me = with_retry(l.clock, l.jitter, &l.retry, "DescribeContainerInstances", || l.store.describe_self()).await?;
@@ -51,22 +51,22 @@ impl<'a, S: ClusterStore, K: Clock> ClaimKeeper<'a, S, K> {
             Some(Ok(c)) if c.token == token => c,
             Some(Ok(_)) => {
                 tracing::warn!("our claim was replaced while the host was down; the drained marker keeps the slot");
-                return Ok(false);
+                return Ok((false, me));
             }
             _ => {
                 tracing::warn!("our claim is gone after the reboot; the drained marker keeps the slot");
-                return Ok(false);
+                return Ok((false, me));
             }
         };
         match l.renew_seen(&me.attributes, &Held { claim }, ClaimPhase::Verifying, self.ttl, self.margin).await {
             Ok(h) => {
                 tracing::info!(expires = %WallTime::from_secs(h.claim.expires_at), "claim renewed first thing after boot");
                 st.held = Some(h);
-                Ok(true)
+                Ok((true, me))
             }
             Err(LeaseError::Lost(why)) => {
                 tracing::warn!(reason = %why, "claim lapsed while the host was down; the drained marker keeps the slot");
-                Ok(false)
+                Ok((false, me))
             }
             Err(e) => Err(e),
         }

@@ -775,11 +775,29 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// write lands too late (less than `margin` before the old expiry): others may have counted
     /// the old claim as lapsed by then, and taken the slot.
     pub async fn renew(&self, held: &Held, phase: ClaimPhase, ttl: Duration, margin: Duration) -> Result<Held, LeaseError> {
+        self.renew_with(held, phase, ttl, margin, &[]).await
+    }
+
+    /// [`Self::renew`], writing `extra` attributes of this instance in the same call.
+    pub async fn renew_with(
+        &self,
+        held: &Held,
+        phase: ClaimPhase,
+        ttl: Duration,
+        margin: Duration,
+        extra: &[(String, String)],
+    ) -> Result<Held, LeaseError> {
         let me = with_retry(self.clock, self.jitter, &self.retry, "DescribeContainerInstances", || {
             self.store.describe_self()
         })
         .await?;
-        self.renew_seen(&me.attributes, held, phase, ttl, margin).await
+        self.check_own(&me.attributes, held, margin)?;
+        let claim = self.renewed(held, phase, ttl);
+        let mut attrs = vec![(self.names.lease.clone(), claim.encode())];
+        attrs.extend_from_slice(extra);
+        with_retry(self.clock, self.jitter, &self.retry, "PutAttributes", || self.store.put_attributes(&attrs)).await?;
+        self.in_time(&held.claim, margin)?;
+        Ok(Held { claim })
     }
 
     /// [`Self::renew`] against attributes the caller has just read, saving a second read.

@@ -394,6 +394,15 @@ impl ClusterStore for EcsStore {
         Ok(tasks)
     }
 
+    async fn kept_running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
+        let listed = listed_tasks(self.task_arns(DesiredStatus::Running).await?, vec![]);
+        let mut tasks = Vec::with_capacity(listed.len());
+        for chunk in listed.chunks(TASKS_PER_DESCRIBE) {
+            tasks.extend(self.describe_task_chunk(chunk).await?);
+        }
+        Ok(tasks)
+    }
+
     async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
         const OP: &str = "ListContainerInstances";
         read_all(OP, "DRAINING instances", self.max_pages, |token| async move {

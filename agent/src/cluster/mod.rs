@@ -206,6 +206,10 @@ pub trait ClusterStore {
     /// status STOPPED with a last status that is not STOPPED yet (ListTasks for both desired
     /// statuses, every page, then DescribeTasks). A listing cut short is an error.
     fn running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>>;
+    /// The tasks on this instance that ECS means to keep running (ListTasks for desired status
+    /// RUNNING, every page, then DescribeTasks): enough to find standalone tasks, one listing
+    /// fewer than [`Self::running_tasks`]. A listing cut short is an error.
+    fn kept_running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>>;
     /// The ARNs of the cluster's instances whose status is DRAINING (ListContainerInstances
     /// with status DRAINING, every page). A listing cut short is an error.
     fn draining_instances(&self) -> impl Future<Output = Result<Vec<String>, ClusterError>>;
@@ -250,6 +254,9 @@ impl<T: ClusterStore> ClusterStore for &T {
     }
     fn running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>> {
         (**self).running_tasks()
+    }
+    fn kept_running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>> {
+        (**self).kept_running_tasks()
     }
     fn draining_instances(&self) -> impl Future<Output = Result<Vec<String>, ClusterError>> {
         (**self).draining_instances()

@@ -312,9 +312,13 @@ impl Scenario {
         self
     }
 
-    /// The same fleet with every fault of [`FaultPlan::everything`].
+    /// The same fleet with every fault of [`FaultPlan::everything`]; by turns, the ECS agents
+    /// show their tasks faithfully, show nothing (drains watched through ECS alone), or wrongly
+    /// show no task at all (ECS's listing must still decide every drain's end).
     pub fn with_faults(hosts: usize, max_concurrent: u32, seed: u64) -> Scenario {
-        Scenario { faults: FaultPlan::everything(), ..Scenario::realistic(hosts, max_concurrent, seed) }.with_time_limit()
+        let local_task_view = [LocalTaskView::Faithful, LocalTaskView::Off, LocalTaskView::Empty][(seed % 3) as usize];
+        Scenario { faults: FaultPlan::everything(), local_task_view, ..Scenario::realistic(hosts, max_concurrent, seed) }
+            .with_time_limit()
     }
 
     /// One run of the fault sweep: every fault of [`FaultPlan::everything`]; and one seed in

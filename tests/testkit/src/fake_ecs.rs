@@ -946,6 +946,25 @@ impl ClusterStore for FakeEcsHost {
         }
     }
 
+    async fn kept_running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
+        const OP: &str = "ListTasks";
+        self.ecs.enter(OP, &self.arn).await?;
+        let tasks: Vec<TaskInfo> = {
+            let now = Instant::now();
+            let s = self.ecs.0.borrow();
+            let inst = s.instances.get(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
+            inst.tasks
+                .iter()
+                .filter(|t| !t.desired_stopped(now))
+                .map(|t| TaskInfo { arn: t.arn.clone(), stopping: false, started_by: t.started_by.clone(), group: None, family: t.family.clone() })
+                .collect()
+        };
+        // What the real store pays: ListTasks per page (at least one), DescribeTasks per hundred.
+        self.ecs.extra_calls(OP, &self.arn, tasks.len().div_ceil(LIST_PAGE).max(1) - 1).await?;
+        self.ecs.extra_calls("DescribeTasks", &self.arn, tasks.len().div_ceil(DESCRIBE_TASKS)).await?;
+        Ok(tasks)
+    }
+
     async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
         const OP: &str = "ListTasks";
         self.ecs.enter(OP, &self.arn).await?;
