@@ -372,14 +372,24 @@ async fn monitor(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant) -
     loop {
         pending.retain(|&i| !is_done(ecs, &hosts[i]));
         if pending.is_empty() {
-            return true;
+            // A host done earlier may have started another round since (a signal can then leave
+            // it undone): look at every host again before calling the rollout over.
+            pending = (0..hosts.len()).filter(|&i| !is_done(ecs, &hosts[i])).collect();
+            if pending.is_empty() {
+                return true;
+            }
         }
         let stuck: Vec<&str> = pending.iter().filter(|&&i| is_stuck(ecs, &hosts[i])).map(|&i| short_id(&hosts[i].node.arn)).collect();
         let behind = |i: usize| waits_behind(ecs, &hosts[i], &stuck);
         let settled = !stuck.is_empty() && pending.iter().all(|&i| is_stuck(ecs, &hosts[i]) || behind(i));
         stuck_since = if settled { stuck_since.or(Some(Instant::now())) } else { None };
         if stuck_since.is_some_and(|since| since.elapsed() >= STUCK_SETTLES) {
-            return true;
+            let undone: Vec<usize> = (0..hosts.len()).filter(|i| !pending.contains(i) && !is_done(ecs, &hosts[*i])).collect();
+            if undone.is_empty() {
+                return true;
+            }
+            pending.extend(undone);
+            stuck_since = None;
         }
         if Instant::now().duration_since(t0) >= sc.time_limit {
             return false;

@@ -154,6 +154,31 @@ fn six_hosts_update_two_at_a_time() {
     measure("fleet of 6, N=2: most live confirmed claims at once", watch.most_live_claims);
 }
 
+/// What one host update costs in ECS calls with no wait for a slot (N = 6 for 6 hosts, no
+/// canary): the claim, the drain, the reboot and the way back into service, each host's share
+/// of the calls moto answered. (The run above adds the looks of hosts waiting for a slot, every
+/// 3 s there.)
+#[test]
+fn six_hosts_at_once_count_the_calls_of_one_update() {
+    let mut spec = FleetSpec::new("fleet-once", 6);
+    spec.max_concurrent = 6;
+    spec.agent_settings.push(("cluster.canary-hosts".into(), "0".into()));
+    let mut fleet = launch(spec);
+    ok(fleet.moto().reset_calls());
+    ok(fleet.start_agents());
+    let done = ok(fleet.run_until("every host updated", FLEET_DONE, |v| v.all_settled_on("1.1.0", &[])));
+    let calls = ok(fleet.calls());
+    assert_within_limit(&fleet.watch(), 6);
+    for i in 0..6 {
+        assert_updated_once(&fleet, &done, i);
+    }
+    let per_host = calls.total as f64 / 6.0;
+    measure("6 hosts at once (N=6): ECS calls per host update", format!("{per_host:.1}"));
+    let by_op: Vec<String> = calls.by_operation.iter().map(|(op, n)| format!("{op} {:.1}", *n as f64 / 6.0)).collect();
+    measure("6 hosts at once (N=6): per host update by operation", by_op.join(", "));
+    assert!(calls.by_operation.get("DescribeContainerInstances").copied().unwrap_or(0) > 0, "{calls:?}");
+}
+
 /// kill -9 of an agent while its instance drains, and the agent kept down past its claim's TTL
 /// and the clock skew: the instance is still out of service (DRAINING, drained marker), so it
 /// keeps its slot (N = 1) and the others wait, naming it as `drained-by-agent`. Restarted, the

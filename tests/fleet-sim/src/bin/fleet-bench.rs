@@ -583,7 +583,12 @@ fn sweep(args: &Args) -> Result<ExitCode, String> {
     let (mut bad_runs, mut received, mut failed_on, mut halted, mut waiting, mut out) = (0, 0, 0, 0, 0, 0);
     for seed in args.seed..args.seed + args.seeds {
         let sweep = Scenario::sweep(hosts, n, seed);
-        let sc = Scenario { faults: sweep.faults, halt_after_failures: sweep.halt_after_failures, ..args.scenario(hosts, n, seed) };
+        let sc = Scenario {
+            faults: sweep.faults,
+            halt_after_failures: sweep.halt_after_failures,
+            local_task_view: sweep.local_task_view,
+            ..args.scenario(hosts, n, seed)
+        };
         let r = run(&sc)?;
         let v = check::check(&r.trace);
         seen.add(&r.trace.fault_counts());
