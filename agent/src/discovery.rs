@@ -190,9 +190,9 @@ async fn request(uri: Uri, limit: usize) -> Result<Bytes, NotYet> {
 }
 
 /// One GET of `url` on the ECS agent's local endpoint: the body of a 2xx answer of at most
-/// `limit` bytes, or why not.
-pub(crate) async fn get_local_body(url: &Uri, limit: usize) -> Result<Bytes, String> {
-    get_local(url.clone(), limit).await.map_err(|e| e.to_string())
+/// `limit` bytes, or why not, and whether anything answered at all (an error status).
+pub(crate) async fn get_local_body(url: &Uri, limit: usize) -> Result<Bytes, (bool, String)> {
+    get_local(url.clone(), limit).await.map_err(|e| (matches!(e, NotYet::Status(_)), e.to_string()))
 }
 
 /// The task listing's URL beside the metadata URL the agent is configured with

@@ -19,10 +19,10 @@ const STOPPED: &str = "STOPPED";
 /// Why the view could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LocalTasksError {
-    /// No answer, or not a 2xx one.
+    /// No answer: nothing listens, or no answer in time.
     #[error("ECS agent task listing unreachable: {0}")]
     Unreachable(String),
-    /// An answer that is not the listing.
+    /// An answer that is not the listing (an error status included).
     #[error("malformed ECS agent task listing: {0}")]
     Malformed(String),
 }
@@ -37,7 +37,13 @@ struct LocalTask {
 /// How many tasks the ECS agent at `url` lists as not stopped (any status but `STOPPED`,
 /// those not started yet included).
 pub async fn unstopped(url: &Uri) -> Result<usize, LocalTasksError> {
-    let body = crate::discovery::get_local_body(url, MAX_BODY_BYTES).await.map_err(LocalTasksError::Unreachable)?;
+    let body = crate::discovery::get_local_body(url, MAX_BODY_BYTES).await.map_err(|(answered, why)| {
+        if answered {
+            LocalTasksError::Malformed(why)
+        } else {
+            LocalTasksError::Unreachable(why)
+        }
+    })?;
     count_unstopped(&body)
 }
 

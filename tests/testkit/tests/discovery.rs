@@ -177,3 +177,33 @@ async fn an_invalid_url_is_not_retried() {
     let result = discover(&SystemClock, &jitter, "https://127.0.0.1:1/v1/metadata", backoff, None).await;
     assert!(matches!(result, Err(DiscoveryError::InvalidUrl { .. })), "{result:?}");
 }
+
+/// A store that never calls ECS here: only its view of the ECS agent's task list is used.
+fn store_with_view(url: Option<&str>) -> agent::cluster::ecs::EcsStore {
+    use aws_sdk_ecs::config::{BehaviorVersion, Region};
+    let conf = aws_sdk_ecs::Config::builder().behavior_version(BehaviorVersion::latest()).region(Region::new("eu-central-1")).build();
+    agent::cluster::ecs::EcsStore::new(aws_sdk_ecs::Client::from_conf(conf), CLUSTER.into(), ARN.into())
+        .with_local_tasks(url.and_then(agent::discovery::tasks_url))
+}
+
+#[tokio::test]
+async fn the_ecs_agents_task_list_is_read_beside_its_metadata() {
+    use agent::cluster::{ClusterStore, LocalTasks};
+    let listing = r#"{"Tasks":[
+        {"Arn":"a","DesiredStatus":"STOPPED","KnownStatus":"RUNNING","Family":"web","Version":"3","Containers":[]},
+        {"Arn":"b","DesiredStatus":"STOPPED","KnownStatus":"STOPPED","Family":"web","Version":"3","Containers":[]}]}"#;
+    let source: testkit::introspection::TasksSource = std::sync::Arc::new(move || (200, listing.to_owned()));
+    let fake = FakeIntrospection::start_with_tasks(Answer::registered(CLUSTER, ARN), Some(source));
+    let store = store_with_view(Some(&fake.url()));
+    assert_eq!(store.local_tasks().await, LocalTasks::Unstopped(1), "the stopped task is not counted");
+
+    // An ECS agent without the list answers, but not with it: ECS is asked instead.
+    let bare = FakeIntrospection::start(Answer::registered(CLUSTER, ARN));
+    assert_eq!(store_with_view(Some(&bare.url())).local_tasks().await, LocalTasks::Unreadable);
+    // Nothing listening: the ECS agent is down.
+    bare.set(Answer::Refuse);
+    assert_eq!(store_with_view(Some(&bare.url())).local_tasks().await, LocalTasks::Down);
+    // No metadata URL of the usual shape, no view.
+    assert_eq!(store_with_view(Some("http://127.0.0.1:1/somewhere")).local_tasks().await, LocalTasks::NoView);
+    assert_eq!(store_with_view(None).local_tasks().await, LocalTasks::NoView);
+}
