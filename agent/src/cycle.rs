@@ -947,7 +947,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// a look), and looks thin out from `drain-poll-interval` to four times it. The task listing,
     /// which alone can say the drain is over (it also shows tasks still stopping), is read when
     /// either count reaches zero and at least every [`FULL_LOOK_EVERY`] (a standalone task, a
-    /// timeout).
+    /// timeout), or every [`FULL_LOOK_EVERY_WITH_VIEW`] while the view answers.
     async fn wait_drained(&self, store: &S, mut held: Held) -> Step_<Held> {
         let c = &self.cfg.cluster;
         let start = self.clock.now();
