@@ -355,16 +355,18 @@ impl Waiting {
     }
 }
 
-/// How long a slot lasts, judged from the holders: at least the oldest holder's age, twice
-/// their mean age (ages of holders seen at a random instant average half a slot), and half the
-/// claim TTL (before anyone has held long).
+/// How long a slot lasts, judged from the holders: at least the oldest holder's age, and the
+/// mean of what each holder's age says (a holder seen at a random instant is half through its
+/// slot on average, so twice its age; but one already verifying, such as a canary through its
+/// bake, is at the end of it, so its age); and half the claim TTL (before anyone has held long).
 fn slot_estimate(claims: &[&Claim], now: WallTime, ttl: Duration) -> Duration {
     // Saturating throughout: claim times are other hosts' writing and may be any i64.
     let ages: Vec<i64> = claims.iter().map(|c| now.as_secs().saturating_sub(c.claimed_at).max(0)).collect();
     let oldest = ages.iter().copied().max().unwrap_or(0);
-    let sum = ages.iter().fold(0i64, |acc, a| acc.saturating_add(*a));
+    let said = claims.iter().zip(&ages).map(|(c, a)| if c.phase == ClaimPhase::Verifying { *a } else { a.saturating_mul(2) });
+    let sum = said.fold(0i64, |acc, a| acc.saturating_add(a));
     let mean = if ages.is_empty() { 0 } else { sum / ages.len() as i64 };
-    Duration::from_secs(oldest.max(mean.saturating_mul(2)).max(0) as u64).max(ttl / 2).max(Duration::from_secs(60))
+    Duration::from_secs(oldest.max(mean).max(0) as u64).max(ttl / 2).max(Duration::from_secs(60))
 }
 
 /// When each holder may free its slot, soonest first (never empty): one slot time after it
@@ -962,6 +964,12 @@ mod tests {
         // Young holders: half the TTL at least; an overrun verifying holder releases soon.
         let young = held(ClaimPhase::Draining, 9_990, "aaaa0003");
         assert_eq!(slot_estimate(&[&young], now, ttl), ttl / 2);
+        // A lone holder 25 min in: twice that while draining, but only that once it verifies (a
+        // canary through its bake is at the end of its slot, not half through it).
+        let draining = held(ClaimPhase::Draining, 8_500, "aaaa0005");
+        let verifying = held(ClaimPhase::Verifying, 8_500, "aaaa0006");
+        assert_eq!(slot_estimate(&[&draining], now, ttl), Duration::from_secs(3_000));
+        assert_eq!(slot_estimate(&[&verifying], now, ttl), Duration::from_secs(1_500));
         let late = held(ClaimPhase::Verifying, 9_000, "aaaa0004");
         assert_eq!(release_times(&[&late], now, slot), [Duration::from_secs(15)]);
         assert_eq!(release_times(&[], now, slot), [slot / 4], "never empty");
