@@ -132,7 +132,9 @@ fn lowest_claim_wins_is_caught_where_counting_others_is_safe() {
         sc
     };
     let mut unsafe_violations = 0;
-    for seed in 1..=4 {
+    // Waiters spread their looks around the releases they expect, so races are rare: twelve
+    // seeds give the unsafe rule a few (seeds 5 and 10 now), the same every time.
+    for seed in 1..=12 {
         let r = run(&scenario(LeaseRule::UnsafeLowestClaimWins, seed));
         unsafe_violations += check::check(&r.trace).iter().filter(|v| v.kind == ViolationKind::TooManyBusy).count();
         let r = run(&scenario(LeaseRule::CountOthers, seed));
