@@ -247,6 +247,18 @@ pub struct Memory {
     /// This instance as the claim's first renewal after boot read it, and when: the health
     /// gate's first look, an instant later, judges this read instead of asking again.
     boot_read: std::cell::RefCell<Option<(WallTime, InstanceInfo)>>,
+    /// The last update's slot time as the record has it, once read (`None`: not read yet): every
+    /// status carries it, and only a finished update changes it.
+    last_took: std::cell::Cell<Option<Option<u64>>>,
+}
+
+/// The status token of a host holding its slot because `why`: the ECS agent's own, or `held_as`.
+fn held_token<'a>(why: &str, held_as: &'a str) -> &'a str {
+    if why.starts_with("ECS agent") {
+        "held-ecs-agent"
+    } else {
+        held_as
+    }
 }
 
 /// The longest a drain goes without a look at its task listing (a describe alone cannot tell
@@ -1480,7 +1492,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         r.in_flight = None;
         r.last_result = Some(result.to_string());
-        self.journal.store(&r)
+        self.journal.store(&r)?;
+        self.memory.last_took.set(Some(r.last_took));
+        Ok(())
     }
 
     /// Undoes a round that stopped before the reboot; logs but does not return failures (a
@@ -1729,8 +1743,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             },
             OnFailure::Hold => {}
         }
-        let held_for = |why: &str| if why.starts_with("ECS agent") { "held-ecs-agent" } else { held_as };
-        self.publish("held", Some(&f.target_version), held_for(&failure.why), &failure.why).await;
+        self.publish("held", Some(&f.target_version), held_token(&failure.why, held_as), &failure.why).await;
         self.notify(crate::notify::Event::Held { version: f.target_version.clone(), reason: failure.why.clone() });
         self.hold_until_pass(f, held_as, None).await?;
         Ok(None)
@@ -1739,7 +1752,6 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// Holds the slot, looking now and then, until every check passes; the status names what
     /// fails now, after `context` (why the host holds) when there is one.
     async fn hold_until_pass(&self, f: &InFlight, held_as: &str, context: Option<&str>) -> Result<(), String> {
-        let held_for = |why: &str| if why.starts_with("ECS agent") { "held-ecs-agent" } else { held_as };
         let poll = (self.cfg.health.poll_interval * 4).min(Duration::from_secs(60)).max(self.cfg.health.poll_interval);
         loop {
             self.pause(poll).await?;
@@ -1752,7 +1764,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 Look::Fail(why) | Look::Wait { why, .. } => {
                     let (token, detail) = match context {
                         Some(c) => (held_as, format!("{c}; now: {why}")),
-                        None => (held_for(&why), why.clone()),
+                        None => (held_token(&why, held_as), why.clone()),
                     };
                     self.publish("held", Some(&f.target_version), token, &detail).await;
                 }
@@ -1788,8 +1800,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             since: Some(self.clock.now()),
             detail: detail.into(),
             seed: self.memory.seed.get(),
-            // Read quietly: a record that cannot be read is load_record's to report.
-            took: self.journal.load().ok().and_then(|r| r.last_took),
+            took: self.last_took(),
         };
         if let Some(last) = self.memory.status.borrow().as_ref() {
             if (&last.phase, &last.result) == (&st.phase, &st.result) {
@@ -1797,6 +1808,17 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             }
         }
         st
+    }
+
+    /// The last update's slot time, from the record the first time (read quietly: a record that
+    /// cannot be read is load_record's to report).
+    fn last_took(&self) -> Option<u64> {
+        if let Some(took) = self.memory.last_took.get() {
+            return took;
+        }
+        let took = self.journal.load().ok().and_then(|r| r.last_took);
+        self.memory.last_took.set(Some(took));
+        took
     }
 
     /// Keeps `<prefix>.status` on the instance current after a round, so the fleet can be read

@@ -793,13 +793,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             self.store.describe_self()
         })
         .await?;
-        self.check_own(&me.attributes, held, margin)?;
-        let claim = self.renewed(held, phase, ttl);
-        let mut attrs = vec![(self.names.lease.clone(), claim.encode())];
-        attrs.extend_from_slice(extra);
-        with_retry(self.clock, self.jitter, &self.retry, "PutAttributes", || self.store.put_attributes(&attrs)).await?;
-        self.in_time(&held.claim, margin)?;
-        Ok(Held { claim })
+        self.renew_seen_with(&me.attributes, held, phase, ttl, margin, extra).await
     }
 
     /// [`Self::renew`] against attributes the caller has just read, saving a second read.
@@ -811,9 +805,24 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         ttl: Duration,
         margin: Duration,
     ) -> Result<Held, LeaseError> {
+        self.renew_seen_with(attrs, held, phase, ttl, margin, &[]).await
+    }
+
+    /// [`Self::renew_seen`], writing `extra` attributes of this instance in the same call.
+    async fn renew_seen_with(
+        &self,
+        attrs: &std::collections::BTreeMap<String, String>,
+        held: &Held,
+        phase: ClaimPhase,
+        ttl: Duration,
+        margin: Duration,
+        extra: &[(String, String)],
+    ) -> Result<Held, LeaseError> {
         self.check_own(attrs, held, margin)?;
         let claim = self.renewed(held, phase, ttl);
-        self.write(&claim).await?;
+        let mut written = vec![(self.names.lease.clone(), claim.encode())];
+        written.extend_from_slice(extra);
+        with_retry(self.clock, self.jitter, &self.retry, "PutAttributes", || self.store.put_attributes(&written)).await?;
         self.in_time(&held.claim, margin)?;
         Ok(Held { claim })
     }
