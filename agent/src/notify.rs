@@ -755,10 +755,12 @@ mod tests {
         assert!(events.iter().all(|e| e.version() == "v"));
     }
 
-    /// A port nothing listens on (bound, then closed).
-    fn closed_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
+    /// A socket bound and never listening: connections to its port are refused, and no test
+    /// running beside this one can be given the port while it is held.
+    fn closed_socket() -> tokio::net::TcpSocket {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        s
     }
 
     fn fast(queue: usize) -> Delivery {
@@ -823,7 +825,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_endpoint_is_given_up_on_and_the_close_is_prompt() {
-        let url = WebhookUrl::parse(&format!("http://127.0.0.1:{}/{SECRET}", closed_port())).expect("url");
+        let closed = closed_socket();
+        let url = WebhookUrl::parse(&format!("http://127.0.0.1:{}/{SECRET}", closed.local_addr().expect("addr").port())).expect("url");
         let n = Notifier::start_with(url, Delivery { retries: 2, ..fast(QUEUE_LEN) }, Origin::default());
         n.notify(Event::DrainStarted { version: "1.1.0".into() }, WallTime(0));
         // Refused connects, two retries 10 ms apart: done well within the bound.

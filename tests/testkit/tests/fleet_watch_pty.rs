@@ -69,6 +69,10 @@ fn operator_env(endpoint: &str) -> Env {
         ("AWS_CONFIG_FILE", "/nonexistent/br-update-agent-test/config"),
         ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/br-update-agent-test/credentials"),
         ("TERM", "xterm"),
+        // `script -c` runs its command through $SHELL: with bash named here the command's shell is
+        // the terminal's session leader. Under another shell (a `sh` that does not exec its last
+        // command) that outer shell would die of the Ctrl-C and `script` would report 130.
+        ("SHELL", "/bin/bash"),
     ];
     Env {
         set: set.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
@@ -102,8 +106,7 @@ fn watch_redraws_as_hosts_move_and_ends_cleanly_on_ctrl_c_in_a_terminal() {
         "echo \"stty-before=$(stty -g)\"; {} fleet status --cluster demo --watch --interval 1; echo \"exit=$?\"; echo \"stty-after=$(stty -g)\"",
         agent.display()
     );
-    let command = format!("bash -c '{inner}'");
-    let mut term = ok(CommandProcess::start_program(script, &["-qfec", &command, "/dev/null"], &operator_env(&endpoint)));
+    let mut term = ok(CommandProcess::start_program(script, &["-qfec", &inner, "/dev/null"], &operator_env(&endpoint)));
     let enough = |t: &str| frames(t).len() >= 3 && frames(t).windows(2).any(|w| w[0] != w[1]);
     let deadline = Instant::now() + SHOW;
     while !enough(&term.stdout().text()) {

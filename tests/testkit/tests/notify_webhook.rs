@@ -123,10 +123,19 @@ async fn answer(req: Request<Incoming>, reply: Reply, received: Arc<Mutex<Vec<Re
     Ok(Response::builder().status(status).body(Full::new(Bytes::from_static(b"ok"))).expect("response"))
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// A port that refuses connections: bound, never listening, and held for the test's life so that
+/// a server started by a test running beside it cannot be given the same port.
+struct ClosedPort(tokio::net::TcpSocket);
+
+impl ClosedPort {
+    fn bind() -> ClosedPort {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        ClosedPort(s)
+    }
+    fn port(&self) -> u16 {
+        self.0.local_addr().expect("addr").port()
+    }
 }
 
 // ------------------------------------------------------------------ captured logs
@@ -262,7 +271,8 @@ async fn a_refusal_is_not_retried_and_is_logged_once_without_the_url() {
 #[tokio::test]
 async fn a_down_endpoint_is_given_up_on_after_bounded_retries_with_one_line() {
     let (logs, _guard) = Logs::capture();
-    let url = format!("http://127.0.0.1:{}{SECRET_PATH}", closed_port());
+    let closed = ClosedPort::bind();
+    let url = format!("http://127.0.0.1:{}{SECRET_PATH}", closed.port());
     let n = Notifier::start_with(webhook(&url), quick(2), origin());
     n.notify(Event::DrainStarted { version: "1.1.0".into() }, WallTime(0));
     assert_eq!(n.close(Duration::from_secs(30)).await, Flush::Done, "three refused connects and two short waits end well within the bound");
@@ -309,7 +319,8 @@ async fn a_dead_or_silent_endpoint_costs_a_round_no_time() {
     assert_eq!(expected.last(), Some(&Outcome::Finished { result: "updated".into(), version: "1.1.0".into() }));
 
     let silent = Hook::start(Reply::Never);
-    let down = format!("http://127.0.0.1:{}{SECRET_PATH}", closed_port());
+    let closed = ClosedPort::bind();
+    let down = format!("http://127.0.0.1:{}{SECRET_PATH}", closed.port());
     for url in [silent.url(), down] {
         let ecs = FakeEcs::new("c", 1);
         // Each attempt may wait a whole minute: a round that awaited delivery would take minutes.
