@@ -65,6 +65,8 @@ pub const MIN_WAIT_POLL_MAX: Duration = Duration::from_secs(1);
 pub const MIN_DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// `commands.poll-interval` floor: each poll is a request on the local API socket.
 pub const MIN_COMMAND_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// `cluster.ecs-call-spacing` ceiling: the spacing delays every call, renewals included.
+pub const MAX_ECS_CALL_SPACING: Duration = Duration::from_secs(2);
 /// `cluster.reboot-allowance` floor: no host shuts down, boots and restarts the agent faster.
 pub const MIN_REBOOT_ALLOWANCE: Duration = Duration::from_secs(60);
 
@@ -193,6 +195,7 @@ struct RawCluster {
     ecs_retry_budget: Option<String>,
     ecs_backoff_min: Option<String>,
     ecs_backoff_max: Option<String>,
+    ecs_call_spacing: Option<String>,
     count_foreign_draining: Option<bool>,
     halt_after_failures: Option<u32>,
     canary_hosts: Option<u32>,
@@ -293,6 +296,8 @@ pub struct ClusterConfig {
     pub ecs_retry_budget: Duration,
     /// Back-off between ECS retries.
     pub ecs_backoff: Backoff,
+    /// The least time between the starts of two of this agent's ECS calls (zero: not spaced).
+    pub ecs_call_spacing: Duration,
     /// Whether an instance DRAINING without this agent's marker (an operator, ECS managed
     /// draining) takes one of the N slots.
     pub count_foreign_draining: bool,
@@ -453,6 +458,7 @@ impl ClusterConfig {
             agent_connect_timeout: positive("cluster.agent-connect-timeout", &r.agent_connect_timeout, "10m")?,
             ecs_retry_budget: positive("cluster.ecs-retry-budget", &r.ecs_retry_budget, "2m")?,
             ecs_backoff,
+            ecs_call_spacing: dur("cluster.ecs-call-spacing", &r.ecs_call_spacing, "500ms")?,
             count_foreign_draining: r.count_foreign_draining.unwrap_or(true),
             halt_after_failures: r.halt_after_failures.unwrap_or(1),
             canary_hosts: r.canary_hosts.unwrap_or(1),
@@ -470,6 +476,12 @@ impl ClusterConfig {
             MIN_DRAIN_POLL_INTERVAL,
             "each check lists the instance's tasks",
         )?;
+        if self.ecs_call_spacing > MAX_ECS_CALL_SPACING {
+            return Err(bad(
+                "cluster.ecs-call-spacing",
+                format!("must be at most {}: every call waits for it, renewals included", format_duration(MAX_ECS_CALL_SPACING)),
+            ));
+        }
         if self.settle_time >= self.lease_ttl {
             return Err(bad("cluster.settle-time", "must be shorter than cluster.lease-ttl"));
         }
@@ -501,7 +513,9 @@ impl ClusterConfig {
     /// hosts may already have counted the claim as lapsed.
     fn validate_renewal_margin(&self) -> Result<(), ConfigError> {
         let parts = [self.ecs_retry_budget, self.settle_time, self.clock_skew, self.drain_poll_interval];
-        let sum = parts.iter().fold(Duration::ZERO, |acc, d| acc.saturating_add(*d));
+        // A renewal may also wait its turn behind the agent's other calls (see cluster::paced).
+        let turn = self.ecs_call_spacing.saturating_mul(crate::cluster::paced::MAX_WAIT_SPACINGS);
+        let sum = parts.iter().fold(turn, |acc, d| acc.saturating_add(*d));
         let half = self.lease_ttl / 2;
         if sum <= half {
             return Ok(());
@@ -511,13 +525,14 @@ impl ClusterConfig {
             "cluster.ecs-retry-budget",
             format!(
                 "the renewal margin is broken: cluster.ecs-retry-budget + cluster.settle-time + cluster.clock-skew + \
-                 cluster.drain-poll-interval = {} + {} + {} + {} = {} must be <= cluster.lease-ttl / 2 = {}; a renewal \
-                 retried for the whole budget could land after other hosts counted the claim as lapsed (shorten \
-                 cluster.ecs-retry-budget or lengthen cluster.lease-ttl)",
+                 cluster.drain-poll-interval + 2 x cluster.ecs-call-spacing = {} + {} + {} + {} + {} = {} must be <= \
+                 cluster.lease-ttl / 2 = {}; a renewal retried for the whole budget could land after other hosts counted \
+                 the claim as lapsed (shorten cluster.ecs-retry-budget or lengthen cluster.lease-ttl)",
                 f(parts[0]),
                 f(parts[1]),
                 f(parts[2]),
                 f(parts[3]),
+                f(turn),
                 f(sum),
                 f(half)
             ),
@@ -784,6 +799,7 @@ impl From<&Config> for Printable {
             ("ecs-retry-budget", k.ecs_retry_budget),
             ("ecs-backoff-min", k.ecs_backoff.base),
             ("ecs-backoff-max", k.ecs_backoff.max),
+            ("ecs-call-spacing", k.ecs_call_spacing),
         ] {
             cluster.insert(key.into(), f(v).into());
         }
@@ -963,20 +979,30 @@ mod tests {
 
     #[test]
     fn a_retry_budget_that_breaks_the_renewal_margin_is_refused() {
-        // Defaults: 2m + 10s + 30s + 15s = 2m55s against a 10m TTL's 5m.
+        // Defaults: 2m + 10s + 30s + 15s + 2 x 500ms = 2m56s against a 10m TTL's 5m.
         let e = err("[cluster]\necs-retry-budget = \"10m\"");
         assert!(e.contains("`cluster.ecs-retry-budget`"), "{e}");
         assert!(
-            e.contains("cluster.ecs-retry-budget + cluster.settle-time + cluster.clock-skew + cluster.drain-poll-interval"),
+            e.contains("cluster.ecs-retry-budget + cluster.settle-time + cluster.clock-skew + cluster.drain-poll-interval + 2 x cluster.ecs-call-spacing"),
             "{e}"
         );
-        assert!(e.contains("10m + 10s + 30s + 15s = 655s must be <= cluster.lease-ttl / 2 = 5m"), "{e}");
+        assert!(e.contains("10m + 10s + 30s + 15s + 1s = 656s must be <= cluster.lease-ttl / 2 = 5m"), "{e}");
         // One second over, then exactly at the margin.
-        refused("[cluster]\necs-retry-budget = \"4m6s\"", "cluster.ecs-retry-budget", "= 301s must be <= cluster.lease-ttl / 2 = 5m");
-        assert_eq!(ok("[cluster]\necs-retry-budget = \"4m5s\"").cluster.ecs_retry_budget, Duration::from_secs(245));
-        // Every term counts: a long skew breaks it as well, and a longer TTL mends it.
-        refused("[cluster]\nclock-skew = \"3m\"", "cluster.ecs-retry-budget", "= 325s must be <= cluster.lease-ttl / 2 = 5m");
+        refused("[cluster]\necs-retry-budget = \"4m5s\"", "cluster.ecs-retry-budget", "= 301s must be <= cluster.lease-ttl / 2 = 5m");
+        assert_eq!(ok("[cluster]\necs-retry-budget = \"4m4s\"").cluster.ecs_retry_budget, Duration::from_secs(244));
+        // Every term counts: a long skew breaks it as well, and a longer TTL mends it; so does the
+        // time a renewal may wait for its turn.
+        refused("[cluster]\nclock-skew = \"3m\"", "cluster.ecs-retry-budget", "= 326s must be <= cluster.lease-ttl / 2 = 5m");
         ok("[cluster]\nclock-skew = \"3m\"\nlease-ttl = \"11m\"");
+        refused("[cluster]\necs-retry-budget = \"4m4s\"\necs-call-spacing = \"1s\"", "cluster.ecs-retry-budget", "= 301s");
+        assert_eq!(ok("[cluster]\necs-retry-budget = \"4m4s\"\necs-call-spacing = \"0s\"").cluster.ecs_call_spacing, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_call_spacing_beyond_its_ceiling_is_refused() {
+        refused("[cluster]\necs-call-spacing = \"2001ms\"", "cluster.ecs-call-spacing", "at most 2s");
+        assert_eq!(ok("[cluster]\necs-call-spacing = \"2s\"").cluster.ecs_call_spacing, Duration::from_secs(2));
+        assert_eq!(ok("").cluster.ecs_call_spacing, Duration::from_millis(500));
     }
 
     #[test]

@@ -250,6 +250,9 @@ pub struct Memory {
     /// The last update's slot time as the record has it, once read (`None`: not read yet): every
     /// status carries it, and only a finished update changes it.
     last_took: std::cell::Cell<Option<Option<u64>>>,
+    /// The tasks ECS means to keep on this instance, as listed just before the claim, and when:
+    /// the drain's start, a settle time later, takes this listing instead of asking again.
+    tasks_seen: std::cell::RefCell<Option<(WallTime, Vec<TaskInfo>)>>,
 }
 
 /// The status token of a host holding its slot because `why`: the ECS agent's own, or `held_as`.
@@ -260,6 +263,10 @@ fn held_token<'a>(why: &str, held_as: &'a str) -> &'a str {
         held_as
     }
 }
+
+/// How much longer than the claim's settle time the listing made before the claim may stand
+/// for the drain's own (the count after the settle and a halt check take a few calls).
+const TASKS_SEEN_SLACK: Duration = Duration::from_secs(30);
 
 /// The longest a drain goes without a look at its task listing (a describe alone cannot tell
 /// a standalone task, or a task still stopping).
@@ -507,7 +514,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             rollback: None,
             claimed_at: None,
         };
-        self.standalone_precheck().await?;
+        self.standalone_precheck().await.map_err(Halt::Done)?;
         let held = self.take_slot(&mut flight, bypass).await?;
         let held = self.drain(&mut flight, held, bypass).await?;
         let held = match held {
@@ -700,6 +707,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             wait_poll_max: c.wait_poll_max,
             rule: LeaseRule::CountOthers,
             foreign_draining: c.count_foreign_draining,
+            // An update that runs past the operator's expected duration may have failed.
+            stuck_after: Some(self.cfg.maintenance.expected_duration),
         }
     }
 
@@ -709,25 +718,37 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     }
 
     /// Under the skip policy, a host with standalone tasks does not even contend for a slot (the
-    /// drain step checks again, since tasks may start while it waits).
-    async fn standalone_precheck(&self) -> Step_<()> {
+    /// drain step checks again, since tasks may start while it waits: it takes this listing only
+    /// when the host did not wait).
+    async fn standalone_precheck(&self) -> Result<(), Outcome> {
         let Some(store) = &self.cluster else { return Ok(()) };
         if self.cfg.cluster.standalone_tasks != StandalonePolicy::Skip {
             return Ok(());
         }
-        let tasks = self
-            .ecs("ListTasks", || store.kept_running_tasks())
-            .await
-            .map_err(|e| failed(format!("cannot list tasks: {e}")))?;
-        match tasks.iter().find(|t| !t.is_service_task() && !t.stopping) {
-            Some(t) => {
-                let n = TasksLeft::of(&tasks).standalone;
-                let reason = format!("{n} standalone task(s) would not be moved by ECS, e.g. {}", t.arn);
-                tracing::info!(reason = %reason, "skipping this round without taking a slot");
-                Err(Halt::Done(Outcome::Skipped { reason }))
-            }
-            None => Ok(()),
+        let tasks = match self.ecs("ListTasks", || store.kept_running_tasks()).await {
+            Ok(t) => t,
+            Err(e) => return Err(Outcome::Failed { reason: format!("cannot list tasks: {e}") }),
+        };
+        if let Some(t) = tasks.iter().find(|t| !t.is_service_task() && !t.stopping) {
+            let n = TasksLeft::of(&tasks).standalone;
+            let reason = format!("{n} standalone task(s) would not be moved by ECS, e.g. {}", t.arn);
+            tracing::info!(reason = %reason, "skipping this round without taking a slot");
+            return Err(Outcome::Skipped { reason });
         }
+        *self.memory.tasks_seen.borrow_mut() = Some((self.clock.now(), tasks));
+        Ok(())
+    }
+
+    /// The tasks to judge the drain's start by: the listing made just before the claim when the
+    /// claim's settle time is all that passed since (a task started in between is one started
+    /// during the drain: the drain waits for it, and gives up at its timeout), else a new one.
+    async fn tasks_at_drain(&self, store: &S) -> Step_<Vec<TaskInfo>> {
+        let fresh = self.cfg.cluster.settle_time + TASKS_SEEN_SLACK;
+        match self.memory.tasks_seen.borrow_mut().take() {
+            Some((at, tasks)) if self.clock.now().since(at) <= fresh => return Ok(tasks),
+            _ => {}
+        }
+        self.ecs_or_undo("ListTasks", || store.kept_running_tasks()).await
     }
 
     /// Reads the fleet-wide tags: `None` when paused, else the N to use.
@@ -822,15 +843,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             let fits_until = end.minus(self.cfg.maintenance.expected_duration);
             params.wait_poll_max = params.wait_poll_max.min(fits_until.since(self.clock.now()).max(Duration::from_secs(60)));
         }
-        // A host that waits for a slot learns of a halt while it waits, not only once it holds one.
         let halted: std::cell::RefCell<Option<Outcome>> = Default::default();
         let gate = || async {
             self.window_fit(bypass).map_err(LeaseError::NotNow)?;
-            if let Err(outcome) = self.halt_check(&flight.target_version).await {
-                let why = outcome.token().to_string();
-                *halted.borrow_mut() = Some(outcome);
-                return Err(LeaseError::NotNow(why));
-            }
             match self.fleet_limit().await? {
                 // Computed at N = 1 too: a canary bakes longer whatever N is.
                 Some(n) => Ok(Some(self.canary_limit(&flight.target_version, n).await)),
@@ -841,13 +856,22 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 }
             }
         };
+        // The failure markers are read each time a slot looks free, not on every look: a waiter
+        // could not act on a halt before then (the fleet view shows it meanwhile).
+        let ready = || async {
+            self.halt_check(&flight.target_version).await.map_err(|outcome| {
+                let why = outcome.token().to_string();
+                *halted.borrow_mut() = Some(outcome);
+                LeaseError::NotNow(why)
+            })
+        };
         let target = flight.target_version.clone();
         let waiting = |holders: Vec<String>| {
             let detail = format!("slots held by {}", holders.join(" "));
             let target = target.clone();
             async move { self.publish("waiting", Some(&target), "waiting-for-slot", &detail).await }
         };
-        let held = self.interruptible(lease.acquire(&params, &flight.target_version, gate, waiting)).await?;
+        let held = self.interruptible(lease.acquire_when(&params, &flight.target_version, gate, ready, waiting)).await?;
         let held = match held {
             Ok(h) => h,
             Err(LeaseError::NotNow(reason)) => {
@@ -880,7 +904,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             return Err(Halt::Done(Outcome::Skipped { reason }));
         }
         let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
-        let tasks = self.ecs_or_undo("ListTasks", || store.kept_running_tasks()).await?;
+        let tasks = self.tasks_at_drain(store).await?;
         let standalone: Vec<&TaskInfo> = tasks.iter().filter(|t| !t.is_service_task() && !t.stopping).collect();
         if !standalone.is_empty() && self.cfg.cluster.standalone_tasks == StandalonePolicy::Skip {
             let reason = format!("{} standalone task(s) would not be moved by ECS, e.g. {}", standalone.len(), standalone[0].arn);

@@ -246,6 +246,10 @@ pub struct LeaseParams {
     pub rule: LeaseRule,
     /// Count DRAINING instances that no agent drained as taking a slot.
     pub foreign_draining: bool,
+    /// A slot held longer than this (or by an instance out of service without a live claim)
+    /// may be held by a host that failed: a look that finds the cluster full then asks `ready`
+    /// as well, so a waiter learns of a halt that keeps it waiting. `None`: only before a claim.
+    pub stuck_after: Option<Duration>,
 }
 
 impl LeaseParams {
@@ -507,6 +511,20 @@ impl Census {
         self.occupied.len() + self.out_of_service.len()
     }
 
+    /// How long the longest-held slot has been held at `now`: since its claim was first written,
+    /// or for good when an instance is out of service without a live claim, or its claim cannot
+    /// be read.
+    pub fn longest_hold(&self, now: WallTime) -> Duration {
+        if !self.out_of_service.is_empty() {
+            return Duration::MAX;
+        }
+        let ages = self.occupied.iter().map(|s| match &s.claim {
+            Ok(c) => Duration::from_secs(u64::try_from(now.as_secs().saturating_sub(c.claimed_at)).unwrap_or(0)),
+            Err(_) => Duration::MAX,
+        });
+        ages.max().unwrap_or(Duration::ZERO)
+    }
+
     /// Who holds the slots, one short phrase each, for logs and the status detail (no times,
     /// so that the status of a host waiting on the same holders does not change).
     pub fn holders(&self) -> Vec<String> {
@@ -614,16 +632,32 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// Takes one of `params.max_concurrent` slots; returns once held. Loops (sleeping) while the
     /// cluster is full or a race is lost; `paused` is asked before each attempt and, while it says
     /// so, no claim is written. `waiting` hears who holds the slots each time the cluster is full.
-    pub async fn acquire<P, PF, W, WF>(
+    pub async fn acquire<P, PF, W, WF>(&self, params: &LeaseParams, target: &str, paused: P, waiting: W) -> Result<Held, LeaseError>
+    where
+        P: FnMut() -> PF,
+        PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
+        W: FnMut(Vec<String>) -> WF,
+        WF: std::future::Future<Output = ()>,
+    {
+        self.acquire_when(params, target, paused, || async { Ok(()) }, waiting).await
+    }
+
+    /// [`Self::acquire`], with `ready` asked each time a slot looks free, just before the claim is
+    /// written: checks that only matter to a host about to claim (and would only cost a waiter
+    /// calls on every look) go there; an error ends the attempt without a claim.
+    pub async fn acquire_when<P, PF, R, RF, W, WF>(
         &self,
         params: &LeaseParams,
         target: &str,
         mut paused: P,
+        mut ready: R,
         mut waiting: W,
     ) -> Result<Held, LeaseError>
     where
         P: FnMut() -> PF,
         PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
+        R: FnMut() -> RF,
+        RF: std::future::Future<Output = Result<(), LeaseError>>,
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
     {
@@ -642,6 +676,9 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             self.pause(params.pace()).await;
             let before = self.census_before_claim(params.scope(), n).await?;
             if before.taken() as u32 >= n {
+                if params.stuck_after.is_some_and(|after| before.longest_hold(self.clock.now()) > after) {
+                    ready().await?;
+                }
                 let holders = before.holders();
                 let wait = self.wait_while_full(params, &before, n, &mut estimate).await;
                 tracing::info!(taken = before.taken(), max = n, holders = %holders.join(", "), wait_s = wait.as_secs(),
@@ -650,6 +687,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                 self.clock.sleep(wait).await;
                 continue;
             }
+            ready().await?;
             let claim = self.new_claim(ClaimPhase::Claiming, target, params.ttl)?;
             self.write(&claim).await?;
             self.clock.sleep(params.settle).await;

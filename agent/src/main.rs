@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use agent::backoff::{Backoff, Jitter};
 use agent::clock::SystemClock;
 use agent::cluster::ecs::EcsStore;
+use agent::cluster::paced::Paced;
 use agent::cluster::ClusterStore;
 use agent::config::{Config, DEFAULT_CONFIG_PATH};
 use agent::cycle::{Agent, Outcome};
@@ -202,9 +203,10 @@ async fn run(cfg: Config, once: bool) -> ExitCode {
         None => Origin::default(),
     };
     let notifier = Notifier::start(&cfg.notify, origin);
+    let spacing = cfg.cluster.ecs_call_spacing;
     let agent = Agent {
         os,
-        cluster,
+        cluster: cluster.map(|store| Paced::new(store, SystemClock, spacing)),
         clock: SystemClock,
         journal: FileJournal::new(cfg.journal_path()),
         jitter,

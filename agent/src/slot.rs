@@ -54,9 +54,20 @@ pub struct Planned {
     pub offset: Duration,
 }
 
+/// The share of a window's usable part (in which an update still fits) that slots are planned
+/// over. The round does work before it starts the update (the download, a wait for a slot):
+/// a seed planned at the very end of the usable part would be past it by then, in every window,
+/// and never update. The last tenth is that work's room.
+const PLANNED_SHARE: f64 = 0.9;
+
+/// The part of window `o` that slots are planned over, for an update taking `expected`.
+fn planned_part(o: &Opening, expected: Duration) -> Duration {
+    o.length().saturating_sub(expected).mul_f64(PLANNED_SHARE)
+}
+
 /// The next slot after `now`. Without windows: the seed's phase of the check interval. With
-/// windows: the seed's fraction of the part of the next window in which an update taking
-/// `expected` still fits (so high seeds are not pushed out of every window).
+/// windows: the seed's fraction of the planned part of the next window in which an update
+/// taking `expected` still fits (so high seeds are not pushed out of every window).
 pub fn plan(schedule: &Schedule, windows: &Windows, expected: Duration, now: WallTime) -> Planned {
     if !windows.is_restricted() {
         return Planned { at: schedule.next_after(now), window: None, offset: schedule.offset() };
@@ -65,8 +76,7 @@ pub fn plan(schedule: &Schedule, windows: &Windows, expected: Duration, now: Wal
     let mut opening = windows.current_or_next(now);
     for _ in 0..64 {
         let Some(o) = opening else { break };
-        let usable = o.length().saturating_sub(expected);
-        let offset = Duration::from_millis((usable.as_millis() as f64 * frac) as u64);
+        let offset = Duration::from_millis((planned_part(&o, expected).as_millis() as f64 * frac) as u64);
         let at = o.start.plus(offset);
         if at > now {
             return Planned { at, window: Some(o), offset };
@@ -100,7 +110,7 @@ pub fn describe(p: &Planned, schedule: &Schedule, expected: Duration) -> String 
             w.end,
             schedule.seed,
             frac * 100.0,
-            w.length().saturating_sub(expected).as_secs() / 60,
+            planned_part(&w, expected).as_secs() / 60,
             expected.as_secs() / 60,
             p.offset.as_secs() / 60
         ),
@@ -188,7 +198,9 @@ mod tests {
             assert!(p.at.plus(expected) <= o.end, "seed {seed}: update must fit");
             latest = latest.max(p.offset);
         }
-        assert!(latest > Duration::from_secs(2 * 3600 + 3000), "high seeds go late: {latest:?}");
+        // 4 h less the 1 h update leaves 3 h; slots are planned over nine tenths of them.
+        assert!(latest > Duration::from_secs(2 * 3600 + 2400), "high seeds go late: {latest:?}");
+        assert!(latest <= Duration::from_secs(3 * 3600 * 9 / 10), "the highest seed leaves a tenth for the round's own work: {latest:?}");
     }
 
     #[test]

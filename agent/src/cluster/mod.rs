@@ -7,6 +7,7 @@
 //! custom attributes per instance, the value character rules) and adds staleness and faults.
 
 pub mod ecs;
+pub mod paced;
 mod paging;
 pub mod retry;
 

@@ -229,6 +229,8 @@ pub struct Scenario {
     pub update_now_poll: Duration,
     /// How long each ECS call takes (sequential calls of one host spread out by it).
     pub ecs_latency: Duration,
+    /// The least time between the starts of two of one agent's calls (`cluster.ecs-call-spacing`).
+    pub ecs_call_spacing: Duration,
     /// The rule the count after settling applies (the unsafe one only to show it fails).
     pub rule: LeaseRule,
     /// What goes wrong.
@@ -289,6 +291,7 @@ impl Scenario {
             wait_poll_max: defaults.cluster.wait_poll_max,
             update_now_poll: defaults.maintenance.update_now_poll,
             ecs_latency: Duration::ZERO,
+            ecs_call_spacing: defaults.cluster.ecs_call_spacing,
             rule: LeaseRule::CountOthers,
             faults: FaultPlan::none(),
             time_limit: Duration::ZERO,
@@ -364,6 +367,7 @@ impl Scenario {
         c.canary_hosts = self.canary_hosts;
         c.settle_time = self.settle;
         c.wait_poll_max = self.wait_poll_max;
+        c.ecs_call_spacing = self.ecs_call_spacing;
         c.count_foreign_draining = self.count_foreign_draining;
         // The allowance must cover the largest disagreement between two hosts' clocks.
         c.clock_skew = c.clock_skew.max(self.faults.clock_skew * 2);

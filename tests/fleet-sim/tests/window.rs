@@ -25,6 +25,8 @@ fn a_thousand_hosts_spread_over_a_four_hour_window() {
     let run = sim::run(&scenario).expect("simulation runs");
     let violations = check::check(&run.trace);
     assert!(violations.is_empty(), "{violations:?}");
+    // Every host reached its end, those whose seed puts them last in the window included.
+    assert!(run.finished, "the run hit its time limit: some host never fitted its update into a window");
     // The clock starts Friday 08:00 UTC; the first window is 09:00-13:00 UTC (t = 1 h .. 5 h).
     let day_ms: u64 = 86_400_000;
     let epoch_ms = (EPOCH_SECS * 1000) as u64;

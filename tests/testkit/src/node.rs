@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use agent::backoff::Jitter;
 use agent::clock::{Clock, VirtualClock, WallTime};
+use agent::cluster::paced::Paced;
 use agent::config::Config;
 use agent::cycle::{Agent, Outcome};
 use agent::journal::{Journal, MemoryJournal, Record};
@@ -28,10 +29,10 @@ use tokio::time::Instant;
 use crate::fake_ecs::{FakeEcs, FakeEcsHost};
 
 /// The agent type every simulated host runs.
-pub type SimAgent = Agent<FakeHost, FakeEcsHost, VirtualClock, MemoryJournal>;
+pub type SimAgent = Agent<FakeHost, Paced<FakeEcsHost, VirtualClock>, VirtualClock, MemoryJournal>;
 
 /// The agent type of a host whose reboot requests are recorded ([`Node::recorded_agent`]).
-pub type RecordedAgent = Agent<RecordingHost, FakeEcsHost, VirtualClock, MemoryJournal>;
+pub type RecordedAgent = Agent<RecordingHost, Paced<FakeEcsHost, VirtualClock>, VirtualClock, MemoryJournal>;
 
 /// What happened to a host, outside its agent's ECS calls.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,12 +276,12 @@ impl Node {
         self.agent_on(os, shutdown)
     }
 
-    fn agent_on<O: OsApi>(&self, os: O, shutdown: Shutdown) -> Agent<O, FakeEcsHost, VirtualClock, MemoryJournal> {
+    fn agent_on<O: OsApi>(&self, os: O, shutdown: Shutdown) -> Agent<O, Paced<FakeEcsHost, VirtualClock>, VirtualClock, MemoryJournal> {
         let n = self.starts.get() + 1;
         self.starts.set(n);
         Agent {
             os,
-            cluster: self.ecs.clone(),
+            cluster: self.ecs.clone().map(|e| Paced::new(e, self.clock.clone(), self.cfg.cluster.ecs_call_spacing)),
             clock: self.clock.clone(),
             journal: self.journal.clone(),
             jitter: Jitter::seeded(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(n)),

@@ -42,6 +42,7 @@ fn params(n: u32) -> LeaseParams {
         wait_poll_max: Duration::from_millis(500),
         rule: LeaseRule::default(),
         foreign_draining: true,
+        stuck_after: None,
     }
 }
 

@@ -134,6 +134,7 @@ fn lease_params() -> LeaseParams {
         wait_poll_max: MIN,
         rule: LeaseRule::CountOthers,
         foreign_draining: true,
+        stuck_after: None,
     }
 }
 

@@ -25,7 +25,7 @@ use fleet_sim::spread::Spread;
 use fleet_sim::svg;
 
 const USAGE: &str = "usage: fleet-bench [--hosts H] [--n 1,10,50] [--seed S] [--no-peers] [--faults]
-                   [--wait-poll-max D] [--update-now-poll D] [--ecs-latency D]
+                   [--wait-poll-max D] [--update-now-poll D] [--ecs-call-spacing D] [--ecs-latency D]
                    [--throttle] [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--controls]
                    [--bad-release] [--idle [--days D]] [--explain] [--forecast]
   D is a duration such as 90s, 15m, 1h. --throttle gives the in-memory ECS the documented token
@@ -43,6 +43,7 @@ struct Args {
     faults: bool,
     wait_poll_max: Option<Duration>,
     update_now_poll: Option<Duration>,
+    ecs_call_spacing: Option<Duration>,
     ecs_latency: Duration,
     svg: Option<String>,
     sweep: bool,
@@ -65,6 +66,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         faults: false,
         wait_poll_max: None,
         update_now_poll: None,
+        ecs_call_spacing: None,
         ecs_latency: Duration::from_millis(50),
         svg: None,
         sweep: false,
@@ -88,6 +90,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--faults" => a.faults = true,
             "--wait-poll-max" => a.wait_poll_max = Some(parse_duration(&value()?)?),
             "--update-now-poll" => a.update_now_poll = Some(parse_duration(&value()?)?),
+            "--ecs-call-spacing" => a.ecs_call_spacing = Some(parse_duration(&value()?)?),
             "--ecs-latency" => a.ecs_latency = parse_duration(&value()?)?,
             "--svg" => a.svg = Some(value()?),
             "--sweep" => a.sweep = true,
@@ -119,6 +122,7 @@ impl Args {
         }
         sc.wait_poll_max = self.wait_poll_max.unwrap_or(sc.wait_poll_max);
         sc.update_now_poll = self.update_now_poll.unwrap_or(sc.update_now_poll);
+        sc.ecs_call_spacing = self.ecs_call_spacing.unwrap_or(sc.ecs_call_spacing);
         sc
     }
 
@@ -217,9 +221,10 @@ fn table(args: &Args) -> Result<ExitCode, String> {
         if args.faults { "; with faults" } else { "" },
     );
     println!(
-        "agent settings: the defaults (wait-poll-max {}, update-now-poll {})",
+        "agent settings: the defaults (wait-poll-max {}, update-now-poll {}, ecs-call-spacing {})",
         agent::config::format_duration(first.wait_poll_max),
-        agent::config::format_duration(first.update_now_poll)
+        agent::config::format_duration(first.update_now_poll),
+        agent::config::format_duration(first.ecs_call_spacing)
     );
     println!();
     header();

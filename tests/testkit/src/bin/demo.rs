@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use agent::backoff::Jitter;
 use agent::clock::SystemClock;
+use agent::cluster::paced::Paced;
 use agent::cluster::InstanceStatus;
 use agent::config::Config;
 use agent::cycle::{Agent, Outcome};
@@ -177,6 +178,7 @@ agent-connect-timeout = "10s"
 ecs-retry-budget = "8s"
 ecs-backoff-min = "200ms"
 ecs-backoff-max = "1s"
+ecs-call-spacing = "50ms"
 [health]
 poll-interval = "1s"
 canary-bake-time = "5s"
@@ -260,7 +262,7 @@ async fn run_host(h: &DemoHost, ecs: &FakeEcs, n: u32, board: &Board) {
         let cfg = config(n, h);
         let agent = Agent {
             os: HttpOsApi::new(h.socket.clone(), cfg.request_timeout),
-            cluster: Some(ecs.host(&h.arn)),
+            cluster: Some(Paced::new(ecs.host(&h.arn), SystemClock, cfg.cluster.ecs_call_spacing)),
             clock: SystemClock,
             journal: FileJournal::new(cfg.journal_path()),
             jitter: Jitter::seeded(u64::from(h.seed) * 1000 + starts),
