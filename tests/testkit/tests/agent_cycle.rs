@@ -45,6 +45,20 @@ async fn clustered_host_drains_updates_and_returns_to_service() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_host_that_claims_at_once_lists_its_tasks_once_before_the_drain() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&n.arn, Some("ecs-svc/123"), 3);
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
+    let log = ecs.call_log();
+    let drain = log.iter().position(|c| c.op == "UpdateContainerInstancesState").expect("drained");
+    let listed = log[..drain].iter().filter(|c| c.op == "ListTasks").count();
+    // The standalone check's listing, a settle time old, is the drain's start's too.
+    assert_eq!(listed, 1, "{:?}", log[..drain].iter().map(|c| c.op).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
 async fn rolled_back_boot_quarantines_the_version() {
     let ecs = FakeEcs::new("c", 1);
     let n = Node::new("a", host(Faults { rollback_on_boot: true, ..Faults::default() }), Some(&ecs), clock(), config(""), 3);
