@@ -847,8 +847,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let gate = || async {
             self.window_fit(bypass).map_err(LeaseError::NotNow)?;
             match self.fleet_limit().await? {
-                // Computed at N = 1 too: a canary bakes longer whatever N is.
-                Some(n) => Ok(Some(self.canary_limit(&flight.target_version, n).await)),
+                Some(n) => Ok(Some(n)),
                 None => {
                     let why = format!("fleet paused by cluster tag {}", self.names.paused_tag);
                     self.publish("waiting", Some(&flight.target_version), "paused", &why).await;
@@ -856,14 +855,17 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 }
             }
         };
-        // The failure markers are read each time a slot looks free, not on every look: a waiter
-        // could not act on a halt before then (the fleet view shows it meanwhile).
-        let ready = || async {
-            self.halt_check(&flight.target_version).await.map_err(|outcome| {
+        // The failure markers and the canary count are read when the claims leave a slot free
+        // at N, not on every look: a waiter could not act on either before then (the fleet view
+        // shows a halt meanwhile). The canary count is read at N = 1 too: a canary bakes longer.
+        let (version, halted_ref) = (flight.target_version.as_str(), &halted);
+        let ready = |n: u32| async move {
+            if let Err(outcome) = self.halt_check(version).await {
                 let why = outcome.token().to_string();
-                *halted.borrow_mut() = Some(outcome);
-                LeaseError::NotNow(why)
-            })
+                *halted_ref.borrow_mut() = Some(outcome);
+                return Err(LeaseError::NotNow(why));
+            }
+            Ok(self.canary_limit(version, n).await)
         };
         let target = flight.target_version.clone();
         let waiting = |holders: Vec<String>| {

@@ -585,17 +585,27 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         self.census_with(claims, scope).await
     }
 
-    /// The look before a claim: [`Self::census`], except that when the live claims alone fill
-    /// `n` slots it stops there, since the other listings could only add to the count and the
-    /// answer (wait) is the same. Only the census after the claim decides whether it holds, and
-    /// that one is always whole.
-    async fn census_before_claim(&self, scope: CensusScope, n: u32) -> Result<Census, LeaseError> {
+    /// The look before a claim, at the fleet's limit `n`: the claims first. When they alone fill
+    /// the slots the look stops there, since the other listings could only add to the count and
+    /// the answer (wait) is the same; otherwise `ready` is asked for the limit (and may end the
+    /// attempt), and only if the claims leave a slot free under it are the other listings read.
+    /// Only the census after the claim decides whether it holds, and that one is always whole.
+    /// Returns the census, the limit it is judged by, and whether `ready` was asked.
+    async fn look<R, RF>(&self, scope: CensusScope, n: u32, ready: &mut R) -> Result<(Census, u32, bool), LeaseError>
+    where
+        R: FnMut(u32) -> RF,
+        RF: std::future::Future<Output = Result<u32, LeaseError>>,
+    {
         let claims = self.list(&self.names.lease).await?;
         let by_claims = self.sort(claims.clone(), vec![], vec![], scope.skew);
         if by_claims.taken() as u32 >= n {
-            return Ok(by_claims);
+            return Ok((by_claims, n, false));
         }
-        self.census_with(claims, scope).await
+        let limit = ready(n).await?.clamp(1, n);
+        if by_claims.taken() as u32 >= limit {
+            return Ok((by_claims, limit, true));
+        }
+        Ok((self.census_with(claims, scope).await?, limit, true))
     }
 
     /// The census from the claims already listed, with the other listings read now.
@@ -639,12 +649,13 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
     {
-        self.acquire_when(params, target, paused, || async { Ok(()) }, waiting).await
+        self.acquire_when(params, target, paused, |n| async move { Ok(n) }, waiting).await
     }
 
-    /// [`Self::acquire`], with `ready` asked each time a slot looks free, just before the claim is
-    /// written: checks that only matter to a host about to claim (and would only cost a waiter
-    /// calls on every look) go there; an error ends the attempt without a claim.
+    /// [`Self::acquire`], with `ready` asked when the live claims leave a slot free at the
+    /// fleet's N: checks that only matter to a host about to claim (and would only cost a waiter
+    /// calls on every look) go there. It answers the limit to apply (at most N: a canary's is 1),
+    /// or an error that ends the attempt without a claim.
     pub async fn acquire_when<P, PF, R, RF, W, WF>(
         &self,
         params: &LeaseParams,
@@ -656,8 +667,8 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     where
         P: FnMut() -> PF,
         PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
-        R: FnMut() -> RF,
-        RF: std::future::Future<Output = Result<(), LeaseError>>,
+        R: FnMut(u32) -> RF,
+        RF: std::future::Future<Output = Result<u32, LeaseError>>,
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
     {
@@ -674,10 +685,10 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             };
             let n = n.max(1);
             self.pause(params.pace()).await;
-            let before = self.census_before_claim(params.scope(), n).await?;
+            let (before, n, asked) = self.look(params.scope(), n, &mut ready).await?;
             if before.taken() as u32 >= n {
-                if params.stuck_after.is_some_and(|after| before.longest_hold(self.clock.now()) > after) {
-                    ready().await?;
+                if !asked && params.stuck_after.is_some_and(|after| before.longest_hold(self.clock.now()) > after) {
+                    ready(n).await?;
                 }
                 let holders = before.holders();
                 let wait = self.wait_while_full(params, &before, n, &mut estimate).await;
@@ -687,7 +698,6 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                 self.clock.sleep(wait).await;
                 continue;
             }
-            ready().await?;
             let claim = self.new_claim(ClaimPhase::Claiming, target, params.ttl)?;
             self.write(&claim).await?;
             self.clock.sleep(params.settle).await;
