@@ -588,9 +588,12 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// The look before a claim, at the fleet's limit `n`: the claims first. When they alone fill
     /// the slots the look stops there, since the other listings could only add to the count and
     /// the answer (wait) is the same; otherwise `ready` is asked for the limit (and may end the
-    /// attempt), and only if the claims leave a slot free under it are the other listings read.
-    /// Only the census after the claim decides whether it holds, and that one is always whole.
-    /// Returns the census, the limit it is judged by, and whether `ready` was asked.
+    /// attempt), and only if the claims leave a slot free under it are the other listings read,
+    /// then the claims again: the claim is written right after that listing, so that the window
+    /// in which two hosts both see the same free slot (a lost race costs a claim, a count and a
+    /// withdrawal) is one call wide, not the width of the look. Only the census after the claim
+    /// decides whether it holds, and that one is always whole. Returns the census, the limit it
+    /// is judged by, and whether `ready` was asked.
     async fn look<R, RF>(&self, scope: CensusScope, n: u32, ready: &mut R) -> Result<(Census, u32, bool), LeaseError>
     where
         R: FnMut(u32) -> RF,
@@ -605,13 +608,22 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         if by_claims.taken() as u32 >= limit {
             return Ok((by_claims, limit, true));
         }
-        Ok((self.census_with(claims, scope).await?, limit, true))
+        let (markers, draining) = self.out_of_service_listings(scope).await?;
+        self.store.next_call_at_once();
+        let claims = self.list(&self.names.lease).await?;
+        Ok((self.sort(claims, markers, draining, scope.skew), limit, true))
     }
 
     /// The census from the claims already listed, with the other listings read now.
     async fn census_with(&self, claims: Vec<Attribute>, scope: CensusScope) -> Result<Census, LeaseError> {
+        let (markers, draining) = self.out_of_service_listings(scope).await?;
+        Ok(self.sort(claims, markers, draining, scope.skew))
+    }
+
+    /// Every drained marker and (by `scope`) every DRAINING instance of the cluster.
+    async fn out_of_service_listings(&self, scope: CensusScope) -> Result<(Vec<Attribute>, Vec<String>), LeaseError> {
         if self.names.is_off(|o| o.out_of_service_count) {
-            return Ok(self.sort(claims, vec![], vec![], scope.skew));
+            return Ok((vec![], vec![]));
         }
         let markers = self.list(&self.names.drained).await?;
         let draining = if scope.foreign_draining {
@@ -620,7 +632,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         } else {
             vec![]
         };
-        Ok(self.sort(claims, markers, draining, scope.skew))
+        Ok((markers, draining))
     }
 
     /// A random pause of up to `pace` between the calls of one look.
@@ -699,6 +711,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                 continue;
             }
             let claim = self.new_claim(ClaimPhase::Claiming, target, params.ttl)?;
+            self.store.next_call_at_once();
             self.write(&claim).await?;
             self.clock.sleep(params.settle).await;
             let after = match self.census(params.scope()).await {

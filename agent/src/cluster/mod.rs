@@ -221,6 +221,10 @@ pub trait ClusterStore {
     fn local_tasks(&self) -> impl Future<Output = LocalTasks> {
         std::future::ready(LocalTasks::NoView)
     }
+    /// The next call goes out at once, without waiting for its turn where calls are spaced (see
+    /// [`paced`]): for the calls that must follow each other as closely as possible (the last
+    /// count of the claims before a claim, and the claim).
+    fn next_call_at_once(&self) {}
 }
 
 impl<T: ClusterStore> ClusterStore for &T {
@@ -267,6 +271,9 @@ impl<T: ClusterStore> ClusterStore for &T {
     }
     fn local_tasks(&self) -> impl Future<Output = LocalTasks> {
         (**self).local_tasks()
+    }
+    fn next_call_at_once(&self) {
+        (**self).next_call_at_once()
     }
 }
 

@@ -26,12 +26,14 @@ pub struct Paced<S, K> {
     spacing: Duration,
     /// When the next call may start.
     next: Cell<WallTime>,
+    /// Whether the next call goes out at once (it still books its turn).
+    at_once: Cell<bool>,
 }
 
 impl<S, K: Clock> Paced<S, K> {
     /// `inner` with its calls spaced `spacing` apart on `clock` (zero: not spaced).
     pub fn new(inner: S, clock: K, spacing: Duration) -> Paced<S, K> {
-        Paced { inner, clock, spacing, next: Cell::new(WallTime(i64::MIN)) }
+        Paced { inner, clock, spacing, next: Cell::new(WallTime(i64::MIN)), at_once: Cell::new(false) }
     }
 
     /// The store underneath.
@@ -47,8 +49,11 @@ impl<S, K: Clock> Paced<S, K> {
             return;
         }
         let now = self.clock.now();
-        let wait = self.next.get().since(now).min(self.spacing * MAX_WAIT_SPACINGS);
-        self.next.set(now.plus(wait).plus(self.spacing));
+        let mut wait = self.next.get().since(now).min(self.spacing * MAX_WAIT_SPACINGS);
+        if self.at_once.take() {
+            wait = Duration::ZERO;
+        }
+        self.next.set(now.plus(wait).plus(self.spacing).max(self.next.get()));
         if !wait.is_zero() {
             self.clock.sleep(wait).await;
         }
@@ -106,6 +111,9 @@ impl<S: ClusterStore, K: Clock> ClusterStore for Paced<S, K> {
     // The ECS agent's local view costs ECS nothing: not spaced.
     async fn local_tasks(&self) -> LocalTasks {
         self.inner.local_tasks().await
+    }
+    fn next_call_at_once(&self) {
+        self.at_once.set(true);
     }
 }
 
@@ -182,6 +190,17 @@ mod tests {
         futures_util::future::join_all(five).await;
         // Booked 0, 500, 1000; the fourth and fifth would wait 1.5 s and 2 s: capped at 1 s.
         assert_eq!(*paced.inner().at.borrow(), [0, 500, 1_000, 1_000, 1_000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_asked_at_once_skips_its_wait_and_the_next_waits_a_spacing_after_it() {
+        let clock = VirtualClock::new(WallTime(0), 0);
+        let paced = Paced::new(Stamps { clock: &clock, at: RefCell::default() }, clock.clone(), Duration::from_millis(500));
+        paced.list_attribute("x").await.expect("listed");
+        paced.next_call_at_once();
+        paced.put_attributes(&[]).await.expect("put");
+        paced.list_attribute("x").await.expect("listed");
+        assert_eq!(*paced.inner().at.borrow(), [0, 0, 500]);
     }
 
     #[tokio::test(start_paused = true)]
