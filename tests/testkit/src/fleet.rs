@@ -36,8 +36,9 @@ use crate::process::{binary, run_agent_with_env, AgentConfig, Boot, FakeHostProc
 pub const PREFIX: &str = "br-update";
 /// The clock skew the agents allow for, and the monitor with them.
 pub const SKEW: Duration = Duration::from_secs(1);
-/// The agents' ECS call spacing, scaled down with the other timings (500 ms by default).
-pub const SPACING: Duration = Duration::from_millis(100);
+/// The agents' ECS call spacing, scaled down like the other timings (500 ms by default against a
+/// 15 s drain poll; these tests poll every 500 ms).
+pub const SPACING: Duration = Duration::from_millis(20);
 /// How long an agent may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a released host may take to boot and answer.
@@ -593,7 +594,7 @@ fn start_fake(dir: &Path, spec: &FleetSpec, extra: &[String]) -> Result<FakeHost
 fn agent_config(spec: &FleetSpec, socket: &Path, state_dir: &Path, introspection: &str) -> AgentConfig {
     let mut c = AgentConfig::for_tests(socket, state_dir);
     // The renewal margin: retry budget + settle (1 s) + skew + drain poll (500 ms) + two call
-    // spacings <= TTL / 2. The largest budget it allows (12.3 s for 30 s claims), so an ECS outage of a few seconds is
+    // spacings <= TTL / 2. The largest budget it allows (about 12.5 s for 30 s claims), so an ECS outage of a few seconds is
     // ridden out by retries. A TTL that does not parse is left for the agent to refuse.
     let others = Duration::from_millis(1500) + SPACING * agent::cluster::paced::MAX_WAIT_SPACINGS + SKEW;
     if let Ok(ttl) = agent::config::parse_duration(&spec.lease_ttl) {
