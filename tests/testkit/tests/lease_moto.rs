@@ -287,12 +287,13 @@ fn a_dead_hosts_lapsed_claim_does_not_block_and_is_left_alone() {
         assert_eq!((census.occupied.len(), census.lapsed), (0, 1), "{census:?}");
         moto.reset_calls().expect("reset calls");
         let held = acquire(client, &params(1)).await.expect("the lapsed claim does not block");
-        // A free slot is taken on the first try: one look, one write, one count; each look
-        // lists the claims, the drained markers and the DRAINING instances.
+        // A free slot is taken on the first try: one look, one write, one count. The look lists
+        // the claims, then (a slot being free) the drained markers, the DRAINING instances and the
+        // claims again, right before the write; the count lists claims, markers and DRAINING.
         let calls = moto.calls().expect("calls");
         assert_eq!(
             (calls.of("ListAttributes"), calls.of("ListContainerInstances"), calls.of("PutAttributes")),
-            (4, 2, 1),
+            (5, 2, 1),
             "{calls:?}"
         );
         assert_eq!(held.claim.phase, ClaimPhase::Claiming);
