@@ -163,6 +163,14 @@ impl std::fmt::Display for TasksLeft {
     }
 }
 
+/// Why the standalone-task policy `skip` would skip this round, if it would: the tasks ECS would
+/// neither stop nor move (not a service's, not stopping already).
+fn standalone_reason(tasks: &[TaskInfo]) -> Option<String> {
+    let first = tasks.iter().find(|t| !t.is_service_task() && !t.stopping)?;
+    let n = TasksLeft::of(tasks).standalone;
+    Some(format!("{n} standalone task(s) would not be moved by ECS, e.g. {}", first.arn))
+}
+
 /// A failed health check: what the log and the status say, and the failure marker's token.
 struct Failure {
     why: String,
@@ -729,9 +737,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Ok(t) => t,
             Err(e) => return Err(Outcome::Failed { reason: format!("cannot list tasks: {e}") }),
         };
-        if let Some(t) = tasks.iter().find(|t| !t.is_service_task() && !t.stopping) {
-            let n = TasksLeft::of(&tasks).standalone;
-            let reason = format!("{n} standalone task(s) would not be moved by ECS, e.g. {}", t.arn);
+        if let Some(reason) = standalone_reason(&tasks) {
             tracing::info!(reason = %reason, "skipping this round without taking a slot");
             return Err(Outcome::Skipped { reason });
         }
@@ -907,9 +913,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
         let tasks = self.tasks_at_drain(store).await?;
-        let standalone: Vec<&TaskInfo> = tasks.iter().filter(|t| !t.is_service_task() && !t.stopping).collect();
-        if !standalone.is_empty() && self.cfg.cluster.standalone_tasks == StandalonePolicy::Skip {
-            let reason = format!("{} standalone task(s) would not be moved by ECS, e.g. {}", standalone.len(), standalone[0].arn);
+        if let Some(reason) = standalone_reason(&tasks).filter(|_| self.cfg.cluster.standalone_tasks == StandalonePolicy::Skip) {
             self.undo(&reason).await;
             return Err(Halt::Done(Outcome::Skipped { reason }));
         }
@@ -1067,7 +1071,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if held.claim.phase == ClaimPhase::Draining && left > ttl / 2 {
             return Ok(held);
         }
-        let renewed = self.interruptible(lease.renew_seen(attrs, &held, ClaimPhase::Draining, ttl, self.margin())).await?;
+        let renewed = self.interruptible(lease.renew_seen(attrs, &held, ClaimPhase::Draining, ttl, self.margin(), &[])).await?;
         self.kept_or_undo(renewed).await
     }
 
@@ -1413,7 +1417,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             return Ok(None);
         }
         let ttl = self.cfg.cluster.lease_ttl;
-        match lease.renew_seen(&me.attributes, &Held { claim }, ClaimPhase::Verifying, ttl, self.margin()).await {
+        match lease.renew_seen(&me.attributes, &Held { claim }, ClaimPhase::Verifying, ttl, self.margin(), &[]).await {
             Ok(h) => Ok(Some(h)),
             Err(LeaseError::Lost(why)) => {
                 tracing::warn!(reason = %why, "claim lapsed during the reboot; finishing the return to service without it");

@@ -854,23 +854,11 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             self.store.describe_self()
         })
         .await?;
-        self.renew_seen_with(&me.attributes, held, phase, ttl, margin, extra).await
+        self.renew_seen(&me.attributes, held, phase, ttl, margin, extra).await
     }
 
-    /// [`Self::renew`] against attributes the caller has just read, saving a second read.
+    /// [`Self::renew_with`] against attributes the caller has just read, saving a second read.
     pub async fn renew_seen(
-        &self,
-        attrs: &std::collections::BTreeMap<String, String>,
-        held: &Held,
-        phase: ClaimPhase,
-        ttl: Duration,
-        margin: Duration,
-    ) -> Result<Held, LeaseError> {
-        self.renew_seen_with(attrs, held, phase, ttl, margin, &[]).await
-    }
-
-    /// [`Self::renew_seen`], writing `extra` attributes of this instance in the same call.
-    async fn renew_seen_with(
         &self,
         attrs: &std::collections::BTreeMap<String, String>,
         held: &Held,
