@@ -874,8 +874,14 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Ok(self.canary_limit(version, n).await)
         };
         let target = flight.target_version.clone();
-        let waiting = |holders: Vec<String>| {
-            let detail = format!("slots held by {}", holders.join(" "));
+        // Named only when they hold it up past the expected duration (or without a live claim):
+        // a status that named every holder was rewritten at nearly every look of a rollout
+        // going well, and the fleet view shows the holders from their claims anyway.
+        let waiting = |blocking: Vec<String>| {
+            let detail = match blocking.is_empty() {
+                true => "all slots taken".to_string(),
+                false => format!("slots held by {}", blocking.join(" ")),
+            };
             let target = target.clone();
             async move { self.publish("waiting", Some(&target), "waiting-for-slot", &detail).await }
         };

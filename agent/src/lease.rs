@@ -528,7 +528,23 @@ impl Census {
     /// Who holds the slots, one short phrase each, for logs and the status detail (no times,
     /// so that the status of a host waiting on the same holders does not change).
     pub fn holders(&self) -> Vec<String> {
-        let claims = self.occupied.iter().map(|s| {
+        self.holders_where(|_| true)
+    }
+
+    /// The holders that hold up the fleet: every instance out of service without a live claim,
+    /// every unreadable claim, and every claim older than `after` (all claims when `None`).
+    /// A waiter's status names only these: the holders of a rollout going well change at every
+    /// release, and naming them cost a status write at nearly every look.
+    pub fn blocking_holders(&self, now: WallTime, after: Option<Duration>) -> Vec<String> {
+        let Some(after) = after else { return self.holders() };
+        let limit = i64::try_from(after.as_secs()).unwrap_or(i64::MAX);
+        self.holders_where(|claim| claim.is_none_or(|c| now.as_secs().saturating_sub(c.claimed_at) > limit))
+    }
+
+    /// The phrases for the claims `keep` accepts (`None`: an unreadable claim), and for every
+    /// instance out of service without a live claim.
+    fn holders_where(&self, keep: impl Fn(Option<&Claim>) -> bool) -> Vec<String> {
+        let claims = self.occupied.iter().filter(|s| keep(s.claim.as_ref().ok())).map(|s| {
             let id = crate::status::short_id(&s.instance);
             match &s.claim {
                 Ok(c) => format!("{id} claim-{}", c.phase.code()),
@@ -653,7 +669,8 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
 
     /// Takes one of `params.max_concurrent` slots; returns once held. Loops (sleeping) while the
     /// cluster is full or a race is lost; `paused` is asked before each attempt and, while it says
-    /// so, no claim is written. `waiting` hears who holds the slots each time the cluster is full.
+    /// so, no claim is written. `waiting` hears, each time the
+    /// cluster is full, the holders that hold it up (see [`Census::blocking_holders`]).
     pub async fn acquire<P, PF, W, WF>(&self, params: &LeaseParams, target: &str, paused: P, waiting: W) -> Result<Held, LeaseError>
     where
         P: FnMut() -> PF,
@@ -706,7 +723,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                 let wait = self.wait_while_full(params, &before, n, &mut estimate).await;
                 tracing::info!(taken = before.taken(), max = n, holders = %holders.join(", "), wait_s = wait.as_secs(),
                     "cluster full; waiting for a slot");
-                waiting(holders).await;
+                waiting(before.blocking_holders(self.clock.now(), params.stuck_after)).await;
                 self.clock.sleep(wait).await;
                 continue;
             }
@@ -1006,6 +1023,19 @@ mod tests {
         let garbage = Census { occupied: vec![Seen { instance: "x".into(), claim: Err("bad".into()) }], out_of_service: vec![], lapsed: 0, own: None };
         assert!(!LeaseRule::UnsafeLowestClaimWins.holds(&tie, &garbage, 1), "an unreadable claim ranks first");
         assert_eq!(LeaseRule::default(), LeaseRule::CountOthers);
+    }
+
+    #[test]
+    fn a_waiter_names_only_the_holders_that_hold_the_fleet_up() {
+        let now = WallTime::from_secs(10_000);
+        let mut c = census_of(&[held(ClaimPhase::Draining, 9_900, "aaaa0001"), held(ClaimPhase::Verifying, 7_000, "aaaa0002")]);
+        let after = Some(Duration::from_secs(2_700));
+        assert_eq!(c.blocking_holders(now, after), ["i-aaaa0002 claim-v"], "only the claim older than 45 min");
+        assert_eq!(c.blocking_holders(now, Some(Duration::from_secs(3_000))), Vec::<String>::new(), "3,000 s is not past 3,000 s");
+        assert_eq!(c.blocking_holders(now, None), c.holders(), "no expected duration: every holder");
+        c.occupied.push(Seen { instance: "i-bad".into(), claim: Err("garbled".into()) });
+        c.out_of_service.push(Occupant { instance: "i-gone".into(), why: OutOfService::DrainingByOthers });
+        assert_eq!(c.blocking_holders(now, after), ["i-aaaa0002 claim-v", "i-bad unreadable-claim", "i-gone draining-not-by-agent"]);
     }
 
     #[test]

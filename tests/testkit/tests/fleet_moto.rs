@@ -280,6 +280,9 @@ fn a_new_version_whose_api_fails_after_boot_holds_the_slot_with_its_claim_kept_a
     spec.max_concurrent = 1;
     spec.lease_ttl = "10s".into();
     spec.fake_args.insert(0, vec!["--api-errors-after-boot".into(), "25s".into()]);
+    // A waiter names a holder once it has held its slot past the expected duration: here, well
+    // before the outage ends.
+    spec.agent_settings.push(("maintenance.expected-duration".into(), "\"15s\"".into()));
     let mut fleet = launch(spec);
     ok(fleet.moto().reset_calls());
     let started = Instant::now();
