@@ -258,9 +258,6 @@ pub struct Memory {
     /// The last update's slot time as the record has it, once read (`None`: not read yet): every
     /// status carries it, and only a finished update changes it.
     last_took: std::cell::Cell<Option<Option<u64>>>,
-    /// The tasks ECS means to keep on this instance, as listed just before the claim, and when:
-    /// the drain's start, a settle time later, takes this listing instead of asking again.
-    tasks_seen: std::cell::RefCell<Option<(WallTime, Vec<TaskInfo>)>>,
 }
 
 /// The status token of a host holding its slot because `why`: the ECS agent's own, or `held_as`.
@@ -271,10 +268,6 @@ fn held_token<'a>(why: &str, held_as: &'a str) -> &'a str {
         held_as
     }
 }
-
-/// How much longer than the claim's settle time the listing made before the claim may stand
-/// for the drain's own (the count after the settle and a halt check take a few calls).
-const TASKS_SEEN_SLACK: Duration = Duration::from_secs(30);
 
 /// The longest a drain goes without a look at its task listing (a describe alone cannot tell
 /// a standalone task, or a task still stopping).
@@ -522,7 +515,6 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             rollback: None,
             claimed_at: None,
         };
-        self.standalone_precheck().await.map_err(Halt::Done)?;
         let held = self.take_slot(&mut flight, bypass).await?;
         let held = self.drain(&mut flight, held, bypass).await?;
         let held = match held {
@@ -725,38 +717,6 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.lease_params(1).margin()
     }
 
-    /// Under the skip policy, a host with standalone tasks does not even contend for a slot (the
-    /// drain step checks again, since tasks may start while it waits: it takes this listing only
-    /// when the host did not wait).
-    async fn standalone_precheck(&self) -> Result<(), Outcome> {
-        let Some(store) = &self.cluster else { return Ok(()) };
-        if self.cfg.cluster.standalone_tasks != StandalonePolicy::Skip {
-            return Ok(());
-        }
-        let tasks = match self.ecs("ListTasks", || store.kept_running_tasks()).await {
-            Ok(t) => t,
-            Err(e) => return Err(Outcome::Failed { reason: format!("cannot list tasks: {e}") }),
-        };
-        if let Some(reason) = standalone_reason(&tasks) {
-            tracing::info!(reason = %reason, "skipping this round without taking a slot");
-            return Err(Outcome::Skipped { reason });
-        }
-        *self.memory.tasks_seen.borrow_mut() = Some((self.clock.now(), tasks));
-        Ok(())
-    }
-
-    /// The tasks to judge the drain's start by: the listing made just before the claim when the
-    /// claim's settle time is all that passed since (a task started in between is one started
-    /// during the drain: the drain waits for it, and gives up at its timeout), else a new one.
-    async fn tasks_at_drain(&self, store: &S) -> Step_<Vec<TaskInfo>> {
-        let fresh = self.cfg.cluster.settle_time + TASKS_SEEN_SLACK;
-        match self.memory.tasks_seen.borrow_mut().take() {
-            Some((at, tasks)) if self.clock.now().since(at) <= fresh => return Ok(tasks),
-            _ => {}
-        }
-        self.ecs_or_undo("ListTasks", || store.kept_running_tasks()).await
-    }
-
     /// Reads the fleet-wide tags: `None` when paused, else the N to use.
     async fn fleet_limit(&self) -> Result<Option<u32>, LeaseError> {
         let Some(store) = &self.cluster else { return Ok(Some(self.cfg.cluster.max_concurrent)) };
@@ -918,7 +878,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             return Err(Halt::Done(Outcome::Skipped { reason }));
         }
         let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
-        let tasks = self.tasks_at_drain(store).await?;
+        // Listed here, not before the claim: a waiter could not use the answer (a task may
+        // start or end while it waits), and a host that finds a slot free lists them once.
+        let tasks = self.ecs_or_undo("ListTasks", || store.kept_running_tasks()).await?;
         if let Some(reason) = standalone_reason(&tasks).filter(|_| self.cfg.cluster.standalone_tasks == StandalonePolicy::Skip) {
             self.undo(&reason).await;
             return Err(Halt::Done(Outcome::Skipped { reason }));

@@ -54,7 +54,7 @@ async fn a_host_that_claims_at_once_lists_its_tasks_once_before_the_drain() {
     let log = ecs.call_log();
     let drain = log.iter().position(|c| c.op == "UpdateContainerInstancesState").expect("drained");
     let listed = log[..drain].iter().filter(|c| c.op == "ListTasks").count();
-    // The standalone check's listing, a settle time old, is the drain's start's too.
+    // Listed once, at the drain's start: not before the claim too.
     assert_eq!(listed, 1, "{:?}", log[..drain].iter().map(|c| c.op).collect::<Vec<_>>());
 }
 
@@ -91,8 +91,15 @@ async fn standalone_tasks_skip_the_round_under_the_skip_policy() {
     assert!(matches!(&outcomes[0], Outcome::Skipped { reason } if reason.contains("standalone")), "{outcomes:?}");
     assert_clean(&ecs, &n);
     assert_eq!(n.host.reboot_requests(), 0);
-    assert_eq!(ecs.calls().get("PutAttributes"), Some(&1), "no claim written, only the status: {:?}", ecs.calls());
-    assert_eq!(ecs.calls().get("ListAttributes"), Some(&1), "looked at the failure markers only, not at the claims");
+    // The tasks are listed once a slot is held, before the drain: the slot is given back and
+    // the instance never leaves service.
+    assert_eq!(ecs.calls().get("UpdateContainerInstancesState"), None, "never drained: {:?}", ecs.calls());
+    let log: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+    let claimed = log.iter().position(|op| *op == "PutAttributes").expect("a claim");
+    let listed = log.iter().position(|op| *op == "ListTasks").expect("a task listing");
+    let released = log.iter().position(|op| *op == "DeleteAttributes").expect("the claim withdrawn");
+    assert!(claimed < listed && listed < released, "claim, listing, release: {log:?}");
+    assert_eq!(log.iter().filter(|op| **op == "ListTasks").count(), 1, "{log:?}");
 }
 
 #[tokio::test(start_paused = true)]
