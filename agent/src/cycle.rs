@@ -269,6 +269,9 @@ fn held_token<'a>(why: &str, held_as: &'a str) -> &'a str {
     }
 }
 
+/// How long the health gate waits before its status says what it waits for.
+const GATE_STATUS_AFTER: Duration = Duration::from_secs(60);
+
 /// The longest a drain goes without a look at its task listing (a describe alone cannot tell
 /// a standalone task, or a task still stopping).
 const FULL_LOOK_EVERY: Duration = Duration::from_secs(300);
@@ -1630,7 +1633,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// it) or one fails.
     async fn gate(&self, f: &InFlight) -> Result<Result<InstanceInfo, Failure>, String> {
         let start = self.clock.now();
-        let mut said = String::new();
+        let (mut said, mut published) = (String::new(), String::new());
         loop {
             // The first renewal's read, if it is still as good as a new one.
             let fresh = self.memory.boot_read.borrow_mut().take().filter(|(at, _)| self.clock.now().since(*at) < Duration::from_secs(1));
@@ -1645,8 +1648,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             }
             if why != said {
                 tracing::info!(check = %why, waited_s = waited.as_secs(), limit_s = limit.as_secs(), "health gate: waiting");
+                said = why.clone();
+            }
+            // A boot's first minute of waiting (for the ECS agent, mostly) is the norm: the
+            // `rebooting` status stands for it, and a write then would be one per update.
+            if waited >= GATE_STATUS_AFTER && why != published {
                 self.publish("verifying", Some(&f.target_version), "health-gate", &why).await;
-                said = why;
+                published = why;
             }
             self.pause(self.cfg.health.poll_interval).await?;
         }

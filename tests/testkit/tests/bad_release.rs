@@ -323,3 +323,29 @@ async fn a_host_waiting_for_the_slot_learns_of_the_halt_while_it_waits() {
     assert_eq!(status_of(&ecs, &b).result, "halted");
     assert_clean(&ecs, &b);
 }
+
+/// The health gate's wait is in the status only once it has lasted a minute: a boot's first
+/// seconds without the ECS agent are the norm, and a status write for them would be one more
+/// call in every update.
+#[tokio::test(start_paused = true)]
+async fn the_gate_says_what_it_waits_for_only_once_it_has_waited_a_minute() {
+    for (away, said) in [(Duration::from_secs(30), false), (Duration::from_secs(100), true)] {
+        let ecs = FakeEcs::new("c", 1);
+        let a = node("a", Some(&ecs), config(""));
+        assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+        tokio::time::sleep(REBOOT).await;
+        ecs.set_agent_connected(&a.arn, false);
+        a.host.boot();
+        let back = async {
+            tokio::time::sleep(away).await;
+            ecs.set_agent_connected(&a.arn, true);
+        };
+        let agent = a.agent(Shutdown::never());
+        let (outcome, ()) = tokio::join!(agent.run(true), back);
+        assert_eq!(outcome, updated(), "ECS agent away {away:?}");
+        let gate_said = ecs.history().iter().any(|e| {
+            matches!(&e.change, EcsChange::Put { name, value } if name == "br-update.status" && value.contains(":health-gate:"))
+        });
+        assert_eq!(gate_said, said, "ECS agent away {away:?}");
+    }
+}
