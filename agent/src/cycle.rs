@@ -258,7 +258,13 @@ pub struct Memory {
     /// The last update's slot time as the record has it, once read (`None`: not read yet): every
     /// status carries it, and only a finished update changes it.
     last_took: std::cell::Cell<Option<Option<u64>>>,
+    /// The version the failure markers last let through, and when.
+    halt_passed: std::cell::RefCell<Option<(String, WallTime)>>,
 }
+
+/// How recent a passed halt check lets the look before a claim go without one: the check after
+/// the claim always reads the markers, and undoes the claim before any drain.
+const HALT_RECHECK: Duration = Duration::from_secs(600);
 
 /// The status token of a host holding its slot because `why`: the ECS agent's own, or `held_as`.
 fn held_token<'a>(why: &str, held_as: &'a str) -> &'a str {
@@ -748,12 +754,22 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         };
         let failed = crate::halt::failed_on(&markers, version);
         if !crate::halt::halts(&failed, threshold) {
+            *self.memory.halt_passed.borrow_mut() = Some((version.to_string(), self.clock.now()));
             return Ok(());
         }
         let on: Vec<&str> = failed.iter().map(|a| crate::status::short_id(a)).collect();
         tracing::warn!(version, failed_on = %on.join(" "), threshold, "halted: version {version} failed on {}", on.join(" "));
         self.notify(crate::notify::Event::Halted { version: version.into(), failed_on: failed.clone() });
         Err(Outcome::Halted { version: version.into(), failed_on: failed })
+    }
+
+    /// [`Self::halt_check`], unless one let `version` through within [`HALT_RECHECK`].
+    async fn halt_check_unless_recent(&self, version: &str) -> Result<(), Outcome> {
+        let recent = self.memory.halt_passed.borrow().as_ref().is_some_and(|(v, at)| v == version && self.clock.now().since(*at) < HALT_RECHECK);
+        if recent {
+            return Ok(());
+        }
+        self.halt_check(version).await
     }
 
     /// The limit for a version few hosts have taken yet: one at a time until
@@ -829,7 +845,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         // shows a halt meanwhile). The canary count is read at N = 1 too: a canary bakes longer.
         let (version, halted_ref) = (flight.target_version.as_str(), &halted);
         let ready = |n: u32| async move {
-            if let Err(outcome) = self.halt_check(version).await {
+            if let Err(outcome) = self.halt_check_unless_recent(version).await {
                 let why = outcome.token().to_string();
                 *halted_ref.borrow_mut() = Some(outcome);
                 return Err(LeaseError::NotNow(why));

@@ -320,6 +320,22 @@ const LOOKS_PER_RELEASE: f64 = 3.0;
 /// who resumes it should not wait for a long sleep to end.
 const PAUSED_POLL_MAX: Duration = Duration::from_secs(3600);
 
+/// What a look before a claim found.
+struct Look {
+    /// The count it judges by.
+    census: Census,
+    /// The limit it is judged by.
+    limit: u32,
+    /// Whether `ready` was asked.
+    asked: bool,
+    /// Whether the count includes the instances out of service (not only the claims).
+    whole: bool,
+}
+
+/// How old the claims read at the start of a look may be when the claim is written: older,
+/// they are read again right before it.
+const RELIST_AFTER: Duration = Duration::from_millis(100);
+
 /// What a waiter learnt while the cluster was full.
 #[derive(Clone, Debug, Default)]
 struct Waiting {
@@ -604,30 +620,45 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// The look before a claim, at the fleet's limit `n`: the claims first. When they alone fill
     /// the slots the look stops there, since the other listings could only add to the count and
     /// the answer (wait) is the same; otherwise `ready` is asked for the limit (and may end the
-    /// attempt), and only if the claims leave a slot free under it are the other listings read,
-    /// then the claims again: the claim is written right after that listing, so that the window
-    /// in which two hosts both see the same free slot (a lost race costs a claim, a count and a
-    /// withdrawal) is one call wide, not the width of the look. Only the census after the claim
-    /// decides whether it holds, and that one is always whole. Returns the census, the limit it
-    /// is judged by, and whether `ready` was asked.
-    async fn look<R, RF>(&self, scope: CensusScope, n: u32, ready: &mut R) -> Result<(Census, u32, bool), LeaseError>
+    /// attempt). If the claims leave a slot free under it, the drained markers and the DRAINING
+    /// instances are read too when a claim has lapsed or `out_of_service` says the last count
+    /// found instances out of service without a live claim (else they are left to the count
+    /// after the claim, which always reads them: they are rare, and a claim they make one too
+    /// many is withdrawn), and the claims
+    /// are read again if anything was read since: the claim is written right after, so that the
+    /// window in which two hosts both see the same free slot (a lost race costs a claim, a count
+    /// and a withdrawal) is one call wide, not the width of the look. Only the census after the
+    /// claim decides whether it holds, and that one is always whole.
+    async fn look<R, RF>(&self, scope: CensusScope, n: u32, out_of_service: bool, ready: &mut R) -> Result<Look, LeaseError>
     where
         R: FnMut(u32) -> RF,
         RF: std::future::Future<Output = Result<u32, LeaseError>>,
     {
         let claims = self.list(&self.names.lease).await?;
+        let read_at = self.clock.now();
         let by_claims = self.sort(claims.clone(), vec![], vec![], scope.skew);
         if by_claims.taken() as u32 >= n {
-            return Ok((by_claims, n, false));
+            return Ok(Look { census: by_claims, limit: n, asked: false, whole: false });
         }
         let limit = ready(n).await?.clamp(1, n);
         if by_claims.taken() as u32 >= limit {
-            return Ok((by_claims, limit, true));
+            return Ok(Look { census: by_claims, limit, asked: true, whole: false });
         }
-        let (markers, draining) = self.out_of_service_listings(scope).await?;
-        self.store.next_call_at_once();
-        let claims = self.list(&self.names.lease).await?;
-        Ok((self.sort(claims, markers, draining, scope.skew), limit, true))
+        // A lapsed claim is what an agent that died holding its slot leaves: its instance is
+        // likely still out of service.
+        let whole = out_of_service || by_claims.lapsed > 0;
+        let (markers, draining) = match whole {
+            true => self.out_of_service_listings(scope).await?,
+            false => (vec![], vec![]),
+        };
+        let claims = match self.clock.now().since(read_at) < RELIST_AFTER {
+            true => claims,
+            false => {
+                self.store.next_call_at_once();
+                self.list(&self.names.lease).await?
+            }
+        };
+        Ok(Look { census: self.sort(claims, markers, draining, scope.skew), limit, asked: true, whole })
     }
 
     /// The census from the claims already listed, with the other listings read now.
@@ -703,6 +734,9 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     {
         let mut lost_races = 0u32;
         let mut estimate = Waiting::default();
+        // Whether the last count found instances out of service without a claim: the looks then
+        // read them before claiming, until a look finds none.
+        let mut out_of_service = false;
         loop {
             // The cluster tags may pause the fleet or change N; None means paused.
             let Some(n) = paused().await? else {
@@ -714,7 +748,11 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             };
             let n = n.max(1);
             self.pause(params.pace()).await;
-            let (before, n, asked) = self.look(params.scope(), n, &mut ready).await?;
+            let look = self.look(params.scope(), n, out_of_service, &mut ready).await?;
+            let (before, n, asked) = (look.census, look.limit, look.asked);
+            if look.whole {
+                out_of_service = !before.out_of_service.is_empty();
+            }
             if before.taken() as u32 >= n {
                 if !asked && params.stuck_after.is_some_and(|after| before.longest_hold(self.clock.now()) > after) {
                     ready(n).await?;
@@ -749,6 +787,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                 tracing::info!(taken = after.taken(), max = n, token = %claim.token, "slot taken");
                 return Ok(Held { claim });
             }
+            out_of_service |= !after.out_of_service.is_empty();
             self.release().await?;
             let wait = params.backoff.delay(lost_races, self.jitter);
             lost_races += 1;

@@ -250,7 +250,8 @@ impl EcsStore {
         Ok(not_stopped(listed, out.tasks(), out.failures()))
     }
 
-    /// The cluster's ARN: the given one, or DescribeClusters once and then from the cache.
+    /// The cluster's ARN: the given one, the one this instance's ARN implies, or DescribeClusters
+    /// once and then from the cache.
     async fn cluster_arn(&self) -> Result<String, ClusterError> {
         const OP: &str = "DescribeClusters";
         if let Some(arn) = self.cluster_arn.get() {
@@ -258,6 +259,9 @@ impl EcsStore {
         }
         if is_cluster_arn(&self.cluster) {
             return Ok(self.cluster_arn.get_or_init(|| self.cluster.clone()).clone());
+        }
+        if let Some(arn) = cluster_arn_of_instance(&self.instance_arn, &self.cluster) {
+            return Ok(self.cluster_arn.get_or_init(|| arn).clone());
         }
         let out = self.client.describe_clusters().clusters(&self.cluster).send().await.map_err(|e| classify(OP, e))?;
         if let Some(failure) = out.failures().first() {
@@ -574,6 +578,17 @@ fn is_cluster_arn(cluster: &str) -> bool {
     cluster.starts_with("arn:") && cluster.contains(":cluster/")
 }
 
+/// The ARN of the cluster named `cluster` when `instance_arn` is one of its container instances
+/// in the long format (`arn:<partition>:ecs:<region>:<account>:container-instance/<cluster>/<id>`),
+/// which names the cluster; `None` for the old format, which does not.
+fn cluster_arn_of_instance(instance_arn: &str, cluster: &str) -> Option<String> {
+    let (prefix, resource) = instance_arn.split_once(":container-instance/")?;
+    let (named, id) = resource.split_once('/')?;
+    let parts: Vec<&str> = prefix.split(':').collect();
+    let well_formed = parts.len() == 5 && parts[0] == "arn" && parts[2] == "ecs" && parts.iter().all(|p| !p.is_empty());
+    (well_formed && named == cluster && !id.is_empty() && !id.contains('/')).then(|| format!("{prefix}:cluster/{cluster}"))
+}
+
 /// A per-resource `failures` entry of a successful call, as a refusal.
 fn rejected_by_failure(op: &'static str, failure: &Failure) -> ClusterError {
     ClusterError::Rejected {
@@ -626,6 +641,18 @@ fn by_status(op: &'static str, status: u16, code: &str, message: String) -> Clus
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_instance_arn_names_its_cluster_and_an_old_one_does_not() {
+        let long = "arn:aws:ecs:us-east-1:123456789012:container-instance/prod/0123456789abcdef";
+        assert_eq!(cluster_arn_of_instance(long, "prod").as_deref(), Some("arn:aws:ecs:us-east-1:123456789012:cluster/prod"));
+        let china = "arn:aws-cn:ecs:cn-north-1:123456789012:container-instance/prod/0123";
+        assert_eq!(cluster_arn_of_instance(china, "prod").as_deref(), Some("arn:aws-cn:ecs:cn-north-1:123456789012:cluster/prod"));
+        assert_eq!(cluster_arn_of_instance(long, "other"), None, "another cluster's instance: ask ECS");
+        assert_eq!(cluster_arn_of_instance("arn:aws:ecs:us-east-1:123456789012:container-instance/0123456789abcdef", "prod"), None, "old format");
+        assert_eq!(cluster_arn_of_instance("arn:aws:ecs::123456789012:container-instance/prod/0123", "prod"), None, "no region");
+        assert_eq!(cluster_arn_of_instance("garbage", "prod"), None);
+    }
 
     #[test]
     fn cluster_arns_are_told_from_names() {

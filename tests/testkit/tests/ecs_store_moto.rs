@@ -485,6 +485,8 @@ async fn page_caps_make_every_listing_incomplete_rather_than_short() {
     assert_eq!(fits.running_tasks().await.expect("three fit in one page").len(), 3);
 }
 
+/// The cluster's ARN comes from the instance's own (long-format) ARN, which names the cluster:
+/// moto answers the tags under it. An old-format instance ARN does not name it: one lookup.
 #[tokio::test]
 async fn cluster_tags_resolve_the_arn_once() {
     let moto = moto();
@@ -502,8 +504,15 @@ async fn cluster_tags_resolve_the_arn_once() {
     let changed = me.cluster_tags().await.expect("tags again");
     assert_eq!(changed.get("br-update/max-parallel").map(String::as_str), Some("5"));
     assert!(!changed.contains_key("team"));
-    assert_eq!(calls(&moto, "DescribeClusters"), 1, "the ARN is cached");
+    assert_eq!(calls(&moto, "DescribeClusters"), 0, "the instance's ARN names the cluster");
     assert_eq!(calls(&moto, "ListTagsForResource"), 2);
+
+    reset_calls(&moto);
+    let id = seeded.instances[0].rsplit('/').next().expect("an id");
+    let old_format = EcsStore::new(moto.ecs_client(), "c1".into(), format!("arn:aws:ecs:us-east-1:123456789012:container-instance/{id}"));
+    assert_eq!(old_format.cluster_tags().await.expect("tags"), changed);
+    assert_eq!(old_format.cluster_tags().await.expect("tags again"), changed);
+    assert_eq!(calls(&moto, "DescribeClusters"), 1, "looked up once, then cached");
 
     reset_calls(&moto);
     let by_arn = EcsStore::new(moto.ecs_client(), seeded.cluster_arn.clone(), seeded.instances[0].clone());

@@ -166,6 +166,36 @@ async fn late_renewal_scenario(a_off: UnsafeOff) -> (Result<(), LeaseError>, boo
     (renewed.map(|_| ()), matches!(taken, Ok(Ok(_))))
 }
 
+/// A look that finds a slot free by the claims claims without listing the instances out of
+/// service; the count after the claim always lists them. One found there (an operator's drain)
+/// makes the looks read them before claiming, so the host waits instead of claiming and
+/// withdrawing at every look; once the instance is back, one claim takes the slot.
+#[tokio::test(start_paused = true)]
+async fn an_instance_out_of_service_found_by_a_count_is_looked_for_before_the_next_claims() {
+    let ecs = FakeEcs::new("c", 1);
+    let (arn_a, arn_b) = (ecs.register("a"), ecs.register("b"));
+    let store_a = ecs.host(&arn_a);
+    let (clock_a, jitter_a, names) = (clock(), Jitter::seeded(1), Names::new("br-update"));
+    let retry = RetryPolicy { budget: 2 * MIN, backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)) };
+    let a = LeaseClient { store: &store_a, clock: &clock_a, jitter: &jitter_a, names: &names, retry };
+    ecs.operator_set_status(&arn_b, InstanceStatus::Draining);
+    let p = lease_params();
+    let back = async {
+        tokio::time::sleep(30 * MIN).await;
+        ecs.operator_set_status(&arn_b, InstanceStatus::Active);
+    };
+    let (held, ()) = tokio::join!(tokio::time::timeout(60 * MIN, a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {})), back);
+    assert!(matches!(held, Ok(Ok(_))), "a takes the slot once b is back: {held:?}");
+    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+    let claims = ecs.history().iter().filter(|e| matches!(&e.change, EcsChange::Put { name, .. } if name == "br-update.lease")).count();
+    assert_eq!(claims, 2, "one claim withdrawn on finding b DRAINING, one that holds: {ops:?}");
+    let first_claim = ops.iter().position(|op| *op == "PutAttributes").expect("a claim");
+    assert!(!ops[..first_claim].contains(&"ListContainerInstances"), "the first look lists the claims only: {ops:?}");
+    // 30 minutes of looks (wait-poll-max 1 min here) each list the DRAINING instances.
+    let listings = ops.iter().filter(|op| **op == "ListContainerInstances").count();
+    assert!(listings >= 15, "the looks while b drains list it: {listings} in {ops:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn hole2_a_renewal_that_lands_after_the_old_expiry_loses_the_claim() {
     let (renewed, b_took) = late_renewal_scenario(UnsafeOff::default()).await;
