@@ -332,10 +332,6 @@ struct Look {
     whole: bool,
 }
 
-/// How old the claims read at the start of a look may be when the claim is written: older,
-/// they are read again right before it.
-const RELIST_AFTER: Duration = Duration::from_millis(100);
-
 /// What a waiter learnt while the cluster was full.
 #[derive(Clone, Debug, Default)]
 struct Waiting {
@@ -632,15 +628,15 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     async fn look<R, RF>(&self, scope: CensusScope, n: u32, out_of_service: bool, ready: &mut R) -> Result<Look, LeaseError>
     where
         R: FnMut(u32) -> RF,
-        RF: std::future::Future<Output = Result<u32, LeaseError>>,
+        RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
     {
         let claims = self.list(&self.names.lease).await?;
-        let read_at = self.clock.now();
         let by_claims = self.sort(claims.clone(), vec![], vec![], scope.skew);
         if by_claims.taken() as u32 >= n {
             return Ok(Look { census: by_claims, limit: n, asked: false, whole: false });
         }
-        let limit = ready(n).await?.clamp(1, n);
+        let (limit, ready_read) = ready(n).await?;
+        let limit = limit.clamp(1, n);
         if by_claims.taken() as u32 >= limit {
             return Ok(Look { census: by_claims, limit, asked: true, whole: false });
         }
@@ -651,9 +647,9 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             true => self.out_of_service_listings(scope).await?,
             false => (vec![], vec![]),
         };
-        let claims = match self.clock.now().since(read_at) < RELIST_AFTER {
-            true => claims,
-            false => {
+        let claims = match whole || ready_read {
+            false => claims,
+            true => {
                 self.store.next_call_at_once();
                 self.list(&self.names.lease).await?
             }
@@ -709,13 +705,14 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
     {
-        self.acquire_when(params, target, paused, |n| async move { Ok(n) }, waiting).await
+        self.acquire_when(params, target, paused, |n| async move { Ok((n, false)) }, waiting).await
     }
 
     /// [`Self::acquire`], with `ready` asked when the live claims leave a slot free at the
     /// fleet's N: checks that only matter to a host about to claim (and would only cost a waiter
-    /// calls on every look) go there. It answers the limit to apply (at most N: a canary's is 1),
-    /// or an error that ends the attempt without a claim.
+    /// calls on every look) go there. It answers the limit to apply (at most N: a canary's is 1)
+    /// and whether it read the cluster (the claims are then listed again before the claim), or an
+    /// error that ends the attempt without a claim.
     pub async fn acquire_when<P, PF, R, RF, W, WF>(
         &self,
         params: &LeaseParams,
@@ -728,7 +725,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         P: FnMut() -> PF,
         PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
         R: FnMut(u32) -> RF,
-        RF: std::future::Future<Output = Result<u32, LeaseError>>,
+        RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
     {

@@ -288,8 +288,9 @@ fn a_dead_hosts_lapsed_claim_does_not_block_and_is_left_alone() {
         moto.reset_calls().expect("reset calls");
         let held = acquire(client, &params(1)).await.expect("the lapsed claim does not block");
         // A free slot is taken on the first try: one look, one write, one count. The look lists
-        // the claims, then (a slot being free) the drained markers, the DRAINING instances and the
-        // claims again, right before the write; the count lists claims, markers and DRAINING.
+        // the claims, then (a slot being free and a claim lapsed: its instance may be out of
+        // service) the drained markers, the DRAINING instances and the claims again, right before
+        // the write; the count lists claims, markers and DRAINING.
         let calls = moto.calls().expect("calls");
         assert_eq!(
             (calls.of("ListAttributes"), calls.of("ListContainerInstances"), calls.of("PutAttributes")),
