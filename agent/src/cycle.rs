@@ -258,9 +258,9 @@ pub struct Memory {
     /// The last update's slot time as the record has it, once read (`None`: not read yet): every
     /// status carries it, and only a finished update changes it.
     last_took: std::cell::Cell<Option<Option<u64>>>,
-    /// How many ECS operations this process has begun through [`Agent::ecs`]: whether a step
-    /// between two others read the cluster.
-    ecs_reads: std::cell::Cell<u64>,
+    /// How many ECS calls this process has begun through [`Agent::ecs`]: tells whether a step
+    /// between two others called ECS.
+    ecs_calls: std::cell::Cell<u64>,
     /// The version the failure markers last let through, and when.
     halt_passed: std::cell::RefCell<Option<(String, WallTime)>>,
 }
@@ -469,7 +469,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ClusterError>>,
     {
-        self.memory.ecs_reads.set(self.memory.ecs_reads.get() + 1);
+        self.memory.ecs_calls.set(self.memory.ecs_calls.get() + 1);
         with_retry(&self.clock, &self.jitter, &self.retry(), what, op).await
     }
 
@@ -849,14 +849,14 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         // shows a halt meanwhile). The canary count is read at N = 1 too: a canary bakes longer.
         let (version, halted_ref) = (flight.target_version.as_str(), &halted);
         let ready = |n: u32| async move {
-            let before = self.memory.ecs_reads.get();
+            let before = self.memory.ecs_calls.get();
             if let Err(outcome) = self.halt_check_unless_recent(version).await {
                 let why = outcome.token().to_string();
                 *halted_ref.borrow_mut() = Some(outcome);
                 return Err(LeaseError::NotNow(why));
             }
             let limit = self.canary_limit(version, n).await;
-            Ok((limit, self.memory.ecs_reads.get() != before))
+            Ok((limit, self.memory.ecs_calls.get() != before))
         };
         let target = flight.target_version.clone();
         // Named only when they hold it up past the expected duration (or without a live claim):

@@ -620,11 +620,11 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// instances are read too when a claim has lapsed or `out_of_service` says the last count
     /// found instances out of service without a live claim (else they are left to the count
     /// after the claim, which always reads them: they are rare, and a claim they make one too
-    /// many is withdrawn), and the claims
-    /// are read again if anything was read since: the claim is written right after, so that the
-    /// window in which two hosts both see the same free slot (a lost race costs a claim, a count
-    /// and a withdrawal) is one call wide, not the width of the look. Only the census after the
-    /// claim decides whether it holds, and that one is always whole.
+    /// many is withdrawn), and the claims are read again if anything was read since: the claim
+    /// is written right after, so that the window in which two hosts both see the same free slot
+    /// (a lost race costs a claim, a count and a withdrawal) is one call wide, not the width of
+    /// the look. Only the census after the claim decides whether it holds, and that one is
+    /// always whole.
     async fn look<R, RF>(&self, scope: CensusScope, n: u32, out_of_service: bool, ready: &mut R) -> Result<Look, LeaseError>
     where
         R: FnMut(u32) -> RF,
@@ -696,8 +696,8 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
 
     /// Takes one of `params.max_concurrent` slots; returns once held. Loops (sleeping) while the
     /// cluster is full or a race is lost; `paused` is asked before each attempt and, while it says
-    /// so, no claim is written. `waiting` hears, each time the
-    /// cluster is full, the holders that hold it up (see [`Census::blocking_holders`]).
+    /// so, no claim is written. `waiting` hears, each time the cluster is full, the holders that
+    /// hold it up (see [`Census::blocking_holders`]).
     pub async fn acquire<P, PF, W, WF>(&self, params: &LeaseParams, target: &str, paused: P, waiting: W) -> Result<Held, LeaseError>
     where
         P: FnMut() -> PF,
