@@ -281,6 +281,11 @@ fn held_token<'a>(why: &str, held_as: &'a str) -> &'a str {
 /// How long the health gate waits before its status says what it waits for.
 const GATE_STATUS_AFTER: Duration = Duration::from_secs(60);
 
+/// While the ECS agent is away after a boot, the longest the gate goes without asking ECS: its
+/// local endpoint's silence spares the calls, but an endpoint that is off must not hide a
+/// connected agent for long.
+const GATE_ASK_EVERY_WHILE_AWAY: Duration = Duration::from_secs(60);
+
 /// The longest a drain goes without a look at its task listing (a describe alone cannot tell
 /// a standalone task, or a task still stopping).
 const FULL_LOOK_EVERY: Duration = Duration::from_secs(300);
@@ -902,7 +907,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.undo(&reason).await;
             return Err(Halt::Done(Outcome::Skipped { reason }));
         }
-        let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
+        let instance_status = self.own_status_for_drain(store, &held).await?;
         // Listed here, not before the claim: a waiter could not use the answer (a task may
         // start or end while it waits), and a host that finds a slot free lists them once.
         let tasks = self.ecs_or_undo("ListTasks", || store.kept_running_tasks()).await?;
@@ -911,17 +916,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             return Err(Halt::Done(Outcome::Skipped { reason }));
         }
         let lease = self.lease().ok_or_else(|| failed("no cluster"))?;
-        if let Err(e) = lease.check_own(&me.attributes, &held, self.margin()) {
-            let reason = format!("cannot keep the slot: {e}");
-            self.undo(&reason).await;
-            return Err(failed(reason));
-        }
         let before = held.claim.clone();
         held.claim = lease.renewed(&held, ClaimPhase::Draining, self.cfg.cluster.lease_ttl);
         // One write: the claim's new phase, the marker that says we drained, and the status.
         let status = self.status_value("draining", &flight.from_version, &flight.target_version, "in-progress", "");
         let mut attrs = vec![(self.names.lease.clone(), held.claim.encode()), (self.names.status.clone(), status.encode())];
-        let ours = match me.status {
+        let ours = match instance_status {
             InstanceStatus::Active => true,
             InstanceStatus::Draining => {
                 tracing::info!("instance already DRAINING by someone else; will not re-activate it");
@@ -936,8 +936,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         flight.step = Step::Draining;
         flight.drained_by_us = ours;
         self.announce(flight)?;
+        // Whoever drained, the marker keeps the slot until the update is over: a claim can lapse
+        // (a renewal that lands late) while the instance is back ACTIVE by its drainer's hand.
         if ours {
             attrs.push((self.names.drained.clone(), format!("by-agent:{}", held.claim.token)));
+        } else if !self.names.is_off(|o| o.marker_when_drained_by_others) {
+            attrs.push((self.names.drained.clone(), format!("{}{}", crate::lease::DRAINED_BY_OTHERS, held.claim.token)));
         }
         self.ecs_or_undo("PutAttributes", || store.put_attributes(&attrs)).await?;
         *self.memory.status.borrow_mut() = Some(status);
@@ -956,6 +960,26 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.notify(crate::notify::Event::DrainStarted { version: flight.target_version.clone() });
         held = self.wait_drained(store, held).await?;
         Ok(Some(held))
+    }
+
+    /// This instance's status as the drain starts. The count that confirmed the claim listed the
+    /// DRAINING instances seconds ago and saw the claim there: a describe would tell nothing
+    /// new. Without that listing (`count-foreign-draining = false`), one describe, which also
+    /// shows the claim still ours.
+    async fn own_status_for_drain(&self, store: &S, held: &Held) -> Step_<InstanceStatus> {
+        match held.own_draining {
+            Some(true) => return Ok(InstanceStatus::Draining),
+            Some(false) => return Ok(InstanceStatus::Active),
+            None => {}
+        }
+        let me = self.ecs_or_undo("DescribeContainerInstances", || store.describe_self()).await?;
+        let lease = self.lease().ok_or_else(|| failed("no cluster"))?;
+        if let Err(e) = lease.check_own(&me.attributes, held, self.margin()) {
+            let reason = format!("cannot keep the slot: {e}");
+            self.undo(&reason).await;
+            return Err(failed(reason));
+        }
+        Ok(me.status)
     }
 
     /// An ECS call that, when it fails for good, undoes the round.
@@ -1410,7 +1434,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             return Ok(None);
         }
         let ttl = self.cfg.cluster.lease_ttl;
-        match lease.renew_seen(&me.attributes, &Held { claim }, ClaimPhase::Verifying, ttl, self.margin(), &[]).await {
+        match lease.renew_seen(&me.attributes, &Held { claim, own_draining: None }, ClaimPhase::Verifying, ttl, self.margin(), &[]).await {
             Ok(h) => Ok(Some(h)),
             Err(LeaseError::Lost(why)) => {
                 tracing::warn!(reason = %why, "claim lapsed during the reboot; finishing the return to service without it");
@@ -1474,7 +1498,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if let Some(k) = keeper {
             k.stop().await;
         }
-        let ours = f.drained_by_us || me.attributes.contains_key(&self.names.drained);
+        let ours = f.drained_by_us || self.names.agent_drained(&me.attributes);
         self.restore_instance(store, ours, &me.status).await
     }
 
@@ -1595,7 +1619,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 return false;
             }
         };
-        let ours = flight.is_some_and(|f| f.drained_by_us) || me.attributes.contains_key(&self.names.drained);
+        let ours = flight.is_some_and(|f| f.drained_by_us) || self.names.agent_drained(&me.attributes);
         match self.restore_instance(store, ours, &me.status).await {
             Ok(()) => true,
             Err(e) => {
@@ -1624,7 +1648,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Some(me) => me,
             None => self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?,
         };
-        let ours = f.drained_by_us || me.attributes.contains_key(&self.names.drained);
+        let ours = f.drained_by_us || self.names.agent_drained(&me.attributes);
         if ours {
             self.ecs("UpdateContainerInstancesState", || store.set_status(SetStatus::Active)).await.map_err(|e| e.to_string())?;
             tracing::info!("instance back in service; the slot is kept until the bake is over");
@@ -1652,17 +1676,28 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     }
 
     /// Looks at the checks until they all pass (`Ok`, with the instance as the last look read
-    /// it) or one fails.
+    /// it) or one fails. While the ECS agent is away and silent on this host too, a look
+    /// costs no ECS call but once a minute.
     async fn gate(&self, f: &InFlight) -> Result<Result<InstanceInfo, Failure>, String> {
         let start = self.clock.now();
         let (mut said, mut published) = (String::new(), String::new());
+        let mut last: Option<(WallTime, Duration, bool)> = None;
         loop {
-            // The first renewal's read, if it is still as good as a new one.
-            let fresh = self.memory.boot_read.borrow_mut().take().filter(|(at, _)| self.clock.now().since(*at) < Duration::from_secs(1));
-            let (why, limit) = match self.look_at(fresh.map(|(_, me)| me)).await? {
-                (Look::Pass, me) => return Ok(Ok(me)),
-                (Look::Fail(why), _) => return Ok(Err(Failure::of(why))),
-                (Look::Wait { why, limit }, _) => (why, limit),
+            let (why, limit) = match last {
+                Some((asked, limit, true)) if self.ecs_agent_still_away(asked).await => (said.clone(), limit),
+                _ => {
+                    // The first renewal's read, if it is still as good as a new one.
+                    let fresh = self.memory.boot_read.borrow_mut().take().filter(|(at, _)| self.clock.now().since(*at) < Duration::from_secs(1));
+                    let asked = self.clock.now();
+                    match self.look_at(fresh.map(|(_, me)| me)).await? {
+                        (Look::Pass, me) => return Ok(Ok(me)),
+                        (Look::Fail(why), _) => return Ok(Err(Failure::of(why))),
+                        (Look::Wait { why, limit }, me) => {
+                            last = Some((asked, limit, !me.agent_connected));
+                            (why, limit)
+                        }
+                    }
+                }
             };
             let waited = self.clock.now().since(start);
             if waited >= limit {
@@ -1680,6 +1715,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             }
             self.pause(self.cfg.health.poll_interval).await?;
         }
+    }
+
+    /// Whether the gate can skip asking ECS about the ECS agent it last found away (asked at
+    /// `asked`): ECS cannot report it connected while it does not even answer on this host.
+    async fn ecs_agent_still_away(&self, asked: WallTime) -> bool {
+        let Some(store) = &self.cluster else { return false };
+        self.clock.now().since(asked) < GATE_ASK_EVERY_WHILE_AWAY && store.local_tasks().await == LocalTasks::Down
     }
 
     /// Once back in service: waits for the `health.task-families` to run on the instance again
@@ -1806,7 +1848,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             k.stop().await;
         }
         let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
-        let ours = f.drained_by_us || me.attributes.contains_key(&self.names.drained);
+        let ours = f.drained_by_us || self.names.agent_drained(&me.attributes);
         self.restore_instance(store, ours, &me.status).await?;
         Ok(result)
     }

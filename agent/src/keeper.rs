@@ -58,7 +58,7 @@ impl<'a, S: ClusterStore, K: Clock> ClaimKeeper<'a, S, K> {
                 return Ok((false, me));
             }
         };
-        match l.renew_seen(&me.attributes, &Held { claim }, ClaimPhase::Verifying, self.ttl, self.margin, &[]).await {
+        match l.renew_seen(&me.attributes, &Held { claim, own_draining: None }, ClaimPhase::Verifying, self.ttl, self.margin, &[]).await {
             Ok(h) => {
                 tracing::info!(expires = %WallTime::from_secs(h.claim.expires_at), "claim renewed first thing after boot");
                 st.held = Some(h);

@@ -56,6 +56,12 @@ pub struct Names {
     pub unsafe_off: UnsafeOff,
 }
 
+/// How a drained marker's value starts when someone else (an operator, ECS scale-in) had set
+/// the instance DRAINING before its agent's drain: the marker still keeps the slot for as long as
+/// the update lasts, whatever becomes of the claim or the instance's status, but its agent leaves
+/// the instance's status to whoever drained it.
+pub const DRAINED_BY_OTHERS: &str = "by-other:";
+
 /// Safety fixes that a simulation may switch off, one at a time, to show that its checker
 /// catches the hole each closes. Only builds with the `negative-controls` feature can set them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,6 +74,8 @@ pub struct UnsafeOff {
     pub claim_keeper: bool,
     /// Undo sets ACTIVE only when one read says DRAINING.
     pub undo_sets_active_always: bool,
+    /// Write no drained marker when someone else drained the instance before its agent did.
+    pub marker_when_drained_by_others: bool,
 }
 
 impl Names {
@@ -88,6 +96,13 @@ impl Names {
             #[cfg(feature = "negative-controls")]
             unsafe_off: UnsafeOff::default(),
         }
+    }
+
+    /// Whether `attrs` carry a drained marker that says the agent itself set its instance
+    /// DRAINING (so the agent, and only it, sets it ACTIVE again). Markers written before
+    /// [`DRAINED_BY_OTHERS`] existed all say so.
+    pub fn agent_drained(&self, attrs: &std::collections::BTreeMap<String, String>) -> bool {
+        attrs.get(&self.drained).is_some_and(|v| !v.starts_with(DRAINED_BY_OTHERS))
     }
 
     /// Whether the fix `pick` selects is switched off (never, outside negative-control builds).
@@ -412,6 +427,9 @@ fn release_times(claims: &[&Claim], now: WallTime, slot: Duration) -> Vec<Durati
 pub struct Held {
     /// The claim as last written.
     pub claim: Claim,
+    /// Whether the count that confirmed the claim found this host's own instance DRAINING
+    /// (`None`: it did not list the DRAINING instances, or this is a renewal).
+    pub own_draining: Option<bool>,
 }
 
 /// Why the lease could not be taken or kept.
@@ -434,8 +452,9 @@ pub enum LeaseError {
 /// Why an instance without a live claim still takes a slot: it is out of service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutOfService {
-    /// It carries an agent's drained marker: drained for an update and not yet back, whatever
-    /// its claim says (the agent may be down, crash-looping or stuck after boot).
+    /// It carries an agent's drained marker: drained for an update (by its agent or, before
+    /// it, by someone else) and not yet back, whatever its claim says (the agent may be down,
+    /// crash-looping or stuck after boot).
     DrainedByAgent {
         /// The claim it still shows, lapsed (or none).
         lapsed_claim: Option<Claim>,
@@ -465,6 +484,9 @@ pub struct Census {
     pub lapsed: usize,
     /// This host's own claim, if the store shows one.
     pub own: Option<Result<Claim, String>>,
+    /// Whether this host's own instance is DRAINING, when the count listed the DRAINING
+    /// instances.
+    pub own_draining: Option<bool>,
 }
 
 impl Census {
@@ -479,7 +501,7 @@ impl Census {
         now: WallTime,
         skew: Duration,
     ) -> Census {
-        let mut census = Census { occupied: vec![], out_of_service: vec![], lapsed: 0, own: None };
+        let mut census = Census { occupied: vec![], out_of_service: vec![], lapsed: 0, own: None, own_draining: None };
         let mut lapsed: std::collections::BTreeMap<String, Option<Claim>> = Default::default();
         for a in claims {
             let value = a.value.unwrap_or_default();
@@ -660,7 +682,9 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// The census from the claims already listed, with the other listings read now.
     async fn census_with(&self, claims: Vec<Attribute>, scope: CensusScope) -> Result<Census, LeaseError> {
         let (markers, draining) = self.out_of_service_listings(scope).await?;
-        Ok(self.sort(claims, markers, draining, scope.skew))
+        let listed = scope.foreign_draining && !self.names.is_off(|o| o.out_of_service_count);
+        let own_draining = listed.then(|| draining.iter().any(|i| i == self.store.instance_arn()));
+        Ok(Census { own_draining, ..self.sort(claims, markers, draining, scope.skew) })
     }
 
     /// Every drained marker and (by `scope`) every DRAINING instance of the cluster.
@@ -782,7 +806,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                     return Err(e);
                 }
                 tracing::info!(taken = after.taken(), max = n, token = %claim.token, "slot taken");
-                return Ok(Held { claim });
+                return Ok(Held { claim, own_draining: after.own_draining });
             }
             out_of_service |= !after.out_of_service.is_empty();
             self.release().await?;
@@ -926,7 +950,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         written.extend_from_slice(extra);
         with_retry(self.clock, self.jitter, &self.retry, "PutAttributes", || self.store.put_attributes(&written)).await?;
         self.in_time(&held.claim, margin)?;
-        Ok(Held { claim })
+        Ok(Held { claim, own_draining: None })
     }
 
     /// Whether it is still more than `margin` before `claim` expires, by this host's clock: a
@@ -1041,6 +1065,7 @@ mod tests {
             occupied: claims.iter().map(|c| Seen { instance: format!("i-{}", c.token), claim: Ok(c.clone()) }).collect(),
             out_of_service: vec![], lapsed: 0,
             own: None,
+            own_draining: None,
         }
     }
 
@@ -1056,7 +1081,7 @@ mod tests {
         assert!(!LeaseRule::UnsafeLowestClaimWins.holds(&ours, &after, 1));
         let tie = held(ClaimPhase::Claiming, 100, "0000ffff");
         assert!(LeaseRule::UnsafeLowestClaimWins.holds(&tie, &after, 1), "same second: the token decides");
-        let garbage = Census { occupied: vec![Seen { instance: "x".into(), claim: Err("bad".into()) }], out_of_service: vec![], lapsed: 0, own: None };
+        let garbage = Census { occupied: vec![Seen { instance: "x".into(), claim: Err("bad".into()) }], out_of_service: vec![], lapsed: 0, own: None, own_draining: None };
         assert!(!LeaseRule::UnsafeLowestClaimWins.holds(&tie, &garbage, 1), "an unreadable claim ranks first");
         assert_eq!(LeaseRule::default(), LeaseRule::CountOthers);
     }

@@ -33,9 +33,10 @@ Runs with your own AWS credentials (the default chain: AWS_PROFILE, AWS_REGION, 
   resume-version VERSION  delete every <prefix>.failed marker that names VERSION, so the hosts
                           that halted it take it again
   release INSTANCE [--force]
-                          a host that will never come back: set it ACTIVE, delete its
-                          <prefix>.drained and <prefix>.lease (refused unless it carries the
-                          marker and its claim has lapsed or is gone, unless --force)
+                          a host that will never come back: set it ACTIVE (unless its marker
+                          says someone else drained it), delete its <prefix>.drained and
+                          <prefix>.lease (refused unless it carries the marker and its claim
+                          has lapsed or is gone, unless --force)
 
 INSTANCE is an EC2 instance id (i-...), a container-instance ARN, or a container-instance id.
 The prefix defaults to br-update. Each control prints what it changed and the equivalent aws command.";

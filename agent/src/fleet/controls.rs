@@ -8,7 +8,7 @@ use super::source::{FleetApi, InstanceRecord};
 use super::FleetError;
 use crate::clock::WallTime;
 use crate::cluster::ClusterError;
-use crate::lease::Claim;
+use crate::lease::{Claim, DRAINED_BY_OTHERS};
 use crate::status::short_id;
 
 /// A control and its argument.
@@ -203,20 +203,26 @@ pub async fn apply<A: FleetApi>(
                     return Err(FleetError::ReleaseRefused { instance: named(&r), why });
                 }
             }
-            api.set_active(cluster, &r.arn).await?;
+            // Someone else drained it before its agent did: theirs to set ACTIVE, not ours.
+            let others = r.value(marker).is_some_and(|v| v.starts_with(DRAINED_BY_OTHERS));
+            let mut change = Change::default();
+            if others {
+                change.changed.push(format!("released {}: status left {} (drained by someone else before its agent)", named(&r), r.status));
+                change.note = "its slot is free; its status is left to whoever drained it".into();
+            } else {
+                api.set_active(cluster, &r.arn).await?;
+                change.changed.push(format!("released {}: status set ACTIVE (before: {})", named(&r), r.status));
+                change.note = "its slot is free; ECS places tasks on it again".into();
+                change.aws.push(aws(format!(
+                    "update-container-instances-state --cluster {cluster} --container-instances {} --status ACTIVE",
+                    r.arn
+                )));
+            }
             api.delete_attributes(cluster, &r.arn, &[marker, lease]).await?;
-            Ok(Change {
-                changed: vec![
-                    format!("released {}: status set ACTIVE (before: {})", named(&r), r.status),
-                    format!("  attribute {marker} removed (before: {})", before(r.attributes.get(marker))),
-                    format!("  attribute {lease} removed (before: {})", before(r.attributes.get(lease))),
-                ],
-                note: "its slot is free; ECS places tasks on it again".into(),
-                aws: vec![
-                    aws(format!("update-container-instances-state --cluster {cluster} --container-instances {} --status ACTIVE", r.arn)),
-                    delete_line(&r.arn, &[marker, lease]),
-                ],
-            })
+            change.changed.push(format!("  attribute {marker} removed (before: {})", before(r.attributes.get(marker))));
+            change.changed.push(format!("  attribute {lease} removed (before: {})", before(r.attributes.get(lease))));
+            change.aws.push(delete_line(&r.arn, &[marker, lease]));
+            Ok(change)
         }
     }
 }
@@ -265,6 +271,8 @@ mod tests {
             record(4, "DRAINING", &[("br-update.drained", Some("1")), ("br-update.lease", Some("junk"))]),
             // Marker, no claim.
             record(5, "DRAINING", &[("br-update.drained", Some("1"))]),
+            // Drained by an operator before its agent's drain, back ACTIVE by their hand, claim lapsed.
+            record(6, "ACTIVE", &[("br-update.drained", Some("by-other:0badf00d")), ("br-update.lease", Some(&claim("r", NOW - 60)))]),
         ])
     }
 
@@ -346,11 +354,14 @@ mod tests {
         }
         run(&f, Control::Release { instance: id(2), force: true }).await.expect("forced");
         let s = |n: usize| short_id(&f.records[n].arn).to_owned();
+        let c = run(&f, Control::Release { instance: id(6), force: false }).await.expect("a marker written over someone else's drain");
+        assert_eq!(c.aws.len(), 1, "no ACTIVE for an instance its agent did not drain: {c:?}");
         let writes = f.writes.borrow().clone();
-        let expected: Vec<String> = [1, 5, 2]
+        let mut expected: Vec<String> = [1, 5, 2]
             .iter()
             .flat_map(|n| [format!("active {}", s(*n)), format!("delete {} br-update.drained,br-update.lease", s(*n))])
             .collect();
-        assert_eq!(writes, expected, "ACTIVE first, then the marker and claim, for each released host only");
+        expected.push(format!("delete {} br-update.drained,br-update.lease", s(6)));
+        assert_eq!(writes, expected, "ACTIVE first (only where its agent drained), then the marker and claim, for each released host only");
     }
 }

@@ -39,7 +39,7 @@
 //!     "container_instance_arn": "arn:...",
 //!     "availability_zone": "us-east-1a",    from ecs.availability-zone, or null
 //!     "ecs_status": "DRAINING",             ACTIVE | DRAINING | REGISTERING | ...
-//!     "drained_by": "agent",                when DRAINING: "agent" (marker present) | "other"
+//!     "drained_by": "agent",                when DRAINING: "agent" (its agent's marker) | "other"
 //!     "agent_connected": true,              the ECS agent
 //!     "report": "v3",                       the status attribute: "v3" | "v2" | "v1" | "none" (no
 //!                                           agent, or one too old) | "unreadable"

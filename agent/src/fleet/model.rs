@@ -128,6 +128,8 @@ pub struct Host {
     pub agent_connected: bool,
     /// The agent's drained marker is present.
     pub drained_marker: bool,
+    /// The marker says someone else had drained it before its agent's drain (`by-other:`).
+    pub drained_by_others: bool,
     /// The status attribute.
     pub report: Report,
     /// The claim attribute, read or as found.
@@ -152,7 +154,8 @@ impl Host {
 
     /// Who drained it, when it is DRAINING.
     pub fn drained_by(&self) -> Option<DrainedBy> {
-        (self.ecs_status == "DRAINING").then_some(if self.drained_marker { DrainedBy::Agent } else { DrainedBy::Other })
+        let agent = self.drained_marker && !self.drained_by_others;
+        (self.ecs_status == "DRAINING").then_some(if agent { DrainedBy::Agent } else { DrainedBy::Other })
     }
 
     /// The readable status, if any.
@@ -246,6 +249,7 @@ impl FleetView {
                     ecs_status: r.status.clone(),
                     agent_connected: r.agent_connected,
                     drained_marker: r.has(&names.drained),
+                    drained_by_others: r.value(&names.drained).is_some_and(|v| v.starts_with(crate::lease::DRAINED_BY_OTHERS)),
                     report: report_of(r.attributes.get(&names.status)),
                     claim,
                     claim_raw,
@@ -439,14 +443,26 @@ pub(crate) mod tests {
             record(5, "ACTIVE", &[(lease, Some("nonsense"))]),
             // Lapsed claim, no marker, ACTIVE: nothing holds a slot.
             record(6, "ACTIVE", &[(lease, Some(&claim("h", -3600)))]),
+            // Drained by an operator before its agent's drain: the marker holds the slot.
+            record(7, "DRAINING", &[(lease, Some(&claim("r", -60))), (marker, Some("by-other:0badf00d"))]),
         ];
         let v = view(records, &[]);
         let slots: Vec<Option<&str>> = v.hosts.iter().map(|h| h.slot.as_ref().map(SlotReason::word)).collect();
         assert_eq!(
             slots,
-            [None, Some("claim"), Some("claim"), Some("draining-not-by-agent"), Some("drained-by-agent"), Some("unreadable-claim"), None]
+            [
+                None,
+                Some("claim"),
+                Some("claim"),
+                Some("draining-not-by-agent"),
+                Some("drained-by-agent"),
+                Some("unreadable-claim"),
+                None,
+                Some("drained-by-agent")
+            ]
         );
-        assert_eq!(v.slots_held, 5);
+        assert_eq!(v.slots_held, 6);
+        assert_eq!(v.hosts[7].drained_by(), Some(DrainedBy::Other), "its agent holds the slot, an operator drained it");
         assert_eq!(v.hosts[2].drained_by(), Some(DrainedBy::Agent));
         assert_eq!(v.hosts[3].drained_by(), Some(DrainedBy::Other));
         assert_eq!(v.hosts[0].drained_by(), None);

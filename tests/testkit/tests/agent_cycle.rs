@@ -58,6 +58,25 @@ async fn a_host_that_claims_at_once_lists_its_tasks_once_before_the_drain() {
     assert_eq!(listed, 1, "{:?}", log[..drain].iter().map(|c| c.op).collect::<Vec<_>>());
 }
 
+/// The drain starts on what the count after the claim read (the DRAINING instances, this one
+/// among them or not, and the claim): no describe between the count and DRAINING. Without the
+/// DRAINING listing (`count-foreign-draining = false`), one describe tells the status.
+#[tokio::test(start_paused = true)]
+async fn the_drain_starts_on_the_counts_listing_without_a_describe() {
+    for (cluster, describes) in [("", 0), ("[cluster]\ncount-foreign-draining = false", 1)] {
+        let ecs = FakeEcs::new("c", 1);
+        let n = node("a", Some(&ecs), config(cluster));
+        ecs.add_tasks(&n.arn, Some("ecs-svc/123"), 3);
+        let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+        assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
+        let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+        let claim = ops.iter().position(|op| *op == "PutAttributes").expect("a claim");
+        let drain = ops.iter().position(|op| *op == "UpdateContainerInstancesState").expect("drained");
+        let seen = ops[claim..drain].iter().filter(|op| **op == "DescribeContainerInstances").count();
+        assert_eq!(seen, describes, "`{cluster}`: {:?}", &ops[claim..drain]);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn rolled_back_boot_quarantines_the_version() {
     let ecs = FakeEcs::new("c", 1);

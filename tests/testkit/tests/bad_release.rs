@@ -9,7 +9,7 @@ use agent::cycle::Outcome;
 use agent::shutdown::Shutdown;
 use agent::status::{short_id, Status};
 use fake_bottlerocket::Faults;
-use testkit::fake_ecs::{EcsChange, FakeEcs};
+use testkit::fake_ecs::{EcsChange, FakeEcs, LocalTaskView};
 use testkit::node::Node;
 
 mod common;
@@ -322,6 +322,42 @@ async fn a_host_waiting_for_the_slot_learns_of_the_halt_while_it_waits() {
     assert!(matches!(outcome, Ok(Outcome::Halted { .. })), "{outcome:?}");
     assert_eq!(status_of(&ecs, &b).result, "halted");
     assert_clean(&ecs, &b);
+}
+
+/// DescribeContainerInstances calls `a` makes from its boot until it sets ACTIVE, with its
+/// ECS agent away `away` after the boot and the ECS agent's local endpoint as `view` shows it.
+async fn gate_describes(away: Duration, view: LocalTaskView) -> usize {
+    let ecs = FakeEcs::new("c", 1);
+    ecs.set_local_task_view(view);
+    let a = node("a", Some(&ecs), config(""));
+    assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+    tokio::time::sleep(REBOOT).await;
+    ecs.set_agent_connected(&a.arn, false);
+    a.host.boot();
+    let booted = ecs.call_log().len();
+    let back = async {
+        tokio::time::sleep(away).await;
+        ecs.set_agent_connected(&a.arn, true);
+    };
+    let agent = a.agent(Shutdown::never());
+    let (outcome, ()) = tokio::join!(agent.run(true), back);
+    assert_eq!(outcome, updated(), "ECS agent away {away:?}");
+    let after_boot: Vec<&str> = ecs.call_log()[booted..].iter().map(|c| c.op).collect();
+    let back_in_service = after_boot.iter().position(|op| *op == "UpdateContainerInstancesState").expect("set ACTIVE");
+    after_boot[..back_in_service].iter().filter(|op| **op == "DescribeContainerInstances").count()
+}
+
+/// While the ECS agent does not answer on the host, ECS cannot report it connected: the gate
+/// asks ECS at most once a minute then, and at every 15 s poll once it answers (or when the
+/// endpoint gives no task view at all).
+#[tokio::test(start_paused = true)]
+async fn the_gate_asks_ecs_about_the_ecs_agent_once_it_answers_on_the_host() {
+    // The renewal's read (the gate's first look judges it), then one look once it answers.
+    assert_eq!(gate_describes(Duration::from_secs(50), LocalTaskView::Faithful).await, 2);
+    // 100 s away: one look a minute meanwhile too (the endpoint could be off).
+    assert_eq!(gate_describes(Duration::from_secs(100), LocalTaskView::Faithful).await, 3);
+    // No local view: a look every poll (15 s), as when the ECS agent answers but is not connected.
+    assert_eq!(gate_describes(Duration::from_secs(50), LocalTaskView::Off).await, 5);
 }
 
 /// The health gate's wait is in the status only once it has lasted a minute: a boot's first

@@ -544,6 +544,17 @@ async fn release_frees_only_a_lapsed_agent_drained_host_unless_forced() {
     fleet_ok(&moto, &["release", &h.ec2, "--force", "--cluster", CLUSTER]);
     let (status, attrs) = instance_state(&moto, &h.arn);
     assert_eq!((status.as_str(), attrs.contains_key("br-update.lease")), ("ACTIVE", false));
+
+    // An agent that found its instance drained by someone else marks it so: the slot is freed,
+    // the status left to whoever drained it.
+    let h = &hosts["draining-other"];
+    let lapsed = format!("v1:r:{}:{}:a7a7a7a7:1.27.0", now_secs() - 7200, now_secs() - 3600);
+    put(&moto, &h.arn, &[("br-update.drained", "by-other:a7a7a7a7".into()), ("br-update.lease", lapsed)]).await;
+    let out = fleet_ok(&moto, &["release", &h.ec2, "--cluster", CLUSTER]);
+    assert!(out.contains("status left DRAINING (drained by someone else before its agent)") && !out.contains("--status ACTIVE"), "{out}");
+    let (status, attrs) = instance_state(&moto, &h.arn);
+    assert_eq!(status, "DRAINING");
+    assert!(!attrs.contains_key("br-update.drained") && !attrs.contains_key("br-update.lease"), "{attrs:?}");
 }
 
 #[tokio::test]

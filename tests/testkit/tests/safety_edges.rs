@@ -8,13 +8,13 @@ use std::time::Duration;
 use agent::backoff::{Backoff, Jitter};
 use agent::clock::WallTime;
 use agent::cluster::retry::RetryPolicy;
-use agent::cluster::{ClusterStore, InstanceStatus};
+use agent::cluster::{ClusterStore, InstanceStatus, SetStatus};
 use agent::cycle::Outcome;
 use agent::lease::{Claim, ClaimPhase, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names, UnsafeOff};
 use agent::shutdown::Shutdown;
 use agent::status::{short_id, Status};
 use fake_bottlerocket::Faults;
-use testkit::fake_ecs::{unstopped_at, EcsChange, EcsFaults, FakeEcs, LocalTaskView, TaskListing};
+use testkit::fake_ecs::{unstopped_at, Actor, EcsChange, EcsFaults, FakeEcs, LocalTaskView, TaskListing};
 use testkit::node::Node;
 
 mod common;
@@ -194,6 +194,70 @@ async fn an_instance_out_of_service_found_by_a_count_is_looked_for_before_the_ne
     // 30 minutes of looks (wait-poll-max 1 min here) each list the DRAINING instances.
     let listings = ops.iter().filter(|op| **op == "ListContainerInstances").count();
     assert!(listings >= 15, "the looks while b drains list it: {listings} in {ops:?}");
+}
+
+/// An operator drained a's instance before a's agent did, and sets it ACTIVE again while a
+/// updates; a's renewal before its reboot lands 14 minutes late, after its claim lapsed, and
+/// brings the claim back (its new expiry covers the reboot). b looks meanwhile. Returns the
+/// cluster's history.
+async fn late_renewal_over_a_foreign_drain(a_off: UnsafeOff) -> Vec<testkit::fake_ecs::EcsEvent> {
+    let ecs = FakeEcs::new("c", 1);
+    let mut a = node("a", Some(&ecs), config(""));
+    a.unsafe_off = a_off;
+    let b = node("b", Some(&ecs), config(""));
+    ecs.operator_update_state(&a.arn, SetStatus::Draining);
+    let agent_a = a.agent(Shutdown::never());
+    let run_a = tokio::time::timeout(60 * MIN, agent_a.run(true));
+    let script = async {
+        while !ecs.attribute(&a.arn, &lease(&a)).is_some_and(|v| v.starts_with("v1:d:")) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ecs.operator_update_state(&a.arn, SetStatus::Active);
+        // a's next write, the renewal before its reboot, starts within these 20 s.
+        ecs.set_faults(EcsFaults { slow_write_every: 1, slow_write: 14 * MIN, ..EcsFaults::default() });
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        ecs.set_faults(EcsFaults::default());
+        // a's claim has lapsed, skew allowance included, and its late write is still on its way.
+        tokio::time::sleep(11 * MIN).await;
+        let _ = tokio::time::timeout(30 * MIN, b.agent(Shutdown::never()).run(true)).await;
+    };
+    let _ = tokio::join!(run_a, script);
+    ecs.history()
+}
+
+fn first_put(h: &[testkit::fake_ecs::EcsEvent], arn: &str, name: &str, value_starts: &str) -> Option<tokio::time::Instant> {
+    h.iter()
+        .find(|e| &*e.instance == arn && matches!(&e.change, EcsChange::Put { name: n, value } if n == name && value.starts_with(value_starts)))
+        .map(|e| e.at)
+}
+
+/// The marker a host writes over someone else's drain keeps the slot through a lapse of its
+/// claim: b waits until a has withdrawn, instead of claiming beside the claim a's late write
+/// brings back; a leaves the instance's status to the operator.
+#[tokio::test(start_paused = true)]
+async fn hole2_a_late_renewal_over_an_operators_drain_finds_the_slot_still_held() {
+    let h = late_renewal_over_a_foreign_drain(UnsafeOff::default()).await;
+    let (a, b) = (h.iter().find(|e| e.instance.ends_with("/a")), h.iter().find(|e| e.instance.ends_with("/b")));
+    let (a, b) = (a.expect("a's events").instance.to_string(), b.expect("b's events").instance.to_string());
+    let marker = first_put(&h, &a, "br-update.drained", "by-other:");
+    let late = first_put(&h, &a, "br-update.lease", "v1:r:").expect("a's renewal before its reboot landed");
+    let d = first_put(&h, &a, "br-update.lease", "v1:d:").expect("a's drain write");
+    assert_eq!(marker, Some(d), "the marker goes in the drain's write, over the operator's drain");
+    assert!(late - d > 11 * MIN, "the renewal landed after the claim lapsed");
+    let withdrawn = h.iter().find(|e| *e.instance == *a && e.at > late && matches!(&e.change, EcsChange::Delete { name } if name == "br-update.lease"));
+    let b_claim = first_put(&h, &b, "br-update.lease", "v1:c:").expect("b claims in the end");
+    assert!(withdrawn.is_some_and(|w| w.at <= b_claim), "b claimed while a's claim could still come back: {h:#?}");
+    assert!(!h.iter().any(|e| *e.instance == *a && e.by == Actor::Agent && matches!(e.change, EcsChange::Status(_))), "a's agent never sets the operator's instance's status");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hole2_negative_control_without_the_marker_over_an_operators_drain_b_claims_beside_the_late_claim() {
+    let h = late_renewal_over_a_foreign_drain(UnsafeOff { marker_when_drained_by_others: true, ..UnsafeOff::default() }).await;
+    let b = h.iter().find(|e| e.instance.ends_with("/b")).expect("b's events").instance.to_string();
+    let a = h.iter().find(|e| e.instance.ends_with("/a")).expect("a's events").instance.to_string();
+    let late = first_put(&h, &a, "br-update.lease", "v1:r:").expect("a's late renewal");
+    let b_claim = first_put(&h, &b, "br-update.lease", "v1:c:").expect("b claims");
+    assert!(b_claim < late, "without the marker, b claims before a's late claim lands beside it");
 }
 
 #[tokio::test(start_paused = true)]
