@@ -324,9 +324,9 @@ async fn a_host_waiting_for_the_slot_learns_of_the_halt_while_it_waits() {
     assert_clean(&ecs, &b);
 }
 
-/// DescribeContainerInstances calls `a` makes from its boot until it sets ACTIVE, with its
-/// ECS agent away `away` after the boot and the ECS agent's local endpoint as `view` shows it.
-async fn gate_describes(away: Duration, view: LocalTaskView) -> usize {
+/// One update of `a` whose ECS agent is away `away` after the boot, the ECS agent's local
+/// endpoint as `view` shows it; the cluster, and how many calls it had answered at the boot.
+async fn update_with_the_ecs_agent_away(away: Duration, view: LocalTaskView) -> (FakeEcs, usize) {
     let ecs = FakeEcs::new("c", 1);
     ecs.set_local_task_view(view);
     let a = node("a", Some(&ecs), config(""));
@@ -342,6 +342,12 @@ async fn gate_describes(away: Duration, view: LocalTaskView) -> usize {
     let agent = a.agent(Shutdown::never());
     let (outcome, ()) = tokio::join!(agent.run(true), back);
     assert_eq!(outcome, updated(), "ECS agent away {away:?}");
+    (ecs, booted)
+}
+
+/// DescribeContainerInstances calls from the boot until the instance is set ACTIVE.
+async fn gate_describes(away: Duration, view: LocalTaskView) -> usize {
+    let (ecs, booted) = update_with_the_ecs_agent_away(away, view).await;
     let after_boot: Vec<&str> = ecs.call_log()[booted..].iter().map(|c| c.op).collect();
     let back_in_service = after_boot.iter().position(|op| *op == "UpdateContainerInstancesState").expect("set ACTIVE");
     after_boot[..back_in_service].iter().filter(|op| **op == "DescribeContainerInstances").count()
@@ -366,19 +372,7 @@ async fn the_gate_asks_ecs_about_the_ecs_agent_once_it_answers_on_the_host() {
 #[tokio::test(start_paused = true)]
 async fn the_gate_says_what_it_waits_for_only_once_it_has_waited_a_minute() {
     for (away, said) in [(Duration::from_secs(30), false), (Duration::from_secs(100), true)] {
-        let ecs = FakeEcs::new("c", 1);
-        let a = node("a", Some(&ecs), config(""));
-        assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
-        tokio::time::sleep(REBOOT).await;
-        ecs.set_agent_connected(&a.arn, false);
-        a.host.boot();
-        let back = async {
-            tokio::time::sleep(away).await;
-            ecs.set_agent_connected(&a.arn, true);
-        };
-        let agent = a.agent(Shutdown::never());
-        let (outcome, ()) = tokio::join!(agent.run(true), back);
-        assert_eq!(outcome, updated(), "ECS agent away {away:?}");
+        let (ecs, _) = update_with_the_ecs_agent_away(away, LocalTaskView::Faithful).await;
         let gate_said = ecs.history().iter().any(|e| {
             matches!(&e.change, EcsChange::Put { name, value } if name == "br-update.status" && value.contains(":health-gate:"))
         });
