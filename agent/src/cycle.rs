@@ -1684,7 +1684,10 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let mut last: Option<(WallTime, Duration, bool)> = None;
         loop {
             let (why, limit) = match last {
-                Some((asked, limit, true)) if self.ecs_agent_still_away(asked).await => (said.clone(), limit),
+                // A gate that is about to fail asks ECS whatever the host says.
+                Some((asked, limit, true)) if self.clock.now().since(start) < limit && self.ecs_agent_still_away(asked).await => {
+                    (said.clone(), limit)
+                }
                 _ => {
                     // The first renewal's read, if it is still as good as a new one.
                     let fresh = self.memory.boot_read.borrow_mut().take().filter(|(at, _)| self.clock.now().since(*at) < Duration::from_secs(1));

@@ -52,6 +52,8 @@ pub enum LocalTaskView {
     Off,
     /// A wrong view that shows no task at all, to show that ECS still decides the drain's end.
     Empty,
+    /// An endpoint that never answers (switched off, or blocked), whatever the ECS agent does.
+    Silent,
 }
 
 /// Injected misbehaviour.
@@ -935,8 +937,10 @@ impl ClusterStore for FakeEcsHost {
     async fn local_tasks(&self) -> LocalTasks {
         let mut s = self.ecs.0.borrow_mut();
         let view = s.local_task_view;
-        if view == LocalTaskView::Off {
-            return LocalTasks::NoView;
+        match view {
+            LocalTaskView::Off => return LocalTasks::NoView,
+            LocalTaskView::Silent => return LocalTasks::Down,
+            _ => {}
         }
         s.settle(Instant::now());
         match s.instances.get(&self.arn) {

@@ -324,12 +324,13 @@ async fn a_host_waiting_for_the_slot_learns_of_the_halt_while_it_waits() {
     assert_clean(&ecs, &b);
 }
 
-/// One update of `a` whose ECS agent is away `away` after the boot, the ECS agent's local
-/// endpoint as `view` shows it; the cluster, and how many calls it had answered at the boot.
-async fn update_with_the_ecs_agent_away(away: Duration, view: LocalTaskView) -> (FakeEcs, usize) {
+/// One update of `a` (with the `extra` settings) whose ECS agent is away `away` after the boot,
+/// the ECS agent's local endpoint as `view` shows it; the cluster, and how many calls it had
+/// answered at the boot.
+async fn update_with_the_ecs_agent_away(away: Duration, view: LocalTaskView, extra: &str) -> (FakeEcs, usize) {
     let ecs = FakeEcs::new("c", 1);
     ecs.set_local_task_view(view);
-    let a = node("a", Some(&ecs), config(""));
+    let a = node("a", Some(&ecs), config(extra));
     assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
     tokio::time::sleep(REBOOT).await;
     ecs.set_agent_connected(&a.arn, false);
@@ -346,8 +347,8 @@ async fn update_with_the_ecs_agent_away(away: Duration, view: LocalTaskView) -> 
 }
 
 /// DescribeContainerInstances calls from the boot until the instance is set ACTIVE.
-async fn gate_describes(away: Duration, view: LocalTaskView) -> usize {
-    let (ecs, booted) = update_with_the_ecs_agent_away(away, view).await;
+async fn gate_describes(away: Duration, view: LocalTaskView, extra: &str) -> usize {
+    let (ecs, booted) = update_with_the_ecs_agent_away(away, view, extra).await;
     let after_boot: Vec<&str> = ecs.call_log()[booted..].iter().map(|c| c.op).collect();
     let back_in_service = after_boot.iter().position(|op| *op == "UpdateContainerInstancesState").expect("set ACTIVE");
     after_boot[..back_in_service].iter().filter(|op| **op == "DescribeContainerInstances").count()
@@ -359,11 +360,16 @@ async fn gate_describes(away: Duration, view: LocalTaskView) -> usize {
 #[tokio::test(start_paused = true)]
 async fn the_gate_asks_ecs_about_the_ecs_agent_once_it_answers_on_the_host() {
     // The renewal's read (the gate's first look judges it), then one look once it answers.
-    assert_eq!(gate_describes(Duration::from_secs(50), LocalTaskView::Faithful).await, 2);
+    assert_eq!(gate_describes(Duration::from_secs(50), LocalTaskView::Faithful, "").await, 2);
     // 100 s away: one look a minute meanwhile too (the endpoint could be off).
-    assert_eq!(gate_describes(Duration::from_secs(100), LocalTaskView::Faithful).await, 3);
+    assert_eq!(gate_describes(Duration::from_secs(100), LocalTaskView::Faithful, "").await, 3);
     // No local view: a look every poll (15 s), as when the ECS agent answers but is not connected.
-    assert_eq!(gate_describes(Duration::from_secs(50), LocalTaskView::Off).await, 5);
+    assert_eq!(gate_describes(Duration::from_secs(50), LocalTaskView::Off, "").await, 5);
+    // An endpoint that never answers: once a minute, and once more as the gate's 2 minutes run
+    // out (polls every 25 s here: at 0, 75 and 125 s): the agent, back at 110 s, is found then,
+    // not failed.
+    let polls = "[health]\npoll-interval = \"25s\"\n[cluster]";
+    assert_eq!(gate_describes(Duration::from_secs(110), LocalTaskView::Silent, polls).await, 3);
 }
 
 /// The health gate's wait is in the status only once it has lasted a minute: a boot's first
@@ -372,7 +378,7 @@ async fn the_gate_asks_ecs_about_the_ecs_agent_once_it_answers_on_the_host() {
 #[tokio::test(start_paused = true)]
 async fn the_gate_says_what_it_waits_for_only_once_it_has_waited_a_minute() {
     for (away, said) in [(Duration::from_secs(30), false), (Duration::from_secs(100), true)] {
-        let (ecs, _) = update_with_the_ecs_agent_away(away, LocalTaskView::Faithful).await;
+        let (ecs, _) = update_with_the_ecs_agent_away(away, LocalTaskView::Faithful, "").await;
         let gate_said = ecs.history().iter().any(|e| {
             matches!(&e.change, EcsChange::Put { name, value } if name == "br-update.status" && value.contains(":health-gate:"))
         });
