@@ -26,10 +26,12 @@ use fleet_sim::svg;
 
 const USAGE: &str = "usage: fleet-bench [--hosts H] [--n 1,10,50] [--seed S] [--no-peers] [--faults]
                    [--wait-poll-max D] [--update-now-poll D] [--ecs-call-spacing D] [--ecs-latency D]
+                   [--check-interval D]
                    [--throttle] [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--controls]
                    [--bad-release] [--idle [--days D]] [--explain] [--forecast]
   D is a duration such as 90s, 15m, 1h. --throttle gives the in-memory ECS the documented token
-  buckets, half of each taken by the account's other callers. --idle: calls per host per day while
+  buckets, half of each taken by the account's other callers. --check-interval: the hosts'
+  check interval, over which their first checks spread (1h unless given; the agent's default is 6h). --idle: calls per host per day while
   nothing is to be updated. Without --svg, --sweep, --controls or --bad-release:
   the benchmark table, then the negative controls.";
 
@@ -45,6 +47,7 @@ struct Args {
     update_now_poll: Option<Duration>,
     ecs_call_spacing: Option<Duration>,
     ecs_latency: Duration,
+    check_interval: Option<Duration>,
     svg: Option<String>,
     sweep: bool,
     seeds: u64,
@@ -68,6 +71,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         update_now_poll: None,
         ecs_call_spacing: None,
         ecs_latency: Duration::from_millis(50),
+        check_interval: None,
         svg: None,
         sweep: false,
         seeds: 200,
@@ -92,6 +96,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--update-now-poll" => a.update_now_poll = Some(parse_duration(&value()?)?),
             "--ecs-call-spacing" => a.ecs_call_spacing = Some(parse_duration(&value()?)?),
             "--ecs-latency" => a.ecs_latency = parse_duration(&value()?)?,
+            "--check-interval" => a.check_interval = Some(parse_duration(&value()?)?),
             "--svg" => a.svg = Some(value()?),
             "--sweep" => a.sweep = true,
             "--controls" => a.controls = true,
@@ -123,6 +128,10 @@ impl Args {
         sc.wait_poll_max = self.wait_poll_max.unwrap_or(sc.wait_poll_max);
         sc.update_now_poll = self.update_now_poll.unwrap_or(sc.update_now_poll);
         sc.ecs_call_spacing = self.ecs_call_spacing.unwrap_or(sc.ecs_call_spacing);
+        if let Some(every) = self.check_interval {
+            sc.check_interval = every;
+            sc = sc.with_time_limit();
+        }
         sc
     }
 
