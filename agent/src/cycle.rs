@@ -1498,8 +1498,14 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         if let Some(k) = keeper {
             k.stop().await;
         }
-        let ours = f.drained_by_us || self.names.agent_drained(&me.attributes);
+        let ours = self.drained_by_us(Some(f), &me.attributes);
         self.restore_instance(store, ours, &me.status).await
+    }
+
+    /// Whether this agent set the instance DRAINING: the in-flight record says so, or the marker
+    /// does (a record lost or not yet written).
+    fn drained_by_us(&self, flight: Option<&InFlight>, attrs: &std::collections::BTreeMap<String, String>) -> bool {
+        flight.is_some_and(|f| f.drained_by_us) || self.names.agent_drained(attrs)
     }
 
     /// Sets ACTIVE when we drained the instance, then removes marker and claim (in that order,
@@ -1619,7 +1625,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 return false;
             }
         };
-        let ours = flight.is_some_and(|f| f.drained_by_us) || self.names.agent_drained(&me.attributes);
+        let ours = self.drained_by_us(flight, &me.attributes);
         match self.restore_instance(store, ours, &me.status).await {
             Ok(()) => true,
             Err(e) => {
@@ -1648,7 +1654,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Some(me) => me,
             None => self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?,
         };
-        let ours = f.drained_by_us || self.names.agent_drained(&me.attributes);
+        let ours = self.drained_by_us(Some(f), &me.attributes);
         if ours {
             self.ecs("UpdateContainerInstancesState", || store.set_status(SetStatus::Active)).await.map_err(|e| e.to_string())?;
             tracing::info!("instance back in service; the slot is kept until the bake is over");
@@ -1681,11 +1687,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     async fn gate(&self, f: &InFlight) -> Result<Result<InstanceInfo, Failure>, String> {
         let start = self.clock.now();
         let (mut said, mut published) = (String::new(), String::new());
-        let mut last: Option<(WallTime, Duration, bool)> = None;
+        // When and with what limit ECS last said the ECS agent was away.
+        let mut away: Option<(WallTime, Duration)> = None;
         loop {
-            let (why, limit) = match last {
+            let (why, limit) = match away {
                 // A gate that is about to fail asks ECS whatever the host says.
-                Some((asked, limit, true)) if self.clock.now().since(start) < limit && self.ecs_agent_still_away(asked).await => {
+                Some((asked, limit)) if self.clock.now().since(start) < limit && self.ecs_agent_still_away(asked).await => {
                     (said.clone(), limit)
                 }
                 _ => {
@@ -1696,7 +1703,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                         (Look::Pass, me) => return Ok(Ok(me)),
                         (Look::Fail(why), _) => return Ok(Err(Failure::of(why))),
                         (Look::Wait { why, limit }, me) => {
-                            last = Some((asked, limit, !me.agent_connected));
+                            away = (!me.agent_connected).then_some((asked, limit));
                             (why, limit)
                         }
                     }
@@ -1851,7 +1858,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             k.stop().await;
         }
         let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
-        let ours = f.drained_by_us || self.names.agent_drained(&me.attributes);
+        let ours = self.drained_by_us(Some(f), &me.attributes);
         self.restore_instance(store, ours, &me.status).await?;
         Ok(result)
     }

@@ -666,7 +666,10 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         // likely still out of service.
         let whole = out_of_service || by_claims.lapsed > 0;
         let (markers, draining) = match whole {
-            true => self.out_of_service_listings(scope).await?,
+            true => {
+                let (markers, draining) = self.out_of_service_listings(scope).await?;
+                (markers, draining.unwrap_or_default())
+            }
             false => (vec![], vec![]),
         };
         let claims = match whole || ready_read {
@@ -682,22 +685,23 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// The census from the claims already listed, with the other listings read now.
     async fn census_with(&self, claims: Vec<Attribute>, scope: CensusScope) -> Result<Census, LeaseError> {
         let (markers, draining) = self.out_of_service_listings(scope).await?;
-        let listed = scope.foreign_draining && !self.names.is_off(|o| o.out_of_service_count);
-        let own_draining = listed.then(|| draining.iter().any(|i| i == self.store.instance_arn()));
-        Ok(Census { own_draining, ..self.sort(claims, markers, draining, scope.skew) })
+        let own_draining = draining.as_ref().map(|d| d.iter().any(|i| i == self.store.instance_arn()));
+        Ok(Census { own_draining, ..self.sort(claims, markers, draining.unwrap_or_default(), scope.skew) })
     }
 
-    /// Every drained marker and (by `scope`) every DRAINING instance of the cluster.
-    async fn out_of_service_listings(&self, scope: CensusScope) -> Result<(Vec<Attribute>, Vec<String>), LeaseError> {
+    /// Every drained marker and (by `scope`) every DRAINING instance of the cluster (`None`
+    /// when those are not listed).
+    async fn out_of_service_listings(&self, scope: CensusScope) -> Result<(Vec<Attribute>, Option<Vec<String>>), LeaseError> {
         if self.names.is_off(|o| o.out_of_service_count) {
-            return Ok((vec![], vec![]));
+            return Ok((vec![], None));
         }
         let markers = self.list(&self.names.drained).await?;
-        let draining = if scope.foreign_draining {
-            with_retry(self.clock, self.jitter, &self.retry, "ListContainerInstances", || self.store.draining_instances())
-                .await?
-        } else {
-            vec![]
+        let draining = match scope.foreign_draining {
+            true => Some(
+                with_retry(self.clock, self.jitter, &self.retry, "ListContainerInstances", || self.store.draining_instances())
+                    .await?,
+            ),
+            false => None,
         };
         Ok((markers, draining))
     }

@@ -185,7 +185,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     async fn drain_for_rollback(&self, f: &InFlight) -> Result<Option<String>, String> {
         let Some(store) = &self.cluster else { return Ok(None) };
         let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
-        let ours = f.drained_by_us || self.names.agent_drained(&me.attributes);
+        let ours = self.drained_by_us(Some(f), &me.attributes);
         if ours && me.status == InstanceStatus::Active {
             self.ecs("UpdateContainerInstancesState", || store.set_status(SetStatus::Draining)).await.map_err(|e| e.to_string())?;
             tracing::info!("rollback: instance set to DRAINING again");

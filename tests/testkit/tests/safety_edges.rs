@@ -199,8 +199,8 @@ async fn an_instance_out_of_service_found_by_a_count_is_looked_for_before_the_ne
 /// An operator drained a's instance before a's agent did, and sets it ACTIVE again while a
 /// updates; a's renewal before its reboot lands 14 minutes late, after its claim lapsed, and
 /// brings the claim back (its new expiry covers the reboot). b looks meanwhile. Returns the
-/// cluster's history.
-async fn late_renewal_over_a_foreign_drain(a_off: UnsafeOff) -> Vec<testkit::fake_ecs::EcsEvent> {
+/// cluster's history and the ARNs of a and b.
+async fn late_renewal_over_a_foreign_drain(a_off: UnsafeOff) -> (Vec<testkit::fake_ecs::EcsEvent>, String, String) {
     let ecs = FakeEcs::new("c", 1);
     let mut a = node("a", Some(&ecs), config(""));
     a.unsafe_off = a_off;
@@ -222,7 +222,7 @@ async fn late_renewal_over_a_foreign_drain(a_off: UnsafeOff) -> Vec<testkit::fak
         let _ = tokio::time::timeout(30 * MIN, b.agent(Shutdown::never()).run(true)).await;
     };
     let _ = tokio::join!(run_a, script);
-    ecs.history()
+    (ecs.history(), a.arn.clone(), b.arn.clone())
 }
 
 fn first_put(h: &[testkit::fake_ecs::EcsEvent], arn: &str, name: &str, value_starts: &str) -> Option<tokio::time::Instant> {
@@ -236,9 +236,7 @@ fn first_put(h: &[testkit::fake_ecs::EcsEvent], arn: &str, name: &str, value_sta
 /// brings back; a leaves the instance's status to the operator.
 #[tokio::test(start_paused = true)]
 async fn hole2_a_late_renewal_over_an_operators_drain_finds_the_slot_still_held() {
-    let h = late_renewal_over_a_foreign_drain(UnsafeOff::default()).await;
-    let (a, b) = (h.iter().find(|e| e.instance.ends_with("/a")), h.iter().find(|e| e.instance.ends_with("/b")));
-    let (a, b) = (a.expect("a's events").instance.to_string(), b.expect("b's events").instance.to_string());
+    let (h, a, b) = late_renewal_over_a_foreign_drain(UnsafeOff::default()).await;
     let marker = first_put(&h, &a, "br-update.drained", "by-other:");
     let late = first_put(&h, &a, "br-update.lease", "v1:r:").expect("a's renewal before its reboot landed");
     let d = first_put(&h, &a, "br-update.lease", "v1:d:").expect("a's drain write");
@@ -252,9 +250,7 @@ async fn hole2_a_late_renewal_over_an_operators_drain_finds_the_slot_still_held(
 
 #[tokio::test(start_paused = true)]
 async fn hole2_negative_control_without_the_marker_over_an_operators_drain_b_claims_beside_the_late_claim() {
-    let h = late_renewal_over_a_foreign_drain(UnsafeOff { marker_when_drained_by_others: true, ..UnsafeOff::default() }).await;
-    let b = h.iter().find(|e| e.instance.ends_with("/b")).expect("b's events").instance.to_string();
-    let a = h.iter().find(|e| e.instance.ends_with("/a")).expect("a's events").instance.to_string();
+    let (h, a, b) = late_renewal_over_a_foreign_drain(UnsafeOff { marker_when_drained_by_others: true, ..UnsafeOff::default() }).await;
     let late = first_put(&h, &a, "br-update.lease", "v1:r:").expect("a's late renewal");
     let b_claim = first_put(&h, &b, "br-update.lease", "v1:c:").expect("b claims");
     assert!(b_claim < late, "without the marker, b claims before a's late claim lands beside it");
