@@ -458,7 +458,7 @@ impl ClusterConfig {
             agent_connect_timeout: positive("cluster.agent-connect-timeout", &r.agent_connect_timeout, "10m")?,
             ecs_retry_budget: positive("cluster.ecs-retry-budget", &r.ecs_retry_budget, "2m")?,
             ecs_backoff,
-            ecs_call_spacing: dur("cluster.ecs-call-spacing", &r.ecs_call_spacing, "500ms")?,
+            ecs_call_spacing: dur("cluster.ecs-call-spacing", &r.ecs_call_spacing, "1s")?,
             count_foreign_draining: r.count_foreign_draining.unwrap_or(true),
             halt_after_failures: r.halt_after_failures.unwrap_or(1),
             canary_hosts: r.canary_hosts.unwrap_or(1),
@@ -979,22 +979,22 @@ mod tests {
 
     #[test]
     fn a_retry_budget_that_breaks_the_renewal_margin_is_refused() {
-        // Defaults: 2m + 10s + 30s + 15s + 2 x 500ms = 2m56s against a 10m TTL's 5m.
+        // Defaults: 2m + 10s + 30s + 15s + 2 x 1s = 2m57s against a 10m TTL's 5m.
         let e = err("[cluster]\necs-retry-budget = \"10m\"");
         assert!(e.contains("`cluster.ecs-retry-budget`"), "{e}");
         assert!(
             e.contains("cluster.ecs-retry-budget + cluster.settle-time + cluster.clock-skew + cluster.drain-poll-interval + 2 x cluster.ecs-call-spacing"),
             "{e}"
         );
-        assert!(e.contains("10m + 10s + 30s + 15s + 1s = 656s must be <= cluster.lease-ttl / 2 = 5m"), "{e}");
+        assert!(e.contains("10m + 10s + 30s + 15s + 2s = 657s must be <= cluster.lease-ttl / 2 = 5m"), "{e}");
         // One second over, then exactly at the margin.
-        refused("[cluster]\necs-retry-budget = \"4m5s\"", "cluster.ecs-retry-budget", "= 301s must be <= cluster.lease-ttl / 2 = 5m");
-        assert_eq!(ok("[cluster]\necs-retry-budget = \"4m4s\"").cluster.ecs_retry_budget, Duration::from_secs(244));
+        refused("[cluster]\necs-retry-budget = \"4m4s\"", "cluster.ecs-retry-budget", "= 301s must be <= cluster.lease-ttl / 2 = 5m");
+        assert_eq!(ok("[cluster]\necs-retry-budget = \"4m3s\"").cluster.ecs_retry_budget, Duration::from_secs(243));
         // Every term counts: a long skew breaks it as well, and a longer TTL mends it; so does the
         // time a renewal may wait for its turn.
-        refused("[cluster]\nclock-skew = \"3m\"", "cluster.ecs-retry-budget", "= 326s must be <= cluster.lease-ttl / 2 = 5m");
+        refused("[cluster]\nclock-skew = \"3m\"", "cluster.ecs-retry-budget", "= 327s must be <= cluster.lease-ttl / 2 = 5m");
         ok("[cluster]\nclock-skew = \"3m\"\nlease-ttl = \"11m\"");
-        refused("[cluster]\necs-retry-budget = \"4m4s\"\necs-call-spacing = \"1s\"", "cluster.ecs-retry-budget", "= 301s");
+        refused("[cluster]\necs-retry-budget = \"4m3s\"\necs-call-spacing = \"2s\"", "cluster.ecs-retry-budget", "= 302s");
         assert_eq!(ok("[cluster]\necs-retry-budget = \"4m4s\"\necs-call-spacing = \"0s\"").cluster.ecs_call_spacing, Duration::ZERO);
     }
 
@@ -1002,7 +1002,7 @@ mod tests {
     fn a_call_spacing_beyond_its_ceiling_is_refused() {
         refused("[cluster]\necs-call-spacing = \"2001ms\"", "cluster.ecs-call-spacing", "at most 2s");
         assert_eq!(ok("[cluster]\necs-call-spacing = \"2s\"").cluster.ecs_call_spacing, Duration::from_secs(2));
-        assert_eq!(ok("").cluster.ecs_call_spacing, Duration::from_millis(500));
+        assert_eq!(ok("").cluster.ecs_call_spacing, Duration::from_secs(1));
     }
 
     #[test]

@@ -674,10 +674,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         };
         let claims = match whole || ready_read {
             false => claims,
-            true => {
-                self.store.next_call_at_once();
-                self.list(&self.names.lease).await?
-            }
+            true => self.list(&self.names.lease).await?,
         };
         Ok(Look { census: self.sort(claims, markers, draining, scope.skew), limit, asked: true, whole })
     }

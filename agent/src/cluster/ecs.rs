@@ -19,12 +19,13 @@ use aws_sdk_ecs::Client;
 use tracing::{debug, info, warn};
 
 use super::paging::{read_all, Page};
-use super::{Attribute, ClusterError, ClusterStore, InstanceHealth, InstanceInfo, InstanceStatus, LocalTasks, SetStatus, TaskInfo};
+use super::{
+    Attribute, ClusterError, ClusterStore, Desired, InstanceHealth, InstanceInfo, InstanceStatus, ListedTask, LocalTasks, SetStatus,
+    TaskInfo,
+};
 
 /// PutAttributes and DeleteAttributes take at most this many attributes per call.
 const ATTRIBUTES_PER_CALL: usize = 10;
-/// DescribeTasks takes at most this many tasks per call.
-const TASKS_PER_DESCRIBE: usize = 100;
 /// The largest page ListAttributes, ListTasks and ListContainerInstances return.
 const MAX_PAGE_SIZE: i32 = 100;
 /// Pages read before a listing is given up as incomplete: far above any real cluster, low
@@ -214,7 +215,7 @@ impl EcsStore {
     }
 
     /// ListTasks for this instance and one desired status, every page.
-    async fn task_arns(&self, desired: DesiredStatus) -> Result<Vec<String>, ClusterError> {
+    async fn list_task_arns(&self, desired: DesiredStatus) -> Result<Vec<String>, ClusterError> {
         const OP: &str = "ListTasks";
         let what = format!("tasks with desired status {}", desired.as_str());
         read_all(OP, &what, self.max_pages, |token| {
@@ -235,19 +236,6 @@ impl EcsStore {
             }
         })
         .await
-    }
-
-    async fn describe_task_chunk(&self, listed: &[ListedTask]) -> Result<Vec<TaskInfo>, ClusterError> {
-        const OP: &str = "DescribeTasks";
-        let out = self
-            .client
-            .describe_tasks()
-            .cluster(&self.cluster)
-            .set_tasks(Some(listed.iter().map(|t| t.arn.clone()).collect()))
-            .send()
-            .await
-            .map_err(|e| classify(OP, e))?;
-        Ok(not_stopped(listed, out.tasks(), out.failures()))
     }
 
     /// The cluster's ARN: the given one, the one this instance's ARN implies, or DescribeClusters
@@ -382,29 +370,25 @@ impl ClusterStore for EcsStore {
         Ok(())
     }
 
-    async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
-        // A replaced service task has desired status STOPPED yet keeps serving through its load
-        // balancer's deregistration delay and its stop timeout, so both listings count. RUNNING
-        // comes first: ECS only ever moves a desired status from RUNNING to STOPPED, so a task
-        // stopped between the two listings is still caught by the second.
-        let running = self.task_arns(DesiredStatus::Running).await?;
-        let stopped = self.task_arns(DesiredStatus::Stopped).await?;
-        let listed = listed_tasks(running, stopped);
-        let mut tasks = Vec::with_capacity(listed.len());
-        for chunk in listed.chunks(TASKS_PER_DESCRIBE) {
-            tasks.extend(self.describe_task_chunk(chunk).await?);
-        }
-        debug!(listed = listed.len(), not_stopped = tasks.len(), "listed tasks");
-        Ok(tasks)
+    async fn task_arns(&self, desired: Desired) -> Result<Vec<String>, ClusterError> {
+        self.list_task_arns(match desired {
+            Desired::Running => DesiredStatus::Running,
+            Desired::Stopped => DesiredStatus::Stopped,
+        })
+        .await
     }
 
-    async fn kept_running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
-        let listed = listed_tasks(self.task_arns(DesiredStatus::Running).await?, vec![]);
-        let mut tasks = Vec::with_capacity(listed.len());
-        for chunk in listed.chunks(TASKS_PER_DESCRIBE) {
-            tasks.extend(self.describe_task_chunk(chunk).await?);
-        }
-        Ok(tasks)
+    async fn describe_tasks(&self, listed: &[ListedTask]) -> Result<Vec<TaskInfo>, ClusterError> {
+        const OP: &str = "DescribeTasks";
+        let out = self
+            .client
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .set_tasks(Some(listed.iter().map(|t| t.arn.clone()).collect()))
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        Ok(not_stopped(listed, out.tasks(), out.failures()))
     }
 
     async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
@@ -486,20 +470,6 @@ fn attribute_from_sdk(asked: &str, a: &aws_sdk_ecs::types::Attribute) -> Result<
             message: format!("an entry {:?} listed for attribute {asked} has no target", a.name()),
         }),
     }
-}
-
-/// A task as ListTasks named it, and whether it was listed under desired status STOPPED.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct ListedTask {
-    arn: String,
-    desired_stopped: bool,
-}
-
-/// Both listings as one, each task once; a task in both was stopped between them.
-fn listed_tasks(running: Vec<String>, stopped: Vec<String>) -> Vec<ListedTask> {
-    let mut by_arn: BTreeMap<String, bool> = running.into_iter().map(|arn| (arn, false)).collect();
-    by_arn.extend(stopped.into_iter().map(|arn| (arn, true)));
-    by_arn.into_iter().map(|(arn, desired_stopped)| ListedTask { arn, desired_stopped }).collect()
 }
 
 /// The listed tasks whose last status is not STOPPED, by DescribeTasks's answer for them.
@@ -681,13 +651,6 @@ mod tests {
                 other => panic!("target {target:?}: expected Incomplete, got {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn both_task_listings_count_once_and_stopped_wins() {
-        let listed = listed_tasks(vec!["a".into(), "b".into(), "a".into()], vec!["b".into(), "c".into()]);
-        let l = |arn: &str, desired_stopped| ListedTask { arn: arn.into(), desired_stopped };
-        assert_eq!(listed, vec![l("a", false), l("b", true), l("c", true)]);
     }
 
     #[test]

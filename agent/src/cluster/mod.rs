@@ -115,6 +115,44 @@ pub struct TaskInfo {
     pub family: Option<String>,
 }
 
+/// Which of an instance's tasks a task listing names, by desired status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Desired {
+    /// Tasks ECS means to keep running.
+    Running,
+    /// Tasks ECS has decided to stop (some may still run).
+    Stopped,
+}
+
+/// A task as ListTasks named it, and whether it was listed under desired status STOPPED.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedTask {
+    /// Its ARN.
+    pub arn: String,
+    /// Listed under desired status STOPPED.
+    pub desired_stopped: bool,
+}
+
+/// The most tasks one DescribeTasks call takes.
+pub const TASKS_PER_DESCRIBE: usize = 100;
+
+/// Both listings as one, each task once; a task in both was stopped between them.
+pub fn listed_tasks(running: Vec<String>, stopped: Vec<String>) -> Vec<ListedTask> {
+    let mut by_arn: BTreeMap<String, bool> = running.into_iter().map(|arn| (arn, false)).collect();
+    by_arn.extend(stopped.into_iter().map(|arn| (arn, true)));
+    by_arn.into_iter().map(|(arn, desired_stopped)| ListedTask { arn, desired_stopped }).collect()
+}
+
+/// The listed tasks that have not stopped, described a hundred at a time.
+async fn described<S: ClusterStore + ?Sized>(store: &S, listed: Vec<ListedTask>) -> Result<Vec<TaskInfo>, ClusterError> {
+    let mut tasks = Vec::with_capacity(listed.len());
+    for chunk in listed.chunks(TASKS_PER_DESCRIBE) {
+        tasks.extend(store.describe_tasks(chunk).await?);
+    }
+    tracing::debug!(listed = listed.len(), not_stopped = tasks.len(), "listed tasks");
+    Ok(tasks)
+}
+
 /// The family of a task definition ARN (`...:task-definition/<family>:<revision>`).
 pub fn family_of(task_definition_arn: &str) -> Option<&str> {
     let tail = task_definition_arn.rsplit_once("task-definition/")?.1;
@@ -203,14 +241,33 @@ pub trait ClusterStore {
     fn describe_self(&self) -> impl Future<Output = Result<InstanceInfo, ClusterError>>;
     /// UpdateContainerInstancesState for this instance.
     fn set_status(&self, status: SetStatus) -> impl Future<Output = Result<(), ClusterError>>;
+    /// The ARNs of this instance's tasks with one desired status (ListTasks, every page). A
+    /// listing cut short is an error.
+    fn task_arns(&self, desired: Desired) -> impl Future<Output = Result<Vec<String>, ClusterError>>;
+    /// Of at most [`TASKS_PER_DESCRIBE`] listed tasks, those whose last status is not STOPPED
+    /// (DescribeTasks).
+    fn describe_tasks(&self, listed: &[ListedTask]) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>>;
     /// The tasks on this instance that have not stopped: desired status RUNNING, or desired
     /// status STOPPED with a last status that is not STOPPED yet (ListTasks for both desired
-    /// statuses, every page, then DescribeTasks). A listing cut short is an error.
-    fn running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>>;
+    /// statuses, every page, then DescribeTasks). A listing cut short is an error. Made of the
+    /// calls above, so that where calls are spaced each of them waits its turn.
+    fn running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>> {
+        async move {
+            // A replaced service task has desired status STOPPED yet keeps serving through its
+            // load balancer's deregistration delay and its stop timeout, so both listings count.
+            // RUNNING comes first: ECS only ever moves a desired status from RUNNING to STOPPED,
+            // so a task stopped between the two listings is still caught by the second.
+            let running = self.task_arns(Desired::Running).await?;
+            let stopped = self.task_arns(Desired::Stopped).await?;
+            described(self, listed_tasks(running, stopped)).await
+        }
+    }
     /// The tasks on this instance that ECS means to keep running (ListTasks for desired status
     /// RUNNING, every page, then DescribeTasks): enough to find standalone tasks, one listing
     /// fewer than [`Self::running_tasks`]. A listing cut short is an error.
-    fn kept_running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>>;
+    fn kept_running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>> {
+        async move { described(self, listed_tasks(self.task_arns(Desired::Running).await?, vec![])).await }
+    }
     /// The ARNs of the cluster's instances whose status is DRAINING (ListContainerInstances
     /// with status DRAINING, every page). A listing cut short is an error.
     fn draining_instances(&self) -> impl Future<Output = Result<Vec<String>, ClusterError>>;
@@ -222,8 +279,8 @@ pub trait ClusterStore {
         std::future::ready(LocalTasks::NoView)
     }
     /// The next call goes out at once, without waiting for its turn where calls are spaced (see
-    /// [`paced`]): for the calls that must follow each other as closely as possible (the last
-    /// count of the claims before a claim, and the claim).
+    /// [`paced`]): for a call that must follow the one before as closely as possible (a claim,
+    /// after the last listing of the claims).
     fn next_call_at_once(&self) {}
 }
 
@@ -257,11 +314,11 @@ impl<T: ClusterStore> ClusterStore for &T {
     fn set_status(&self, status: SetStatus) -> impl Future<Output = Result<(), ClusterError>> {
         (**self).set_status(status)
     }
-    fn running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>> {
-        (**self).running_tasks()
+    fn task_arns(&self, desired: Desired) -> impl Future<Output = Result<Vec<String>, ClusterError>> {
+        (**self).task_arns(desired)
     }
-    fn kept_running_tasks(&self) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>> {
-        (**self).kept_running_tasks()
+    fn describe_tasks(&self, listed: &[ListedTask]) -> impl Future<Output = Result<Vec<TaskInfo>, ClusterError>> {
+        (**self).describe_tasks(listed)
     }
     fn draining_instances(&self) -> impl Future<Output = Result<Vec<String>, ClusterError>> {
         (**self).draining_instances()
@@ -294,6 +351,13 @@ pub fn valid_attribute_value(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_task_listings_count_once_and_stopped_wins() {
+        let listed = listed_tasks(vec!["a".into(), "b".into(), "a".into()], vec!["b".into(), "c".into()]);
+        let l = |arn: &str, desired_stopped| ListedTask { arn: arn.into(), desired_stopped };
+        assert_eq!(listed, vec![l("a", false), l("b", true), l("c", true)]);
+    }
 
     #[test]
     fn attribute_rules_follow_the_ecs_reference() {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::clock::{Clock, WallTime};
-use crate::cluster::{Attribute, ClusterError, ClusterStore, InstanceInfo, LocalTasks, SetStatus, TaskInfo};
+use crate::cluster::{Attribute, ClusterError, ClusterStore, Desired, InstanceInfo, ListedTask, LocalTasks, SetStatus, TaskInfo};
 
 /// The longest one call waits for its turn, in spacings: calls queued behind more (the agent
 /// runs at most a renewal beside its main step) go out sooner rather than wait longer.
@@ -92,13 +92,13 @@ impl<S: ClusterStore, K: Clock> ClusterStore for Paced<S, K> {
         self.turn().await;
         self.inner.set_status(status).await
     }
-    async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
+    async fn task_arns(&self, desired: Desired) -> Result<Vec<String>, ClusterError> {
         self.turn().await;
-        self.inner.running_tasks().await
+        self.inner.task_arns(desired).await
     }
-    async fn kept_running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
+    async fn describe_tasks(&self, listed: &[ListedTask]) -> Result<Vec<TaskInfo>, ClusterError> {
         self.turn().await;
-        self.inner.kept_running_tasks().await
+        self.inner.describe_tasks(listed).await
     }
     async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
         self.turn().await;
@@ -156,11 +156,14 @@ mod tests {
         async fn set_status(&self, _: SetStatus) -> Result<(), ClusterError> {
             unimplemented!("not called")
         }
-        async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
-            unimplemented!("not called")
+        async fn task_arns(&self, desired: Desired) -> Result<Vec<String>, ClusterError> {
+            self.at.borrow_mut().push(self.clock.now().0);
+            Ok(vec![format!("{desired:?}")])
         }
-        async fn kept_running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
-            unimplemented!("not called")
+        async fn describe_tasks(&self, listed: &[ListedTask]) -> Result<Vec<TaskInfo>, ClusterError> {
+            self.at.borrow_mut().push(self.clock.now().0);
+            let task = |l: &ListedTask| TaskInfo { arn: l.arn.clone(), stopping: l.desired_stopped, started_by: None, group: None, family: None };
+            Ok(listed.iter().map(task).collect())
         }
         async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
             unimplemented!("not called")
@@ -201,6 +204,18 @@ mod tests {
         paced.put_attributes(&[]).await.expect("put");
         paced.list_attribute("x").await.expect("listed");
         assert_eq!(*paced.inner().at.borrow(), [0, 0, 500]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_call_of_a_task_listing_waits_its_turn() {
+        let clock = VirtualClock::new(WallTime(0), 0);
+        let paced = Paced::new(Stamps { clock: &clock, at: RefCell::default() }, clock.clone(), Duration::from_millis(500));
+        let tasks = paced.running_tasks().await.expect("listed");
+        let arns: Vec<(&str, bool)> = tasks.iter().map(|t| (t.arn.as_str(), t.stopping)).collect();
+        assert_eq!(arns, [("Running", false), ("Stopped", true)]);
+        paced.kept_running_tasks().await.expect("listed");
+        // ListTasks RUNNING, ListTasks STOPPED, DescribeTasks; then ListTasks RUNNING, DescribeTasks.
+        assert_eq!(*paced.inner().at.borrow(), [0, 500, 1_000, 1_500, 2_000]);
     }
 
     #[tokio::test(start_paused = true)]

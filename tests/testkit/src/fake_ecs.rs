@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use agent::backoff::Jitter;
 use agent::cluster::{
-    valid_attribute_name, valid_attribute_value, Attribute, ClusterError, ClusterStore, InstanceInfo, InstanceStatus,
-    LocalTasks, SetStatus, TaskInfo,
+    valid_attribute_name, valid_attribute_value, Attribute, ClusterError, ClusterStore, Desired, InstanceInfo, InstanceStatus,
+    ListedTask, LocalTasks, SetStatus, TaskInfo,
 };
 use tokio::time::Instant;
 
@@ -133,7 +133,7 @@ pub enum Actor {
     Scheduler,
 }
 
-/// Which tasks [`ClusterStore::running_tasks`] answers with.
+/// Which tasks the listings behind [`ClusterStore::running_tasks`] answer with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TaskListing {
     /// What the agent's store reads from ECS: every task whose last status is not STOPPED,
@@ -950,35 +950,37 @@ impl ClusterStore for FakeEcsHost {
         }
     }
 
-    async fn kept_running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
+    async fn task_arns(&self, desired: Desired) -> Result<Vec<String>, ClusterError> {
         const OP: &str = "ListTasks";
         self.ecs.enter(OP, &self.arn).await?;
+        let arns: Vec<String> = {
+            let now = Instant::now();
+            let s = self.ecs.0.borrow();
+            let inst = s.instances.get(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
+            // The unsafe control's listing of the tasks being stopped comes back empty.
+            let listed = desired == Desired::Running || s.task_listing == TaskListing::NotStopped;
+            let want_stopped = desired == Desired::Stopped;
+            inst.tasks.iter().filter(|t| listed && t.desired_stopped(now) == want_stopped).map(|t| t.arn.clone()).collect()
+        };
+        // What the real store pays: a page per hundred, at least one.
+        self.ecs.extra_calls(OP, &self.arn, arns.len().div_ceil(LIST_PAGE).max(1) - 1).await?;
+        Ok(arns)
+    }
+
+    async fn describe_tasks(&self, listed: &[ListedTask]) -> Result<Vec<TaskInfo>, ClusterError> {
+        const OP: &str = "DescribeTasks";
+        self.ecs.enter(OP, &self.arn).await?;
+        if listed.len() > DESCRIBE_TASKS {
+            return Err(rejected(OP, "InvalidParameterException", "more than 100 tasks"));
+        }
         let tasks: Vec<TaskInfo> = {
             let now = Instant::now();
             let s = self.ecs.0.borrow();
             let inst = s.instances.get(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
-            inst.tasks
-                .iter()
-                .filter(|t| !t.desired_stopped(now))
-                .map(|t| TaskInfo { arn: t.arn.clone(), stopping: false, started_by: t.started_by.clone(), group: None, family: t.family.clone() })
-                .collect()
-        };
-        // What the real store pays: ListTasks per page (at least one), DescribeTasks per hundred.
-        self.ecs.extra_calls(OP, &self.arn, tasks.len().div_ceil(LIST_PAGE).max(1) - 1).await?;
-        self.ecs.extra_calls("DescribeTasks", &self.arn, tasks.len().div_ceil(DESCRIBE_TASKS)).await?;
-        Ok(tasks)
-    }
-
-    async fn running_tasks(&self) -> Result<Vec<TaskInfo>, ClusterError> {
-        const OP: &str = "ListTasks";
-        self.ecs.enter(OP, &self.arn).await?;
-        let (tasks, list_calls, describe_calls) = {
-            let now = Instant::now();
-            let s = self.ecs.0.borrow();
-            let inst = s.instances.get(&self.arn).ok_or_else(|| rejected(OP, "ClientException", "MISSING"))?;
-            let stopping = inst.tasks.iter().filter(|t| t.desired_stopped(now)).count();
-            let listed = inst.tasks.iter().filter(|t| s.task_listing == TaskListing::NotStopped || !t.desired_stopped(now));
-            let tasks: Vec<TaskInfo> = listed
+            // A task that stopped since it was listed is gone from the instance: described as
+            // STOPPED, it is left out.
+            let not_stopped = listed.iter().filter_map(|l| inst.tasks.iter().find(|t| t.arn == l.arn));
+            not_stopped
                 .map(|t| TaskInfo {
                     arn: t.arn.clone(),
                     stopping: t.desired_stopped(now),
@@ -986,22 +988,11 @@ impl ClusterStore for FakeEcsHost {
                     group: None,
                     family: t.family.clone(),
                 })
-                .collect();
-            // What the real store pays: ListTasks per page of each desired status it lists
-            // (at least one page each), DescribeTasks per hundred tasks listed.
-            let pages = |n: usize| n.div_ceil(LIST_PAGE).max(1);
-            let list_calls = match s.task_listing {
-                TaskListing::NotStopped => pages(inst.tasks.len() - stopping) + pages(stopping),
-                TaskListing::DesiredRunningOnly => pages(tasks.len()),
-            };
-            let describe_calls = tasks.len().div_ceil(DESCRIBE_TASKS);
-            (tasks, list_calls, describe_calls)
+                .collect()
         };
         if tasks.iter().any(|t| t.stopping) {
             self.ecs.0.borrow_mut().tally.stopping_tasks_listed += 1;
         }
-        self.ecs.extra_calls(OP, &self.arn, list_calls - 1).await?;
-        self.ecs.extra_calls("DescribeTasks", &self.arn, describe_calls).await?;
         Ok(tasks)
     }
 
@@ -1293,7 +1284,7 @@ mod tests {
             assert_eq!(cost(&ecs), (6, 4), "RUNNING: 1 page, STOPPED: 2 pages; 151 described");
             ecs.set_task_listing(TaskListing::DesiredRunningOnly);
             assert_eq!(h.running_tasks().await.expect("tasks").len(), 1);
-            assert_eq!(cost(&ecs), (7, 5));
+            assert_eq!(cost(&ecs), (8, 5), "RUNNING: 1 page, STOPPED: an empty page; 1 described");
         });
     }
 

@@ -270,10 +270,13 @@ async fn a_download_of_a_halted_version_does_not_hold_a_host_back_from_a_newer_r
     let ecs = FakeEcs::new("c", 1);
     let b = node("b", Some(&ecs), config(""));
     let other = ecs.register("other");
-    // b downloads 1.1.0 (refresh takes 2 s, prepare 2 s more); another host's failure on 1.1.0
-    // lands meanwhile, so b finds the version halted once it holds the slot.
+    // b downloads 1.1.0 (prepare takes 2 s); another host's failure on 1.1.0 lands just after
+    // b's check before the download (its first listing), so b finds the version halted once it
+    // holds the slot.
     let failure = async {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        while !ecs.call_log().iter().any(|c| c.op == "ListAttributes") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         ecs.operator_put(&other, FAILED, "v1:1.1.0:1800000000:rolled-back");
     };
     let agent = b.agent(Shutdown::never());
