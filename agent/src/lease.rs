@@ -62,6 +62,11 @@ pub struct Names {
 /// the instance's status to whoever drained it.
 pub const DRAINED_BY_OTHERS: &str = "by-other:";
 
+/// Whether a drained marker's `value` says someone else had drained the instance before its agent.
+pub fn drained_by_others(value: &str) -> bool {
+    value.starts_with(DRAINED_BY_OTHERS)
+}
+
 /// Safety fixes that a simulation may switch off, one at a time, to show that its checker
 /// catches the hole each closes. Only builds with the `negative-controls` feature can set them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,7 +107,7 @@ impl Names {
     /// DRAINING (so the agent, and only it, sets it ACTIVE again). Markers written before
     /// [`DRAINED_BY_OTHERS`] existed all say so.
     pub fn agent_drained(&self, attrs: &std::collections::BTreeMap<String, String>) -> bool {
-        attrs.get(&self.drained).is_some_and(|v| !v.starts_with(DRAINED_BY_OTHERS))
+        attrs.get(&self.drained).is_some_and(|v| !drained_by_others(v))
     }
 
     /// Whether the fix `pick` selects is switched off (never, outside negative-control builds).

@@ -8,7 +8,7 @@ use super::source::{FleetApi, InstanceRecord};
 use super::FleetError;
 use crate::clock::WallTime;
 use crate::cluster::ClusterError;
-use crate::lease::{Claim, DRAINED_BY_OTHERS};
+use crate::lease::{drained_by_others, Claim};
 use crate::status::short_id;
 
 /// A control and its argument.
@@ -204,7 +204,7 @@ pub async fn apply<A: FleetApi>(
                 }
             }
             // Someone else drained it before its agent did: theirs to set ACTIVE, not ours.
-            let others = r.value(marker).is_some_and(|v| v.starts_with(DRAINED_BY_OTHERS));
+            let others = r.value(marker).is_some_and(drained_by_others);
             let mut change = Change::default();
             if others {
                 change.changed.push(format!("released {}: status left {} (drained by someone else before its agent)", named(&r), r.status));

@@ -249,7 +249,7 @@ impl FleetView {
                     ecs_status: r.status.clone(),
                     agent_connected: r.agent_connected,
                     drained_marker: r.has(&names.drained),
-                    drained_by_others: r.value(&names.drained).is_some_and(|v| v.starts_with(crate::lease::DRAINED_BY_OTHERS)),
+                    drained_by_others: r.value(&names.drained).is_some_and(crate::lease::drained_by_others),
                     report: report_of(r.attributes.get(&names.status)),
                     claim,
                     claim_raw,
