@@ -269,6 +269,10 @@ pub struct Memory {
 /// the claim always reads the markers, and undoes the claim before any drain.
 const HALT_RECHECK: Duration = Duration::from_secs(600);
 
+/// How old the operator's flags may be when a look finds a slot free: a host that waited longer
+/// reads them again before it claims, so an opt-out set while it waited keeps it out.
+const FLAGS_RECHECK: Duration = Duration::from_secs(600);
+
 /// The status token of a host holding its slot because `why`: the ECS agent's own, or `held_as`.
 fn held_token<'a>(why: &str, held_as: &'a str) -> &'a str {
     if why.starts_with("ECS agent") {
@@ -499,6 +503,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     async fn try_round(&self, now_requested: bool) -> Step_<Outcome> {
         let os = self.os_info().await?;
         let flags = self.instance_flags().await?;
+        let flags_read = self.clock.now();
         if flags.opted_out {
             tracing::info!(attribute = %self.names.opt_out, "opted out by operator; not updating this host");
             return Ok(Outcome::OptedOut);
@@ -533,7 +538,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             rollback: None,
             claimed_at: None,
         };
-        let held = self.take_slot(&mut flight, bypass).await?;
+        let held = self.take_slot(&mut flight, bypass, flags_read).await?;
         let held = self.drain(&mut flight, held, bypass).await?;
         let held = match held {
             Some(h) => Some(self.claim_for_reboot(h, &flight).await?),
@@ -781,6 +786,27 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.halt_check(version).await
     }
 
+    /// Reads the operator's flags again when the last read (`read_at`) is older than
+    /// [`FLAGS_RECHECK`]: fails with [`Outcome::OptedOut`] when an operator opted the host out
+    /// meanwhile, and with a skip when the instance cannot be read (no claim without knowing).
+    async fn still_opted_in(&self, read_at: &std::cell::Cell<WallTime>) -> Result<(), Outcome> {
+        if self.clock.now().since(read_at.get()) < FLAGS_RECHECK {
+            return Ok(());
+        }
+        match self.instance_flags().await {
+            Ok(flags) if flags.opted_out => {
+                tracing::info!(attribute = %self.names.opt_out, "opted out by operator while waiting for a slot; not claiming");
+                Err(Outcome::OptedOut)
+            }
+            Ok(_) => {
+                read_at.set(self.clock.now());
+                Ok(())
+            }
+            Err(Halt::Done(outcome)) => Err(outcome),
+            Err(Halt::Shutdown) => Err(Outcome::Skipped { reason: "shutting down".into() }),
+        }
+    }
+
     /// The limit for a version few hosts have taken yet: one at a time until
     /// `cluster.canary-hosts` instances run it and finished their update, then `n`.
     async fn canary_limit(&self, version: &str, n: u32) -> u32 {
@@ -826,7 +852,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
     }
 
-    async fn take_slot(&self, flight: &mut InFlight, bypass: bool) -> Step_<Option<Held>> {
+    async fn take_slot(&self, flight: &mut InFlight, bypass: bool, flags_read: WallTime) -> Step_<Option<Held>> {
         let Some(lease) = self.lease() else { return Ok(None) };
         // Recorded before the claim is written, so a crash in between still withdraws it.
         self.announce(flight)?;
@@ -852,16 +878,29 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         // The failure markers and the canary count are read when the claims leave a slot free
         // at N, not on every look: a waiter could not act on either before then (the fleet view
         // shows a halt meanwhile). The canary count is read at N = 1 too: a canary bakes longer.
+        // The operator's flags, when old, once the limit too leaves a slot free.
         let (version, halted_ref) = (flight.target_version.as_str(), &halted);
-        let ready = |n: u32| async move {
+        let flags_read = std::cell::Cell::new(flags_read);
+        let flags_ref = &flags_read;
+        let ready = |n: u32, taken: u32| async move {
             let before = self.memory.ecs_calls.get();
-            if let Err(outcome) = self.halt_check_unless_recent(version).await {
-                let why = outcome.token().to_string();
-                *halted_ref.borrow_mut() = Some(outcome);
-                return Err(LeaseError::NotNow(why));
+            let checked = async {
+                self.halt_check_unless_recent(version).await?;
+                let limit = self.canary_limit(version, n).await;
+                // The flags only when this look may claim: a canary's waiters look often.
+                if taken < limit {
+                    self.still_opted_in(flags_ref).await?;
+                }
+                Ok::<u32, Outcome>(limit)
+            };
+            match checked.await {
+                Ok(limit) => Ok((limit, self.memory.ecs_calls.get() != before)),
+                Err(outcome) => {
+                    let why = outcome.token().to_string();
+                    *halted_ref.borrow_mut() = Some(outcome);
+                    Err(LeaseError::NotNow(why))
+                }
             }
-            let limit = self.canary_limit(version, n).await;
-            Ok((limit, self.memory.ecs_calls.get() != before))
         };
         let target = flight.target_version.clone();
         // Named only when they hold it up past the expected duration (or without a live claim):

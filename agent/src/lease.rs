@@ -654,7 +654,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// always whole.
     async fn look<R, RF>(&self, scope: CensusScope, n: u32, out_of_service: bool, ready: &mut R) -> Result<Look, LeaseError>
     where
-        R: FnMut(u32) -> RF,
+        R: FnMut(u32, u32) -> RF,
         RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
     {
         let claims = self.list(&self.names.lease).await?;
@@ -662,7 +662,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         if by_claims.taken() as u32 >= n {
             return Ok(Look { census: by_claims, limit: n, asked: false, whole: false });
         }
-        let (limit, ready_read) = ready(n).await?;
+        let (limit, ready_read) = ready(n, by_claims.taken() as u32).await?;
         let limit = limit.clamp(1, n);
         if by_claims.taken() as u32 >= limit {
             return Ok(Look { census: by_claims, limit, asked: true, whole: false });
@@ -735,14 +735,14 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
     {
-        self.acquire_when(params, target, paused, |n| async move { Ok((n, false)) }, waiting).await
+        self.acquire_when(params, target, paused, |n, _| async move { Ok((n, false)) }, waiting).await
     }
 
     /// [`Self::acquire`], with `ready` asked when the live claims leave a slot free at the
     /// fleet's N: checks that only matter to a host about to claim (and would only cost a waiter
-    /// calls on every look) go there. It answers the limit to apply (at most N: a canary's is 1)
-    /// and whether it read the cluster (the claims are then listed again before the claim), or an
-    /// error that ends the attempt without a claim.
+    /// calls on every look) go there. Told N and how many slots the claims take, it answers the
+    /// limit to apply (at most N: a canary's is 1) and whether it read the cluster (the claims are
+    /// then listed again before the claim), or an error that ends the attempt without a claim.
     pub async fn acquire_when<P, PF, R, RF, W, WF>(
         &self,
         params: &LeaseParams,
@@ -754,7 +754,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     where
         P: FnMut() -> PF,
         PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
-        R: FnMut(u32) -> RF,
+        R: FnMut(u32, u32) -> RF,
         RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
@@ -782,7 +782,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             }
             if before.taken() as u32 >= n {
                 if !asked && params.stuck_after.is_some_and(|after| before.longest_hold(self.clock.now()) > after) {
-                    ready(n).await?;
+                    ready(n, before.taken() as u32).await?;
                 }
                 let holders = before.holders();
                 let wait = self.wait_while_full(params, &before, n, &mut estimate).await;

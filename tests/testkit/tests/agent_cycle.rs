@@ -101,6 +101,31 @@ async fn opted_out_host_is_left_alone() {
     assert_eq!(ecs.attribute(&n.arn, &lease(&n)), None);
 }
 
+/// A host waits behind another's claim; an operator opts it out meanwhile. When the slot frees,
+/// the host reads its flags again before claiming and stays out: no claim, no drain, no reboot.
+#[tokio::test(start_paused = true)]
+async fn a_host_opted_out_while_it_waits_for_a_slot_does_not_claim_it() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    let other = ecs.register("other");
+    let start = n.now().as_secs();
+    let held = agent::lease::Claim { phase: agent::lease::ClaimPhase::Draining, claimed_at: start, expires_at: start + 3600, token: "abcd1234".into(), target: "1.1.0".into() };
+    ecs.operator_put(&other, &lease(&n), &held.encode());
+    let (arn, name) = (n.arn.clone(), lease(&n));
+    let operator = async {
+        tokio::time::sleep(15 * 60 * Duration::from_secs(1)).await;
+        ecs.operator_put(&arn, "br-update.opt-out", "true");
+        tokio::time::sleep(15 * 60 * Duration::from_secs(1)).await;
+        ecs.operator_delete(&other, &name);
+    };
+    let (outcomes, ()) = tokio::join!(n.run_once_through_reboots(REBOOT, 1), operator);
+    assert_eq!(outcomes, vec![Outcome::OptedOut]);
+    assert_eq!(n.host.reboot_requests(), 0);
+    let claims = ecs.history().iter().filter(|e| matches!(&e.change, testkit::fake_ecs::EcsChange::Put { name: put, .. } if &**put == name.as_str())).count();
+    assert_eq!(claims, 1, "only the other host's claim was ever written");
+    assert_clean(&ecs, &n);
+}
+
 #[tokio::test(start_paused = true)]
 async fn standalone_tasks_skip_the_round_under_the_skip_policy() {
     let ecs = FakeEcs::new("c", 1);
