@@ -270,8 +270,9 @@ pub struct Memory {
 const HALT_RECHECK: Duration = Duration::from_secs(600);
 
 /// How old the operator's flags may be when a look finds a slot free: a host that waited longer
-/// reads them again before it claims, so an opt-out set while it waited keeps it out.
-const FLAGS_RECHECK: Duration = Duration::from_secs(600);
+/// reads them again before it claims, so an opt-out set while it waited keeps it out. Public so
+/// that a simulation's checker knows how late after an opt-out a claim may still come.
+pub const FLAGS_RECHECK: Duration = Duration::from_secs(600);
 
 /// The status token of a host holding its slot because `why`: the ECS agent's own, or `held_as`.
 fn held_token<'a>(why: &str, held_as: &'a str) -> &'a str {
@@ -790,7 +791,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// [`FLAGS_RECHECK`]: fails with [`Outcome::OptedOut`] when an operator opted the host out
     /// meanwhile, and with a skip when the instance cannot be read (no claim without knowing).
     async fn still_opted_in(&self, read_at: &std::cell::Cell<WallTime>) -> Result<(), Outcome> {
-        if self.clock.now().since(read_at.get()) < FLAGS_RECHECK {
+        if self.clock.now().since(read_at.get()) < FLAGS_RECHECK || self.names.is_off(|o| o.opt_out_recheck) {
             return Ok(());
         }
         match self.instance_flags().await {

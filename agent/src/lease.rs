@@ -81,6 +81,8 @@ pub struct UnsafeOff {
     pub undo_sets_active_always: bool,
     /// Write no drained marker when someone else drained the instance before its agent did.
     pub marker_when_drained_by_others: bool,
+    /// Claim on the operator's flags as the round's start read them, however long ago.
+    pub opt_out_recheck: bool,
 }
 
 impl Names {

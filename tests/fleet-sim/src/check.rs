@@ -40,7 +40,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use agent::cluster::InstanceStatus;
-use testkit::fake_ecs::Actor;
+use agent::lease::{Claim, ClaimPhase};
+use testkit::fake_ecs::{Actor, EcsChange};
 use testkit::node::NodeEventKind;
 
 use crate::trace::{Doom, EndState, HostTrace, Interval, Ms, Phases, Trace};
@@ -67,6 +68,9 @@ pub enum ViolationKind {
     NotFinished,
     /// A host the scenario kept out of updates (opted out, standalone tasks) was updated.
     UpdatedAgainstPlan,
+    /// A host's agent claimed a slot after its operator had opted it out, later than its
+    /// reading of the flags before a claim allows.
+    ClaimedAfterOptOut,
 }
 
 /// One violation: when, which hosts, and what was seen.
@@ -106,7 +110,32 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
     let mut out = too_many_busy(trace, &phases);
     out.extend(reboots_without_slot(trace, &phases));
     out.extend(reboots_with_tasks_running(trace));
+    out.extend(claims_after_opt_out(trace));
     out.extend(end_state(trace));
+    out
+}
+
+/// Every claim an agent wrote (a new claim, phase `claiming`) more than the trace's grace after
+/// an operator opted its host out.
+fn claims_after_opt_out(trace: &Trace) -> Vec<Violation> {
+    let opted = trace.late_opt_outs();
+    let mut out = vec![];
+    for e in trace.ecs.iter().filter(|e| e.by == Actor::Agent) {
+        let EcsChange::Put { name, value } = &e.change else { continue };
+        let claiming = Claim::parse(value).is_ok_and(|c| c.phase == ClaimPhase::Claiming);
+        if *name != trace.lease_name || !claiming {
+            continue;
+        }
+        if let Some(&(at, _)) = opted.iter().find(|&&(at, host)| host == e.host && e.at > at + trace.opt_out_grace) {
+            out.push(Violation {
+                kind: ViolationKind::ClaimedAfterOptOut,
+                at: e.at,
+                until: None,
+                hosts: vec![trace.hosts[e.host].name.clone()],
+                detail: format!("claimed {} after the opt-out at t={}", clock(e.at - at), clock(at)),
+            });
+        }
+    }
     out
 }
 
@@ -351,6 +380,8 @@ mod tests {
             max_concurrent: n,
             target: "2.0.0".into(),
             lease_name: LEASE.into(),
+            opt_out_name: "br-update.opt-out".into(),
+            opt_out_grace: 660_000,
             epoch_ms: 0,
             published: 0,
             stopped: 100_000,
@@ -369,6 +400,23 @@ mod tests {
 
     fn status(at: Ms, host: usize, s: InstanceStatus) -> EcsRecord {
         EcsRecord { at, host, by: Actor::Agent, change: EcsChange::Status(s) }
+    }
+
+    /// An operator opts host 0 out at 1 min; its agent claims at 5 min (within the grace: it
+    /// read its flags before the opt-out) and again at 30 min (past it), and renews at 40 min.
+    #[test]
+    fn a_new_claim_past_the_grace_after_an_opt_out_is_found() {
+        let claim = |phase: &str| format!("v1:{phase}:0:600:abcd1234:2.0.0");
+        let ecs = vec![
+            EcsRecord { at: 60_000, host: 0, by: Actor::Operator, change: EcsChange::Put { name: "br-update.opt-out".into(), value: "true".into() } },
+            put(300_000, 0, &claim("c")),
+            put(1_800_000, 0, &claim("c")),
+            put(2_400_000, 0, &claim("d")),
+            put(2_400_000, 1, &claim("c")),
+        ];
+        let v = claims_after_opt_out(&trace(1, vec![host("a", vec![]), host("b", vec![])], ecs));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!((v[0].kind, v[0].at, v[0].hosts.clone()), (ViolationKind::ClaimedAfterOptOut, 1_800_000, vec!["a".to_string()]));
     }
 
     /// Three hosts drain over [10 s, 20 s), [15 s, 25 s) and [18 s, 30 s).

@@ -93,6 +93,7 @@ pub fn all() -> Vec<Control> {
         ecs_agent_late_after_boot(),
         undo_with_stale_status(),
         tasks_stopping_after_drain(),
+        opted_out_while_waiting(),
     ]
 }
 
@@ -224,6 +225,19 @@ pub fn tasks_stopping_after_drain() -> Control {
             ..small(6, seed, FaultPlan { stop_time: Span::minutes(2, 5), ..FaultPlan::none() })
         },
         switch_off: |sc| sc.task_listing = TaskListing::DesiredRunningOnly,
+    }
+}
+
+/// Not a hole in the at-most-N promise but in the operator's: hosts opted out while they wait
+/// for their slot. Only reading the flags again before a claim keeps them out.
+pub fn opted_out_while_waiting() -> Control {
+    Control {
+        hole: "6",
+        fault: "operator opts 3 hosts out in the first hour",
+        fix: "UnsafeOff::opt_out_recheck",
+        shows_as: &[ViolationKind::ClaimedAfterOptOut],
+        scenario: |seed| small(6, seed, FaultPlan { late_opt_outs: 3, late_opt_out_within: 60 * MIN, ..FaultPlan::none() }),
+        switch_off: |sc| sc.unsafe_off.opt_out_recheck = true,
     }
 }
 

@@ -100,6 +100,12 @@ pub struct FaultPlan {
     pub operator_drains: usize,
     /// How long after publication an operator's drain lasts.
     pub operator_drain_for: Span,
+    /// How many hosts an operator opts out while the rollout runs, at a random instant of the
+    /// first `late_opt_out_within` after publication: a host waiting for its slot by then must
+    /// not take it once its agent has had time to read the flag again.
+    pub late_opt_outs: usize,
+    /// See `late_opt_outs`.
+    pub late_opt_out_within: Duration,
     /// Hosts singled out, by index, for a failure that never ends (the safe failures): the
     /// promise must hold all the same and the others wait behind them.
     pub doomed: Vec<(usize, Doom)>,
@@ -149,6 +155,8 @@ impl FaultPlan {
             stop_time: Span::exactly(Duration::ZERO),
             operator_drains: 0,
             operator_drain_for: Span::minutes(30, 90),
+            late_opt_outs: 0,
+            late_opt_out_within: 6 * 3600 * Duration::from_secs(1),
             doomed: vec![],
             bad_release: 0.0,
             impaired_chance: 0.0,
@@ -192,6 +200,8 @@ impl FaultPlan {
             stop_time: Span::minutes(0, 5),
             operator_drains: 1,
             operator_drain_for: Span::minutes(30, 90),
+            late_opt_outs: 2,
+            late_opt_out_within: 6 * 3600 * Duration::from_secs(1),
             doomed: vec![],
             bad_release: 0.0,
             impaired_chance: 0.03,

@@ -191,7 +191,8 @@ async fn simulate(sc: &Scenario) -> (Trace, bool, Vec<InstanceRecord>) {
         (finished, left)
     };
     let operators = operator_drains(sc, &ecs, &hosts, t0, published, stop.clone());
-    let (_, (finished, left), ()) = tokio::join!(daemons, monitor, operators);
+    let opt_outs = operator_opt_outs(sc, &ecs, &hosts, published, stop.clone());
+    let (_, (finished, left), (), ()) = tokio::join!(daemons, monitor, operators, opt_outs);
     (record(sc, &ecs, &hosts, t0, published, left), finished, snapshot.take())
 }
 
@@ -245,6 +246,41 @@ async fn operator_drains(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: In
         }
     });
     futures_util::future::join_all(drains).await;
+}
+
+/// An operator opts out `late_opt_outs` hosts at random instants of the rollout's first
+/// `late_opt_out_within` (hosts already opted out from the start are not chosen again).
+async fn operator_opt_outs(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], published: Instant, stop: Shutdown) {
+    let f = &sc.faults;
+    let candidates: Vec<usize> = (0..hosts.len()).filter(|&i| !hosts[i].plan.opted_out).collect();
+    if f.late_opt_outs == 0 || candidates.is_empty() {
+        return;
+    }
+    let rng = Jitter::seeded(mix(sc.seed, 0x0b70));
+    let mut chosen = std::collections::BTreeSet::new();
+    while chosen.len() < f.late_opt_outs.min(candidates.len()) {
+        chosen.insert(candidates[(rng.next_u64() % candidates.len() as u64) as usize]);
+    }
+    let opt_outs = chosen.into_iter().map(|i| {
+        let at = published + rng.up_to(f.late_opt_out_within);
+        let (arn, name, stop) = (hosts[i].node.arn.clone(), Names::new(&hosts[i].node.cfg.cluster.attribute_prefix).opt_out, stop.clone());
+        async move {
+            tokio::select! {
+                biased;
+                _ = stop.wait() => {}
+                _ = tokio::time::sleep_until(at) => ecs.operator_put(&arn, &name, "true"),
+            }
+        }
+    });
+    futures_util::future::join_all(opt_outs).await;
+}
+
+/// How long after an opt-out a host may still claim: its agent reads the flags again before a
+/// claim once they are [`agent::cycle::FLAGS_RECHECK`] old; a minute for the look that claims
+/// (its calls are spaced, its retries back off), and the slowest write the scenario injects.
+fn opt_out_grace(sc: &Scenario) -> Ms {
+    let slow = if sc.faults.slow_write_chance > 0.0 { sc.faults.slow_write.hi } else { Duration::ZERO };
+    (agent::cycle::FLAGS_RECHECK + Duration::from_secs(60) + slow).as_millis() as Ms
 }
 
 /// The hosts on which the new version is bad: exactly the scenario's fraction of the fleet,
@@ -439,7 +475,8 @@ fn is_done(ecs: &FakeEcs, h: &SimHost) -> bool {
     }
     let token = status_now(ecs, h).map(|s| s.result);
     match token.as_deref() {
-        Some("opted-out") => h.plan.opted_out,
+        // From the start, or by an operator while the rollout ran.
+        Some("opted-out") => h.plan.opted_out || ecs.attribute(&h.node.arn, &Names::new(&h.node.cfg.cluster.attribute_prefix).opt_out).is_some(),
         Some("halted") => true,
         Some(t) if t.starts_with("skipped") => h.plan.standalone,
         _ => false,
@@ -500,6 +537,8 @@ fn record(sc: &Scenario, ecs: &FakeEcs, hosts: &[SimHost], t0: Instant, publishe
         max_concurrent: sc.max_concurrent,
         target: TARGET_VERSION.into(),
         lease_name: names.lease,
+        opt_out_name: names.opt_out,
+        opt_out_grace: opt_out_grace(sc),
         epoch_ms: EPOCH_SECS * 1000,
         published: ms(published),
         stopped: ms(left.at),

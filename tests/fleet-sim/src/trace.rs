@@ -119,6 +119,11 @@ pub struct Trace {
     pub target: String,
     /// The claim attribute's name.
     pub lease_name: String,
+    /// The opt-out attribute's name.
+    pub opt_out_name: String,
+    /// How long after an operator's opt-out its host's agent may still write a claim: until it
+    /// reads its flags again before claiming, the look's own time, and the slowest write.
+    pub opt_out_grace: Ms,
     /// The wall time (ms since the Unix epoch) at t = 0 on a clock without skew.
     pub epoch_ms: i64,
     /// When the update was published (the agents started before, at random instants).
@@ -173,6 +178,8 @@ pub struct FaultCounts {
     pub stopping_tasks_listed: u64,
     /// Instances set DRAINING by an operator.
     pub operator_drains: usize,
+    /// Hosts an operator opted out after publication.
+    pub late_opt_outs: usize,
 }
 
 impl FaultCounts {
@@ -193,6 +200,7 @@ impl FaultCounts {
         self.stale_status_reads += o.stale_status_reads;
         self.stopping_tasks_listed += o.stopping_tasks_listed;
         self.operator_drains += o.operator_drains;
+        self.late_opt_outs += o.late_opt_outs;
     }
 }
 
@@ -203,7 +211,7 @@ impl std::fmt::Display for FaultCounts {
             "crashes {} (mid-drain {}, down > TTL {}, not back by the end {}), SIGTERMs {}, reboots {}, rollbacks {}, \
              API failing > TTL after boot {}, ECS agent back > TTL after boot {}, IMPAIRED after boot {} \
              (for good {}), slow writes {}, \
-             stale status reads {}, listings with stopping tasks {}, operator drains {}",
+             stale status reads {}, listings with stopping tasks {}, operator drains {}, opt-outs mid-rollout {}",
             self.crashes,
             self.crashes_mid_drain,
             self.long_downs,
@@ -218,7 +226,8 @@ impl std::fmt::Display for FaultCounts {
             self.slow_writes,
             self.stale_status_reads,
             self.stopping_tasks_listed,
-            self.operator_drains
+            self.operator_drains,
+            self.late_opt_outs
         )
     }
 }
@@ -464,7 +473,18 @@ impl Trace {
             .iter()
             .filter(|e| e.by == Actor::Operator && e.change == EcsChange::Status(InstanceStatus::Draining))
             .count();
+        c.late_opt_outs = self.late_opt_outs().len();
         c
+    }
+
+    /// Every opt-out an operator set after publication: when, and on which host.
+    pub fn late_opt_outs(&self) -> Vec<(Ms, usize)> {
+        self.ecs
+            .iter()
+            .filter(|e| e.by == Actor::Operator && e.at >= self.published)
+            .filter(|e| matches!(&e.change, EcsChange::Put { name, .. } if *name == self.opt_out_name))
+            .map(|e| (e.at, e.host))
+            .collect()
     }
 
     /// Calls per operation.

@@ -66,6 +66,11 @@ fn hole5_no_reboot_while_drained_tasks_are_still_stopping() {
     assert_control(&controls::tasks_stopping_after_drain());
 }
 
+#[test]
+fn hole6_a_host_opted_out_while_it_waits_takes_no_slot() {
+    assert_control(&controls::opted_out_while_waiting());
+}
+
 /// The doomed host of a run.
 fn doomed(r: &Run) -> &HostTrace {
     r.trace.hosts.iter().find(|h| h.plan.doom.is_some()).expect("the scenario dooms a host")
