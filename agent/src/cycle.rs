@@ -789,7 +789,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     /// Reads the operator's flags again when the last read (`read_at`) is older than
     /// [`FLAGS_RECHECK`]: fails with [`Outcome::OptedOut`] when an operator opted the host out
-    /// meanwhile, and with a skip when the instance cannot be read (no claim without knowing).
+    /// meanwhile, and with the round's failure when the instance cannot be read (no claim
+    /// without knowing).
     async fn still_opted_in(&self, read_at: &std::cell::Cell<WallTime>) -> Result<(), Outcome> {
         if self.clock.now().since(read_at.get()) < FLAGS_RECHECK || self.names.is_off(|o| o.opt_out_recheck) {
             return Ok(());
