@@ -126,6 +126,38 @@ async fn a_host_opted_out_while_it_waits_for_a_slot_does_not_claim_it() {
     assert_clean(&ecs, &n);
 }
 
+/// The flags the round began with serve a claim made within ten minutes of them: no describe
+/// between the round's first listing and its claim.
+#[tokio::test(start_paused = true)]
+async fn a_host_that_claims_at_once_does_not_read_its_flags_again() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
+    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+    let first = ops.iter().position(|op| *op == "ListAttributes").expect("a listing");
+    let claim = ops.iter().position(|op| *op == "PutAttributes").expect("a claim");
+    assert!(!ops[first..claim].contains(&"DescribeContainerInstances"), "{:?}", &ops[..=claim]);
+}
+
+/// A host waiting behind a canary (N = 2, one holder, the canary's limit of 1) finds no slot it
+/// could take at any look: it reads its flags again at none of them, however long it waits.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_held_back_by_the_canary_does_not_read_its_flags_again() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("b", Some(&ecs), config("[cluster]\nmax-concurrent = 2"));
+    let holder = ecs.register("holder");
+    ecs.operator_put(&holder, "br-update.lease", "v1:d:1800000000:1800003600:0badf00d:1.1.0");
+    let agent = n.agent(Shutdown::never());
+    let waited = tokio::time::timeout(Duration::from_secs(40 * 60), agent.run(true)).await;
+    assert!(waited.is_err(), "still waiting: {waited:?}");
+    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+    let first = ops.iter().position(|op| *op == "ListAttributes").expect("a listing");
+    let canary_reads = ops[first..].iter().filter(|op| **op == "ListAttributes").count();
+    assert!(canary_reads >= 6, "the looks read the claims and the canary count: {ops:?}");
+    assert!(!ops[first..].contains(&"DescribeContainerInstances"), "{ops:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn standalone_tasks_skip_the_round_under_the_skip_policy() {
     let ecs = FakeEcs::new("c", 1);
