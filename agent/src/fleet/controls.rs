@@ -150,7 +150,7 @@ pub async fn apply<A: FleetApi>(
             api.put_attribute(cluster, &r.arn, name, "true").await?;
             Ok(Change {
                 changed: vec![format!("opted out {}: attribute {name}=true (before: {})", named(&r), before(r.attributes.get(name)))],
-                note: "its agent leaves it out of updates until `fleet opt-in`".into(),
+                note: "its agent leaves it out of updates until `fleet opt-in` (read at each round's start, and again before a claim by a host that has waited over 10 minutes; a host already updating finishes)".into(),
                 aws: vec![put_line(&r.arn, name, "true")],
             })
         }

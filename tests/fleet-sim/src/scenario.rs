@@ -166,7 +166,8 @@ impl FaultPlan {
 
     /// Every kind of fault at once, at rates that still let a rollout finish: some rolled-back
     /// boots, skewed clocks, stale and throttled reads within what the settings allow, crashes
-    /// and SIGTERMs at random instants, standalone tasks and opted-out hosts; and the edges of
+    /// and SIGTERMs at random instants, standalone tasks, opted-out hosts (from the start, and by
+    /// an operator mid-rollout); and the edges of
     /// time: writes landing after a claim's TTL, agents down for longer than it (some crashing
     /// mid-drain), APIs failing and ECS agents reconnecting long after boot, describes lagging
     /// writes, tasks running on after being told to stop, and an operator's drain; and boots

@@ -495,6 +495,7 @@ async fn instance_controls_change_the_attributes_whatever_the_instance_is_called
     // By EC2 instance id.
     let out = fleet_ok(&moto, &["opt-out", &h.ec2, "--cluster", CLUSTER]);
     assert!(out.contains(&format!("opted out {} (container instance {})", h.ec2, h.short())), "{out}");
+    assert!(out.contains("again before a claim by a host that has waited over 10 minutes; a host already updating finishes"), "{out}");
     assert!(out.contains(&format!("aws ecs put-attributes --cluster prod --attributes name=br-update.opt-out,value=true,targetType=container-instance,targetId={}", h.arn)), "{out}");
     assert_eq!(instance_state(&moto, &h.arn).1.get("br-update.opt-out"), Some(&Some("true".to_owned())));
     // By container-instance ARN.
