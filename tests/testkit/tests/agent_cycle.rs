@@ -107,10 +107,7 @@ async fn opted_out_host_is_left_alone() {
 async fn a_host_opted_out_while_it_waits_for_a_slot_does_not_claim_it() {
     let ecs = FakeEcs::new("c", 1);
     let n = node("a", Some(&ecs), config(""));
-    let other = ecs.register("other");
-    let start = n.now().as_secs();
-    let held = agent::lease::Claim { phase: agent::lease::ClaimPhase::Draining, claimed_at: start, expires_at: start + 3600, token: "abcd1234".into(), target: "1.1.0".into() };
-    ecs.operator_put(&other, &lease(&n), &held.encode());
+    let other = hold_a_slot(&ecs);
     let (arn, name) = (n.arn.clone(), lease(&n));
     let operator = async {
         tokio::time::sleep(15 * 60 * Duration::from_secs(1)).await;
@@ -146,11 +143,8 @@ async fn a_host_that_claims_at_once_does_not_read_its_flags_again() {
 async fn a_waiter_held_back_by_the_canary_does_not_read_its_flags_again() {
     let ecs = FakeEcs::new("c", 1);
     let n = node("b", Some(&ecs), config("[cluster]\nmax-concurrent = 2"));
-    let holder = ecs.register("holder");
-    ecs.operator_put(&holder, "br-update.lease", "v1:d:1800000000:1800003600:0badf00d:1.1.0");
-    let agent = n.agent(Shutdown::never());
-    let waited = tokio::time::timeout(Duration::from_secs(40 * 60), agent.run(true)).await;
-    assert!(waited.is_err(), "still waiting: {waited:?}");
+    hold_a_slot(&ecs);
+    still_waiting_after(&n, 40).await;
     let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
     let first = ops.iter().position(|op| *op == "ListAttributes").expect("a listing");
     let canary_reads = ops[first..].iter().filter(|op| **op == "ListAttributes").count();

@@ -296,11 +296,8 @@ async fn a_waiter_behind_a_holder_within_the_expected_duration_reads_only_the_cl
         let ecs = FakeEcs::new("c", 1);
         let b = node("b", Some(&ecs), config(cfg));
         // Another host drains for the whole test, well within the expected duration (45 min).
-        let holder = ecs.register("holder");
-        ecs.operator_put(&holder, "br-update.lease", "v1:d:1800000000:1800003600:0badf00d:1.1.0");
-        let agent = b.agent(Shutdown::never());
-        let waited = tokio::time::timeout(Duration::from_secs(40 * 60), agent.run(true)).await;
-        assert!(waited.is_err(), "still waiting: {waited:?}");
+        hold_a_slot(&ecs);
+        still_waiting_after(&b, 40).await;
         let calls = ecs.calls();
         let looks = calls.get("ListTagsForResource").copied().unwrap_or(0);
         assert!(looks >= 3, "several looks in 40 minutes: {calls:?}");

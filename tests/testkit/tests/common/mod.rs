@@ -10,6 +10,7 @@ use agent::config::Config;
 use fake_bottlerocket::{CommandDurations, FakeHost, Faults, HostConfig};
 use testkit::fake_ecs::FakeEcs;
 use testkit::node::Node;
+use agent::shutdown::Shutdown;
 
 pub const REBOOT: Duration = Duration::from_secs(120);
 
@@ -76,3 +77,17 @@ pub fn assert_clean(ecs: &FakeEcs, n: &Node) {
     assert_eq!(n.record().in_flight, None, "{}: in-flight record left behind", n.name);
 }
 
+
+/// Another instance, `holder`, holding a slot (draining) for the test clock's first hour.
+pub fn hold_a_slot(ecs: &FakeEcs) -> String {
+    let holder = ecs.register("holder");
+    ecs.operator_put(&holder, "br-update.lease", "v1:d:1800000000:1800003600:0badf00d:1.1.0");
+    holder
+}
+
+/// Runs one round of `n`'s agent for `minutes` and asserts it is still waiting then.
+pub async fn still_waiting_after(n: &Node, minutes: u64) {
+    let agent = n.agent(Shutdown::never());
+    let waited = tokio::time::timeout(Duration::from_secs(minutes * 60), agent.run(true)).await;
+    assert!(waited.is_err(), "still waiting: {waited:?}");
+}
