@@ -308,6 +308,29 @@ fn drain_pause(poll: Duration, waited: Duration, renew_in: Duration) -> Duration
     (waited / 3).clamp(poll, poll.saturating_mul(4)).min(renew_in.max(poll))
 }
 
+/// The next sleep of a wait with `remaining` left, looked through about every `poll`: the wait
+/// cut into equal steps, so that the last ends where the wait does. A step may run a tenth over
+/// `poll`, so that a check interval of whole polls plus its `check-jitter` takes no extra look.
+fn update_now_step(remaining: Duration, poll: Duration) -> Duration {
+    let longest = (poll + poll / 10).as_millis().max(1);
+    let steps = remaining.as_millis().div_ceil(longest).max(1);
+    let steps = u32::try_from(steps).unwrap_or(u32::MAX);
+    if steps == 1 {
+        return remaining;
+    }
+    remaining / steps
+}
+
+/// Whether the status `last` written already says what `next` would: the same, or `updated`
+/// where a later round found that version up to date (the update is the news; a round that
+/// found nothing would cost a write per host and update).
+fn says_as_much(last: &Status, next: &Status) -> bool {
+    let updated_then_idle = (last.phase.as_str(), last.result.as_str(), next.phase.as_str(), next.result.as_str())
+        == ("idle", "updated", "idle", "up-to-date")
+        && last.running == next.running;
+    last.same_as(next) || updated_then_idle
+}
+
 impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// Runs until shutdown (or after one round with `once`). Returns the last round's outcome.
     pub async fn run(&self, once: bool) -> Outcome {
@@ -361,9 +384,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 self.interruptible(self.clock.sleep(remaining)).await?;
                 return Ok(false);
             };
-            // Jittered within the last quarter of `poll`, so hosts drift apart yet an idle host makes
-            // few more looks than `check-interval / update-now-poll`.
-            let step = remaining.min(self.jitter.between(poll * 3 / 4, poll));
+            // Equal steps of about `poll`, the last ending at the round, whose own read of the
+            // flags is that step's look: one read fewer per wait than steps of a random length.
+            // The hosts' rounds already lie apart (their seeds, the check's jitter), and so do
+            // their looks.
+            let step = update_now_step(remaining, poll);
             self.interruptible(self.clock.sleep(step)).await?;
             if step == remaining {
                 return Ok(false);
@@ -538,6 +563,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             canary: false,
             rollback: None,
             claimed_at: None,
+            claim_expires: None,
         };
         let held = self.take_slot(&mut flight, bypass, flags_read).await?;
         let held = self.drain(&mut flight, held, bypass).await?;
@@ -574,6 +600,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             .ecs("DescribeContainerInstances", || store.describe_self())
             .await
             .map_err(|e| failed(format!("cannot read own instance: {e}")))?;
+        if self.memory.status.borrow().is_none() {
+            // A new process knows what it last wrote from ECS, so a round that changes nothing
+            // writes nothing.
+            *self.memory.status.borrow_mut() = me.attributes.get(&self.names.status).and_then(|v| Status::parse(v));
+        }
         Ok(Flags {
             opted_out: me.attributes.get(&self.names.opt_out).is_some_and(|v| v.eq_ignore_ascii_case("true")),
             update_now: me.attributes.contains_key(&self.names.update_now),
@@ -1187,6 +1218,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             None => None,
         };
         flight.step = Step::Rebooting;
+        flight.claim_expires = held.as_ref().map(|h| WallTime::from_secs(h.claim.expires_at));
         self.announce(flight)?;
         self.publish_status("rebooting", Some(&flight.target_version), &Outcome::Rebooting { target: flight.target_version.clone() }).await;
         // Publishing may have been retried for a while: reboot only under a claim others count.
@@ -1313,6 +1345,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             return self.retry_until_done(|| async { self.finish_after_reboot(&f, None).await.map(Some) }).await;
         };
         let token = f.lease_token.clone().unwrap_or_default();
+        if self.interruptible(self.until_ecs_agent_answers(&f)).await.is_err() {
+            return Some(Outcome::Interrupted);
+        }
         let first = self.retry_until_done(|| async {
             let read = keeper.first_renewal(&token).await.map_err(|e| format!("cannot renew the claim after boot: {e}"))?;
             *self.memory.boot_read.borrow_mut() = Some((self.clock.now(), read.1));
@@ -1327,6 +1362,22 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             o = work => o,
             _ = keeper.run() => None,
         }
+    }
+
+    /// After the boot, before the first renewal: waits up to a minute for the ECS agent to
+    /// answer on this host, so that the renewal's read of the instance also serves the health
+    /// gate's first look (one describe, not two). Never longer than the claim written before the
+    /// reboot keeps over half a TTL: the keeper's own rule for a renewal.
+    async fn until_ecs_agent_answers(&self, f: &InFlight) {
+        let (Some(store), Some(expires)) = (&self.cluster, f.claim_expires) else { return };
+        let start = self.clock.now();
+        let until = expires.minus(self.cfg.cluster.lease_ttl / 2).min(start.plus(GATE_ASK_EVERY_WHILE_AWAY));
+        // The ECS agent answers locally at no ECS call: looked at closely.
+        let poll = self.cfg.health.poll_interval.min(Duration::from_secs(2));
+        while self.clock.now() < until && store.local_tasks().await == LocalTasks::Down {
+            self.clock.sleep(poll.min(until.since(self.clock.now()))).await;
+        }
+        tracing::info!(waited_s = self.clock.now().since(start).as_secs(), "renewing the claim after boot");
     }
 
     async fn finish_after_reboot(&self, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>) -> Result<Outcome, String> {
@@ -1967,7 +2018,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             Err(_) => "-".into(),
         };
         let st = self.status_value(phase, &running, target.unwrap_or("-"), result, detail);
-        if self.memory.status.borrow().as_ref().is_some_and(|last| last.same_as(&st)) {
+        if self.memory.status.borrow().as_ref().is_some_and(|last| says_as_much(last, &st)) {
             return;
         }
         let mut attrs = vec![(self.names.status.clone(), st.encode())];
@@ -1986,6 +2037,19 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_wait_is_cut_into_equal_steps_of_about_the_poll() {
+        let (h, m) = (|x: u64| Duration::from_secs(x * 3600), |x: u64| Duration::from_secs(x * 60));
+        assert_eq!(update_now_step(h(6), h(1)), h(1), "six steps: five looks and the round's read");
+        assert_eq!(update_now_step(m(150), h(1)), m(50), "three steps, not 60 + 60 + 30");
+        assert_eq!(update_now_step(m(40), h(1)), m(40), "within one poll: no look before the round");
+        assert_eq!(update_now_step(h(6) + m(5), h(1)), (h(6) + m(5)) / 6, "the check's jitter takes no extra look");
+        assert_eq!(update_now_step(m(66), h(1)), m(66), "a tenth over the poll at most");
+        assert_eq!(update_now_step(m(67), h(1)), m(67) / 2);
+        assert_eq!(update_now_step(h(1), h(1)), h(1));
+        assert_eq!(update_now_step(Duration::ZERO, h(1)), Duration::ZERO);
+    }
 
     #[test]
     fn drain_looks_thin_out_but_never_delay_a_renewal() {

@@ -53,6 +53,10 @@ pub struct InFlight {
     /// When its claim was written (the slot's start), once it holds one.
     #[serde(default)]
     pub claimed_at: Option<WallTime>,
+    /// When the claim renewed to outlive the reboot lapses: after the boot, how long the first
+    /// renewal may wait for the ECS agent.
+    #[serde(default)]
+    pub claim_expires: Option<WallTime>,
 }
 
 /// A rollback in progress (`health.on-failure = "rollback"`): what it must put back.
@@ -242,6 +246,7 @@ mod tests {
                 canary: false,
                 rollback: None,
                 claimed_at: Some(WallTime::from_secs(1_700_000_100)),
+                claim_expires: Some(WallTime::from_secs(1_700_001_300)),
             }),
             quarantine: vec![],
             last_result: None,

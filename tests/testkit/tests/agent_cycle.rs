@@ -10,7 +10,7 @@ use agent::config::Config;
 use agent::cycle::Outcome;
 use agent::journal::Journal;
 use agent::shutdown::Shutdown;
-use fake_bottlerocket::Faults;
+use fake_bottlerocket::{CommandDurations, FakeHost, Faults, HostConfig};
 use testkit::fake_ecs::FakeEcs;
 use testkit::node::Node;
 
@@ -42,6 +42,23 @@ async fn clustered_host_drains_updates_and_returns_to_service() {
     assert!(status.contains("1.1.0") && status.contains("updated"), "{status}");
     // The first host of a version is its canary: its ten-minute bake adds a look a minute.
     assert!(ecs.total_calls() < 80, "ECS calls for one update: {}", ecs.total_calls());
+}
+
+/// The round after an update finds nothing to do and writes nothing: the status still says
+/// `updated` (the news), also for a new process, which reads what it last wrote from ECS.
+#[tokio::test(start_paused = true)]
+async fn the_round_after_an_update_writes_no_status() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    let outcomes = n.run_once_through_reboots(REBOOT, 2).await;
+    assert_eq!(outcomes[1], Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+    let before = ecs.call_log().len();
+    let again = n.run_once_through_reboots(REBOOT, 1).await;
+    assert_eq!(again, vec![Outcome::UpToDate { version: "1.1.0".into() }]);
+    let writes: Vec<&str> = ecs.call_log()[before..].iter().map(|c| c.op).filter(|op| *op != "DescribeContainerInstances").collect();
+    assert!(writes.is_empty(), "a round that found nothing called {writes:?}");
+    let status = ecs.attribute(&n.arn, "br-update.status").expect("status");
+    assert!(status.contains(":idle:1.1.0:") && status.contains(":updated:"), "{status}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -460,6 +477,42 @@ async fn update_now_skips_the_window_wait_but_not_the_lease() {
     let drained_at = first_drain.get().expect("b drained");
     assert!(drained_at >= WallTime::from_secs(expiry), "b drained at {drained_at} while a's claim was live");
     assert_clean(&ecs, &b);
+}
+
+/// An idle host (nothing to update) with 6-hour rounds (up to 5 minutes' jitter each) and an
+/// hourly update-now look reads its instance six times a round, the round's own read among them,
+/// and never waits much over an hour between two reads: an update-now is seen within the hour.
+#[tokio::test(start_paused = true)]
+async fn an_idle_host_reads_its_instance_once_an_hour_its_rounds_included() {
+    let ecs = FakeEcs::new("c", 1);
+    let mut cfg = config("");
+    cfg.check_interval = Duration::from_secs(6 * 3600);
+    cfg.maintenance.update_now_poll = Duration::from_secs(3600);
+    cfg.check_jitter = Duration::from_secs(300);
+    let up_to_date = FakeHost::new(HostConfig {
+        version: "1.0.0".into(),
+        published: vec!["1.0.0".into()],
+        durations: CommandDurations::all(Duration::from_secs(2)),
+        ..HostConfig::default()
+    });
+    let n = Node::new("a", up_to_date, Some(&ecs), clock(), cfg, 7);
+    let start = tokio::time::Instant::now();
+    let (trigger, stop) = Shutdown::new();
+    let day = Duration::from_secs(86_400);
+    let stopper = async {
+        tokio::time::sleep(3 * day).await;
+        trigger.fire();
+    };
+    tokio::join!(n.run_daemon(REBOOT, stop), stopper);
+    let reads: Vec<tokio::time::Instant> = ecs.call_log().iter()
+        .filter(|c| c.op == "DescribeContainerInstances" && c.at >= start + day && c.at < start + 3 * day)
+        .map(|c| c.at)
+        .collect();
+    assert!((47..=49).contains(&reads.len()), "two days, four rounds of six reads a day: {}", reads.len());
+    let longest = reads.windows(2).map(|w| w[1] - w[0]).max().expect("reads");
+    assert!(longest <= Duration::from_secs(3600 * 11 / 10), "longest gap between two reads: {longest:?}");
+    let others: Vec<&str> = ecs.call_log().iter().filter(|c| c.at >= start + day && c.op != "DescribeContainerInstances").map(|c| c.op).collect();
+    assert!(others.is_empty(), "an idle host only reads: {others:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -354,30 +354,60 @@ async fn gate_describes(away: Duration, view: LocalTaskView, extra: &str) -> usi
     after_boot[..back_in_service].iter().filter(|op| **op == "DescribeContainerInstances").count()
 }
 
-/// While the ECS agent does not answer on the host, ECS cannot report it connected: the gate
-/// asks ECS at most once a minute then, and at every 15 s poll once it answers (or when the
-/// endpoint gives no task view at all).
+/// While the ECS agent does not answer on the host, ECS cannot report it connected: the first
+/// renewal after boot waits up to a minute for it to answer, so that the renewal's read is the
+/// gate's first look; the gate then asks ECS at most once a minute while it is silent, and at
+/// every 15 s poll once it answers (or when the endpoint gives no task view at all).
 #[tokio::test(start_paused = true)]
 async fn the_gate_asks_ecs_about_the_ecs_agent_once_it_answers_on_the_host() {
-    // The renewal's read (the gate's first look judges it), then one look once it answers.
-    assert_eq!(gate_describes(Duration::from_secs(50), LocalTaskView::Faithful, "").await, 2);
-    // 100 s away: one look a minute meanwhile too (the endpoint could be off).
-    assert_eq!(gate_describes(Duration::from_secs(100), LocalTaskView::Faithful, "").await, 3);
-    // No local view: a look every poll (15 s), as when the ECS agent answers but is not connected.
+    // Back in 50 s: the renewal, once it answers, reads the instance the gate passes.
+    assert_eq!(gate_describes(Duration::from_secs(50), LocalTaskView::Faithful, "").await, 1);
+    // 100 s away: the renewal after a minute, then one look once it answers.
+    assert_eq!(gate_describes(Duration::from_secs(100), LocalTaskView::Faithful, "").await, 2);
+    // No local view: no wait before the renewal, then a look every poll (15 s), as when the ECS
+    // agent answers but is not connected.
     assert_eq!(gate_describes(Duration::from_secs(50), LocalTaskView::Off, "").await, 5);
-    // An endpoint that never answers: once a minute, and once more as the gate's 2 minutes run
-    // out (polls every 25 s here: at 0, 75 and 125 s): the agent, back at 110 s, is found then,
-    // not failed.
+    // An endpoint that never answers: the renewal after a minute, then a look once a minute
+    // (polls every 25 s here: at 60 s, then 135 s): the agent, back at 110 s, is found then.
     let polls = "[health]\npoll-interval = \"25s\"\n[cluster]";
-    assert_eq!(gate_describes(Duration::from_secs(110), LocalTaskView::Silent, polls).await, 3);
+    assert_eq!(gate_describes(Duration::from_secs(110), LocalTaskView::Silent, polls).await, 2);
 }
 
-/// The health gate's wait is in the status only once it has lasted a minute: a boot's first
-/// seconds without the ECS agent are the norm, and a status write for them would be one more
-/// call in every update.
+/// The first renewal after boot waits for the ECS agent only while the claim written before the
+/// reboot keeps over half a TTL, the keeper's own rule: a host down for 16 of the 20 minutes
+/// that claim covers renews at once, whatever its ECS agent does.
+#[tokio::test(start_paused = true)]
+async fn a_host_back_late_renews_its_claim_at_once_after_boot() {
+    for (down, waits) in [(REBOOT, true), (Duration::from_secs(16 * 60), false)] {
+        let ecs = FakeEcs::new("c", 1);
+        ecs.set_local_task_view(LocalTaskView::Faithful);
+        let a = node("a", Some(&ecs), config(""));
+        assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+        tokio::time::sleep(down).await;
+        ecs.set_agent_connected(&a.arn, false);
+        a.host.boot();
+        let (booted, boot_at) = (ecs.call_log().len(), tokio::time::Instant::now());
+        let back = async {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            ecs.set_agent_connected(&a.arn, true);
+        };
+        let agent = a.agent(Shutdown::never());
+        let (outcome, ()) = tokio::join!(agent.run(true), back);
+        assert_eq!(outcome, updated(), "down {down:?}");
+        let renewal = ecs.call_log()[booted..].iter().find(|c| c.op == "PutAttributes").map(|c| c.at - boot_at).expect("renewed");
+        match waits {
+            true => assert!((Duration::from_secs(59)..=Duration::from_secs(62)).contains(&renewal), "down {down:?}: renewed after {renewal:?}"),
+            false => assert!(renewal < Duration::from_secs(5), "down {down:?}: renewed after {renewal:?}"),
+        }
+    }
+}
+
+/// The health gate's wait is in the status only once it has lasted a minute (after the minute
+/// the first renewal may wait): a boot's first seconds without the ECS agent are the norm, and
+/// a status write for them would be one more call in every update.
 #[tokio::test(start_paused = true)]
 async fn the_gate_says_what_it_waits_for_only_once_it_has_waited_a_minute() {
-    for (away, said) in [(Duration::from_secs(30), false), (Duration::from_secs(100), true)] {
+    for (away, said) in [(Duration::from_secs(90), false), (Duration::from_secs(150), true)] {
         let (ecs, _) = update_with_the_ecs_agent_away(away, LocalTaskView::Faithful, "").await;
         let gate_said = ecs.history().iter().any(|e| {
             matches!(&e.change, EcsChange::Put { name, value } if name == "br-update.status" && value.contains(":health-gate:"))
