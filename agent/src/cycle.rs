@@ -26,7 +26,7 @@ use crate::cluster::{ClusterError, ClusterStore, InstanceInfo, InstanceStatus, L
 use crate::config::{Config, OnFailure, StandalonePolicy};
 use crate::health::Look;
 use crate::journal::{InFlight, Journal, Record, Rollback, Step};
-use crate::lease::{ClaimPhase, Held, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names};
+use crate::lease::{ClaimPhase, ClaimsInView, Held, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names};
 use crate::os_api::commands::{self, CommandError, RebootRequest};
 use crate::os_api::{Action, OsApi, OsInfo, UpdateState, UpdateStatus};
 use crate::shutdown::Shutdown;
@@ -841,10 +841,16 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     }
 
     /// The limit for a version few hosts have taken yet: one at a time until
-    /// `cluster.canary-hosts` instances run it and finished their update, then `n`.
-    async fn canary_limit(&self, version: &str, n: u32) -> u32 {
+    /// `cluster.canary-hosts` instances run it and finished their update, then `n`. Two other
+    /// hosts' confirmed claims for it (`confirmed`) show the count passed: under the canary's
+    /// limit of one, no two could have been confirmed.
+    async fn canary_limit(&self, version: &str, n: u32, confirmed: u32) -> u32 {
         let canaries = self.cfg.cluster.canary_hosts;
         let Some(store) = self.cluster.as_ref().filter(|_| canaries > 0) else { return n };
+        if confirmed >= 2 && self.memory.canaries_done.borrow().as_deref() != Some(version) {
+            tracing::info!(version, confirmed, "canary passed: other hosts hold {confirmed} confirmed claims for {version}");
+            *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
+        }
         if self.memory.canaries_done.borrow().as_deref() == Some(version) {
             self.memory.canary.set(false);
             return n;
@@ -915,13 +921,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let (version, halted_ref) = (flight.target_version.as_str(), &halted);
         let flags_read = std::cell::Cell::new(flags_read);
         let flags_ref = &flags_read;
-        let ready = |n: u32, taken: u32| async move {
+        let ready = |n: u32, seen: ClaimsInView| async move {
             let before = self.memory.ecs_calls.get();
             let checked = async {
                 self.halt_check_unless_recent(version).await?;
-                let limit = self.canary_limit(version, n).await;
+                let limit = self.canary_limit(version, n, seen.confirmed_same_target).await;
                 // The flags only when this look may claim: a canary's waiters look often.
-                if taken < limit {
+                if seen.taken < limit {
                     self.still_opted_in(flags_ref).await?;
                 }
                 Ok::<u32, Outcome>(limit)

@@ -439,6 +439,24 @@ pub struct Held {
     pub own_draining: Option<bool>,
 }
 
+/// What one look's listing of the claims showed, for the checks made before a claim.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClaimsInView {
+    /// Slots the claims take.
+    pub taken: u32,
+    /// Other hosts' live claims for the same target that their count confirmed (past
+    /// `claiming`). Under a canary's limit of one no two can be: two show that it passed.
+    pub confirmed_same_target: u32,
+}
+
+impl Census {
+    /// What this census's claims show to a host moving to `target`.
+    pub fn in_view(&self, target: &str) -> ClaimsInView {
+        let confirmed = self.occupied.iter().filter_map(|s| s.claim.as_ref().ok()).filter(|c| c.target == target && c.phase != ClaimPhase::Claiming).count();
+        ClaimsInView { taken: u32::try_from(self.taken()).unwrap_or(u32::MAX), confirmed_same_target: u32::try_from(confirmed).unwrap_or(u32::MAX) }
+    }
+}
+
 /// Why the lease could not be taken or kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseError {
@@ -654,9 +672,9 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// (a lost race costs a claim, a count and a withdrawal) is one call wide, not the width of
     /// the look. Only the census after the claim decides whether it holds, and that one is
     /// always whole.
-    async fn look<R, RF>(&self, scope: CensusScope, n: u32, out_of_service: bool, ready: &mut R) -> Result<Look, LeaseError>
+    async fn look<R, RF>(&self, scope: CensusScope, n: u32, target: &str, out_of_service: bool, ready: &mut R) -> Result<Look, LeaseError>
     where
-        R: FnMut(u32, u32) -> RF,
+        R: FnMut(u32, ClaimsInView) -> RF,
         RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
     {
         let claims = self.list(&self.names.lease).await?;
@@ -664,7 +682,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         if by_claims.taken() as u32 >= n {
             return Ok(Look { census: by_claims, limit: n, asked: false, whole: false });
         }
-        let (limit, ready_read) = ready(n, by_claims.taken() as u32).await?;
+        let (limit, ready_read) = ready(n, by_claims.in_view(target)).await?;
         let limit = limit.clamp(1, n);
         if by_claims.taken() as u32 >= limit {
             return Ok(Look { census: by_claims, limit, asked: true, whole: false });
@@ -742,7 +760,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
 
     /// [`Self::acquire`], with `ready` asked when the live claims leave a slot free at the
     /// fleet's N: checks that only matter to a host about to claim (and would only cost a waiter
-    /// calls on every look) go there. Told N and how many slots the claims take, it answers the
+    /// calls on every look) go there. Told N and what the claims show, it answers the
     /// limit to apply (at most N: a canary's is 1) and whether it read the cluster (the claims are
     /// then listed again before the claim), or an error that ends the attempt without a claim.
     pub async fn acquire_when<P, PF, R, RF, W, WF>(
@@ -756,7 +774,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     where
         P: FnMut() -> PF,
         PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
-        R: FnMut(u32, u32) -> RF,
+        R: FnMut(u32, ClaimsInView) -> RF,
         RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
@@ -777,14 +795,14 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             };
             let n = n.max(1);
             self.pause(params.pace()).await;
-            let look = self.look(params.scope(), n, out_of_service, &mut ready).await?;
+            let look = self.look(params.scope(), n, target, out_of_service, &mut ready).await?;
             let (before, n, asked) = (look.census, look.limit, look.asked);
             if look.whole {
                 out_of_service = !before.out_of_service.is_empty();
             }
             if before.taken() as u32 >= n {
                 if !asked && params.stuck_after.is_some_and(|after| before.longest_hold(self.clock.now()) > after) {
-                    ready(n, before.taken() as u32).await?;
+                    ready(n, before.in_view(target)).await?;
                 }
                 let holders = before.holders();
                 let wait = self.wait_while_full(params, &before, n, &mut estimate).await;

@@ -169,6 +169,43 @@ async fn a_waiter_held_back_by_the_canary_does_not_read_its_flags_again() {
     assert!(!ops[first..].contains(&"DescribeContainerInstances"), "{ops:?}");
 }
 
+/// Registers `name` holding a live claim for `target` in `phase` (`c` claiming, `d` draining)
+/// through the test clock's first hour.
+fn claim_held(ecs: &FakeEcs, name: &str, phase: &str, target: &str) {
+    let arn = ecs.register(name);
+    ecs.operator_put(&arn, "br-update.lease", &format!("v1:{phase}:1800000000:1800003600:0badf00d:{target}"));
+}
+
+/// Two other hosts hold confirmed claims for the version: under the canary's limit of one no
+/// two could, so the canary passed. A host that sees them claims on the listing of the claims
+/// alone, without counting the canaries (and without listing the claims again after it).
+#[tokio::test(start_paused = true)]
+async fn two_confirmed_claims_for_the_version_show_the_canary_passed() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 3"));
+    claim_held(&ecs, "h1", "d", "1.1.0");
+    claim_held(&ecs, "h2", "d", "1.1.0");
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
+    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+    let tags = ops.iter().position(|op| *op == "ListTagsForResource").expect("a look");
+    let claim = tags + ops[tags..].iter().position(|op| *op == "PutAttributes").expect("a claim");
+    assert_eq!(ops[tags..claim], ["ListTagsForResource", "ListAttributes"], "the look before the claim");
+}
+
+/// Claims that do not show the canary passed: one confirmed claim, one still `claiming`, and one
+/// for another version. The host counts the canaries (none yet), and waits at a limit of one.
+#[tokio::test(start_paused = true)]
+async fn claims_that_do_not_show_the_canary_passed_leave_the_host_waiting() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 4"));
+    claim_held(&ecs, "h1", "d", "1.1.0");
+    claim_held(&ecs, "h2", "c", "1.1.0");
+    claim_held(&ecs, "h3", "d", "1.0.5");
+    still_waiting_after(&n, 20).await;
+    assert_eq!(ecs.attribute(&n.arn, &lease(&n)), None, "no claim at the canary's limit");
+}
+
 #[tokio::test(start_paused = true)]
 async fn standalone_tasks_skip_the_round_under_the_skip_policy() {
     let ecs = FakeEcs::new("c", 1);
