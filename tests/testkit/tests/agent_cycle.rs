@@ -193,6 +193,21 @@ async fn two_confirmed_claims_for_the_version_show_the_canary_passed() {
     assert_eq!(ops[tags..claim], ["ListTagsForResource", "ListAttributes"], "the look before the claim");
 }
 
+/// Without a canary (`canary-hosts = 0`) a look never counts canaries: a host beside one holder at
+/// N = 2 claims on its listing of the claims.
+#[tokio::test(start_paused = true)]
+async fn a_fleet_without_a_canary_never_counts_canaries() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 2\ncanary-hosts = 0"));
+    claim_held(&ecs, "h1", "d", "1.1.0");
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
+    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+    let tags = ops.iter().position(|op| *op == "ListTagsForResource").expect("a look");
+    let claim = tags + ops[tags..].iter().position(|op| *op == "PutAttributes").expect("a claim");
+    assert_eq!(ops[tags..claim], ["ListTagsForResource", "ListAttributes"], "the look before the claim");
+}
+
 /// Claims that do not show the canary passed: one confirmed claim, one still `claiming`, and one
 /// for another version. The host counts the canaries (none yet), and waits at a limit of one.
 #[tokio::test(start_paused = true)]
