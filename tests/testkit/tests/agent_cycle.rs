@@ -176,6 +176,17 @@ fn claim_held(ecs: &FakeEcs, name: &str, phase: &str, target: &str) {
     ecs.operator_put(&arn, "br-update.lease", &format!("v1:{phase}:1800000000:1800003600:0badf00d:{target}"));
 }
 
+/// Runs `n` to its reboot and asserts that its look before the claim read the tags and one
+/// listing of the claims, nothing more.
+async fn assert_claims_on_one_listing(ecs: &FakeEcs, n: &Node) {
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
+    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+    let tags = ops.iter().position(|op| *op == "ListTagsForResource").expect("a look");
+    let claim = tags + ops[tags..].iter().position(|op| *op == "PutAttributes").expect("a claim");
+    assert_eq!(ops[tags..claim], ["ListTagsForResource", "ListAttributes"], "the look before the claim");
+}
+
 /// Two other hosts hold confirmed claims for the version: under the canary's limit of one no
 /// two could, so the canary passed. A host that sees them claims on the listing of the claims
 /// alone, without counting the canaries (and without listing the claims again after it).
@@ -185,12 +196,7 @@ async fn two_confirmed_claims_for_the_version_show_the_canary_passed() {
     let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 3"));
     claim_held(&ecs, "h1", "d", "1.1.0");
     claim_held(&ecs, "h2", "d", "1.1.0");
-    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
-    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
-    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
-    let tags = ops.iter().position(|op| *op == "ListTagsForResource").expect("a look");
-    let claim = tags + ops[tags..].iter().position(|op| *op == "PutAttributes").expect("a claim");
-    assert_eq!(ops[tags..claim], ["ListTagsForResource", "ListAttributes"], "the look before the claim");
+    assert_claims_on_one_listing(&ecs, &n).await;
 }
 
 /// Without a canary (`canary-hosts = 0`) a look never counts canaries: a host beside one holder at
@@ -200,12 +206,7 @@ async fn a_fleet_without_a_canary_never_counts_canaries() {
     let ecs = FakeEcs::new("c", 1);
     let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 2\ncanary-hosts = 0"));
     claim_held(&ecs, "h1", "d", "1.1.0");
-    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
-    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
-    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
-    let tags = ops.iter().position(|op| *op == "ListTagsForResource").expect("a look");
-    let claim = tags + ops[tags..].iter().position(|op| *op == "PutAttributes").expect("a claim");
-    assert_eq!(ops[tags..claim], ["ListTagsForResource", "ListAttributes"], "the look before the claim");
+    assert_claims_on_one_listing(&ecs, &n).await;
 }
 
 /// Claims that do not show the canary passed: one confirmed claim, one still `claiming`, and one
