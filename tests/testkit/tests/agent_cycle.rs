@@ -169,13 +169,6 @@ async fn a_waiter_held_back_by_the_canary_does_not_read_its_flags_again() {
     assert!(!ops[first..].contains(&"DescribeContainerInstances"), "{ops:?}");
 }
 
-/// Registers `name` holding a live claim for `target` in `phase` (`c` claiming, `d` draining)
-/// through the test clock's first hour.
-fn claim_held(ecs: &FakeEcs, name: &str, phase: &str, target: &str) {
-    let arn = ecs.register(name);
-    ecs.operator_put(&arn, "br-update.lease", &format!("v1:{phase}:1800000000:1800003600:0badf00d:{target}"));
-}
-
 /// Runs `n` to its reboot and asserts that its look before the claim read the tags and one
 /// listing of the claims, nothing more.
 async fn assert_claims_on_one_listing(ecs: &FakeEcs, n: &Node) {

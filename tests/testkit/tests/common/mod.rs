@@ -80,9 +80,15 @@ pub fn assert_clean(ecs: &FakeEcs, n: &Node) {
 
 /// Another instance, `holder`, holding a slot (draining) for the test clock's first hour.
 pub fn hold_a_slot(ecs: &FakeEcs) -> String {
-    let holder = ecs.register("holder");
-    ecs.operator_put(&holder, "br-update.lease", "v1:d:1800000000:1800003600:0badf00d:1.1.0");
-    holder
+    claim_held(ecs, "holder", "d", "1.1.0")
+}
+
+/// Registers `name` holding a live claim for `target` in `phase` (`c` claiming, `d` draining)
+/// through the test clock's first hour; returns its ARN.
+pub fn claim_held(ecs: &FakeEcs, name: &str, phase: &str, target: &str) -> String {
+    let arn = ecs.register(name);
+    ecs.operator_put(&arn, "br-update.lease", &format!("v1:{phase}:1800000000:1800003600:0badf00d:{target}"));
+    arn
 }
 
 /// Runs one round of `n`'s agent for `minutes` and asserts it is still waiting then.
