@@ -342,6 +342,13 @@ const LOOKS_PER_RELEASE: f64 = 3.0;
 /// who resumes it should not wait for a long sleep to end.
 const PAUSED_POLL_MAX: Duration = Duration::from_secs(3600);
 
+/// How many slots a look must leave free for this host to claim on it after holding its claim
+/// back behind a fresh one: the claims that could land in those seconds (about as many as the
+/// waiters the waiting policy sends to look around each release, [`LOOKS_PER_RELEASE`]). With
+/// fewer free, the claims are listed again first, so that a claim on an outdated look does not
+/// make it and another both count one too many and withdraw.
+const ROOM_TO_CLAIM_ON_A_HELD_LOOK: u32 = 3;
+
 /// What a look before a claim found.
 struct Look {
     /// The count it judges by.
@@ -450,6 +457,13 @@ pub struct ClaimsInView {
 }
 
 impl Census {
+    /// Other hosts' claims written in the last second or so (their claimed-at within a second
+    /// of `now`, or ahead of it), still settling.
+    pub fn fresh_claims(&self, now: WallTime) -> usize {
+        let fresh = |c: &&Claim| c.phase == ClaimPhase::Claiming && now.as_secs().saturating_sub(c.claimed_at) <= 1;
+        self.occupied.iter().filter_map(|s| s.claim.as_ref().ok()).filter(fresh).count()
+    }
+
     /// What this census's claims show to a host moving to `target`.
     pub fn in_view(&self, target: &str) -> ClaimsInView {
         let confirmed = self.occupied.iter().filter_map(|s| s.claim.as_ref().ok()).filter(|c| c.target == target && c.phase != ClaimPhase::Claiming).count();
@@ -784,16 +798,27 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         // Whether the last count found instances out of service without a claim: the looks then
         // read them before claiming, until a look finds none.
         let mut out_of_service = false;
+        // Set when a look held its claim back behind one just written and left few slots free:
+        // the look again a moment later reuses the gate's answer, and claims whatever it sees
+        // fresh then.
+        let mut held_back: Option<u32> = None;
         loop {
-            // The cluster tags may pause the fleet or change N; None means paused.
-            let Some(n) = paused().await? else {
-                let cap = params.wait_poll_max.min(PAUSED_POLL_MAX);
-                let wait = self.jitter.between(cap / 2, cap);
-                tracing::info!(wait_s = wait.as_secs(), "fleet is paused by cluster tag; not claiming");
-                self.clock.sleep(wait).await;
-                continue;
+            let regated = held_back.take();
+            let n = match regated {
+                Some(n) => n,
+                // The cluster tags may pause the fleet or change N; None means paused.
+                None => match paused().await? {
+                    Some(n) => n.max(1),
+                    None => {
+                        let cap = params.wait_poll_max.min(PAUSED_POLL_MAX);
+                        let wait = self.jitter.between(cap / 2, cap);
+                        tracing::info!(wait_s = wait.as_secs(), "fleet is paused by cluster tag; not claiming");
+                        self.clock.sleep(wait).await;
+                        continue;
+                    }
+                },
             };
-            let n = n.max(1);
+            let fleet_n = n;
             self.pause(params.pace()).await;
             let look = self.look(params.scope(), n, target, out_of_service, &mut ready).await?;
             let (before, n, asked) = (look.census, look.limit, look.asked);
@@ -811,6 +836,16 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                 waiting(before.blocking_holders(self.clock.now(), params.stuck_after)).await;
                 self.clock.sleep(wait).await;
                 continue;
+            }
+            let fresh = before.fresh_claims(self.clock.now());
+            if fresh > 0 && regated.is_none() {
+                let wait = self.claim_stagger(params);
+                tracing::info!(fresh, wait_ms = wait.as_millis() as u64, "a claim written this second is settling; claiming a moment later");
+                self.clock.sleep(wait).await;
+                if (before.taken() as u32).saturating_add(ROOM_TO_CLAIM_ON_A_HELD_LOOK) > n {
+                    held_back = Some(fleet_n);
+                    continue;
+                }
             }
             let claim = self.new_claim(ClaimPhase::Claiming, target, params.ttl)?;
             self.store.next_call_at_once();
@@ -841,6 +876,17 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             tracing::info!(taken = after.taken(), max = n, wait_s = wait.as_secs(), "lost the race for a slot; withdrew and backing off");
             self.clock.sleep(wait).await;
         }
+    }
+
+    /// How long a look that saw another claim written this second holds its own back: a tenth
+    /// to four tenths of the settle time (1-4 s by default). Claims come at random instants, and
+    /// a few now and then in the same second, each a listing and a write at once; held back,
+    /// they reach ECS a second or more apart. Once per look: a skewed clock's claim looks fresh
+    /// for longer, and must not hold a host back twice. The claim then goes out on the same
+    /// look, or on a new listing of the claims when the look left few slots free
+    /// ([`ROOM_TO_CLAIM_ON_A_HELD_LOOK`]).
+    fn claim_stagger(&self, params: &LeaseParams) -> Duration {
+        self.jitter.between(params.settle / 10, params.settle * 2 / 5)
     }
 
     /// How long to sleep while `census` shows the cluster full, from the holders' claims and (on

@@ -215,6 +215,46 @@ async fn claims_that_do_not_show_the_canary_passed_leave_the_host_waiting() {
     assert_eq!(ecs.attribute(&n.arn, &lease(&n)), None, "no claim at the canary's limit");
 }
 
+/// A look that finds a slot free beside another host's claim written this second (still
+/// `claiming`) holds its own back a moment: claims that would reach ECS in the same second, each
+/// a listing and a write, go out apart. With few slots left free (N = 3: two) it lists the claims
+/// again before it claims; with room (N = 5) it claims on its look. Once only: this claim's
+/// host's clock runs ahead, so it still looks fresh at the second look.
+#[tokio::test(start_paused = true)]
+async fn a_claim_written_this_second_holds_the_next_claim_back_once() {
+    let relisted: [&str; 3] = ["ListTagsForResource", "ListAttributes", "ListAttributes"];
+    let on_its_look: [&str; 2] = ["ListTagsForResource", "ListAttributes"];
+    for (max, look) in [(3, &relisted[..]), (5, &on_its_look[..])] {
+        let ecs = FakeEcs::new("c", 1);
+        let n = node("a", Some(&ecs), config(&format!("[cluster]\nmax-concurrent = {max}\ncanary-hosts = 0")));
+        let other = ecs.register("h1");
+        ecs.operator_put(&other, "br-update.lease", "v1:c:1800000600:1800004200:0badf00d:1.1.0");
+        let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+        assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
+        let log = ecs.call_log();
+        let ops: Vec<&str> = log.iter().map(|c| c.op).collect();
+        let tags = ops.iter().position(|op| *op == "ListTagsForResource").expect("a look");
+        let claim = tags + ops[tags..].iter().position(|op| *op == "PutAttributes").expect("a claim");
+        assert_eq!(ops[tags..claim], *look, "N = {max}: the look before the claim");
+        // The settle time is 5 s: held back 0.5-2 s after the first listing.
+        let held = log[tags + 2].at - log[tags + 1].at;
+        assert!(held >= Duration::from_millis(500) && held <= Duration::from_secs(3), "N = {max}: held back {held:?}");
+    }
+}
+
+/// No claim is held back by a claim still `claiming` but written seconds before the look, nor
+/// by one past `claiming` whose claimed-at looks fresh (its host's clock runs ahead).
+#[tokio::test(start_paused = true)]
+async fn claims_settled_or_seconds_old_hold_no_claim_back() {
+    for value in ["v1:c:1799999995:1800003600:0badf00d:1.1.0", "v1:d:1800000600:1800004200:0badf00d:1.1.0"] {
+        let ecs = FakeEcs::new("c", 1);
+        let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 3\ncanary-hosts = 0"));
+        let other = ecs.register("h1");
+        ecs.operator_put(&other, "br-update.lease", value);
+        assert_claims_on_one_listing(&ecs, &n).await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn standalone_tasks_skip_the_round_under_the_skip_policy() {
     let ecs = FakeEcs::new("c", 1);
