@@ -436,6 +436,17 @@ fn release_times(claims: &[&Claim], now: WallTime, slot: Duration) -> Vec<Durati
     out
 }
 
+/// How long a look that saw another claim written this second holds its own back: a tenth
+/// to four tenths of the settle time (1-4 s by default). Claims come at random instants, and
+/// a few now and then in the same second, each a listing and a write at once; held back,
+/// they reach ECS a second or more apart. Once per look: a skewed clock's claim looks fresh
+/// for longer, and must not hold a host back twice. The claim then goes out on the same
+/// look, or on a new listing of the claims when the look left few slots free
+/// ([`ROOM_TO_CLAIM_ON_A_HELD_LOOK`]).
+fn claim_stagger(settle: Duration, jitter: &Jitter) -> Duration {
+    jitter.between(settle / 10, settle * 2 / 5)
+}
+
 /// A slot this host holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
@@ -839,7 +850,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             }
             let fresh = before.fresh_claims(self.clock.now());
             if fresh > 0 && regated.is_none() {
-                let wait = self.claim_stagger(params);
+                let wait = claim_stagger(params.settle, self.jitter);
                 tracing::info!(fresh, wait_ms = wait.as_millis() as u64, "a claim written this second is settling; claiming a moment later");
                 self.clock.sleep(wait).await;
                 if (before.taken() as u32).saturating_add(ROOM_TO_CLAIM_ON_A_HELD_LOOK) > n {
@@ -876,17 +887,6 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             tracing::info!(taken = after.taken(), max = n, wait_s = wait.as_secs(), "lost the race for a slot; withdrew and backing off");
             self.clock.sleep(wait).await;
         }
-    }
-
-    /// How long a look that saw another claim written this second holds its own back: a tenth
-    /// to four tenths of the settle time (1-4 s by default). Claims come at random instants, and
-    /// a few now and then in the same second, each a listing and a write at once; held back,
-    /// they reach ECS a second or more apart. Once per look: a skewed clock's claim looks fresh
-    /// for longer, and must not hold a host back twice. The claim then goes out on the same
-    /// look, or on a new listing of the claims when the look left few slots free
-    /// ([`ROOM_TO_CLAIM_ON_A_HELD_LOOK`]).
-    fn claim_stagger(&self, params: &LeaseParams) -> Duration {
-        self.jitter.between(params.settle / 10, params.settle * 2 / 5)
     }
 
     /// How long to sleep while `census` shows the cluster full, from the holders' claims and (on
@@ -1089,6 +1089,16 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_back_claim_waits_a_tenth_to_four_tenths_of_the_settle_time() {
+        let jitter = Jitter::seeded(7);
+        let settle = Duration::from_secs(10);
+        let waits: Vec<Duration> = (0..200).map(|_| claim_stagger(settle, &jitter)).collect();
+        let (lo, hi) = (waits.iter().min().copied().unwrap_or_default(), waits.iter().max().copied().unwrap_or_default());
+        assert!(lo >= Duration::from_secs(1) && hi <= Duration::from_secs(4), "{lo:?}..{hi:?}");
+        assert!(lo < Duration::from_millis(1300) && hi > Duration::from_millis(3700), "spread over the range: {lo:?}..{hi:?}");
+    }
 
     fn claim() -> Claim {
         Claim {
