@@ -90,13 +90,13 @@ class Server:
         body = {"cluster": cluster, "instance": instance, "started_by": started_by, "count": count}
         return self.ok("POST", "/_harness/tasks", body)["tasks"]
 
-    def ecs(self, attempts: int = 1, mode: str = "standard") -> Any:
+    def ecs(self, attempts: int = 1, mode: str = "standard", access_key: str = "testing") -> Any:
         """An ECS client making `attempts` tries per call; one by default, so every fault reaches the test."""
         return boto3.session.Session().client(
             "ecs",
             endpoint_url=self.url,
             region_name=REGION,
-            aws_access_key_id="testing",
+            aws_access_key_id=access_key,
             aws_secret_access_key="testing",
             config=Config(retries={"total_max_attempts": attempts, "mode": mode}),
         )

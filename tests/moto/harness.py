@@ -7,8 +7,10 @@ goes to moto untouched. Routes answer JSON; a bad request answers 400 `{"error":
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -34,6 +36,11 @@ AWS_JSON = "application/x-amz-json-1.1"
 HARNESS_TASK_FAMILY = "harness-task"
 HARNESS_SERVICE_GROUP = "service:harness-service"
 HARNESS_STOP_REASON = "Stopped by the test harness"
+# The access key a SigV4 request was signed with: the fleet tests give each host its own, so
+# that a call can be told apart by the host that made it.
+SIGNED_BY = re.compile(r"Credential=([^/,\s]+)/")
+# The calls whose attributes the call log keeps: the writes and deletions of claims and markers.
+ATTRIBUTE_WRITES = ("PutAttributes", "DeleteAttributes")
 
 StartResponse = Callable[..., Any]
 
@@ -65,6 +72,7 @@ class Harness:
         self._state_lock = threading.Lock()
         self._faults = Faults()
         self._calls: Counter[str] = Counter()
+        self._call_log: list[dict[str, Any]] = []
         self._since_throttle_set = 0
         self._routes = {
             ("POST", "/_harness/reset"): self._reset,
@@ -73,6 +81,7 @@ class Harness:
             ("POST", "/_harness/faults"): self._set_faults,
             ("GET", "/_harness/calls"): self._get_calls,
             ("POST", "/_harness/calls/reset"): self._reset_calls,
+            ("GET", "/_harness/call-log"): self._get_call_log,
             ("GET", "/_harness/state"): self._state,
             ("POST", "/_harness/tags"): self._tags,
             ("POST", "/_harness/instance-status"): self._instance_status,
@@ -92,8 +101,10 @@ class Harness:
     # --- ECS traffic -------------------------------------------------------------------
 
     def _ecs(self, operation: str, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        entry = _logged_call(operation, environ)
         with self._state_lock:
             self._calls[operation] += 1
+            self._call_log.append(entry)
             self._since_throttle_set += 1
             faults = Faults(**asdict(self._faults))
             throttled = faults.throttle_every > 0 and self._since_throttle_set % faults.throttle_every == 0
@@ -244,9 +255,14 @@ class Harness:
         with self._state_lock:
             return {"total": sum(self._calls.values()), "by_operation": dict(self._calls)}
 
+    def _get_call_log(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+        with self._state_lock:
+            return {"calls": list(self._call_log)}
+
     def _reset_calls(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         with self._state_lock:
             self._calls.clear()
+            self._call_log.clear()
         return {"total": 0, "by_operation": {}}
 
     def _state(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
@@ -382,6 +398,29 @@ def _merge_tags(existing: list[dict[str, str]], set_tags: dict[str, str], remove
     for key in remove:
         merged.pop(key, None)
     return [{"key": k, "value": v} for k, v in merged.items()]
+
+
+def _logged_call(operation: str, environ: dict[str, Any]) -> dict[str, Any]:
+    """What the call log keeps of one ECS request: the access key that signed it (None if
+    unsigned), the operation and, for attribute writes and deletions, the attributes named.
+    The body read here is put back for moto."""
+    signed = SIGNED_BY.search(environ.get("HTTP_AUTHORIZATION", ""))
+    entry: dict[str, Any] = {"key": signed.group(1) if signed else None, "operation": operation}
+    if operation in ATTRIBUTE_WRITES:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(raw)
+        try:
+            attributes = json.loads(raw).get("attributes", [])
+        except (ValueError, AttributeError):
+            attributes = []
+        entry["attributes"] = [
+            {"name": a.get("name"), "value": a.get("value")} for a in attributes if isinstance(a, dict)
+        ]
+    return entry
 
 
 def _read_json(environ: dict[str, Any]) -> dict[str, Any]:

@@ -870,6 +870,29 @@ def test_calls_counter_counts_ecs_requests_including_failed(server: Server, ecs:
     assert server.ok("GET", "/_harness/calls") == {"total": 0, "by_operation": {}}
 
 
+def test_call_log_names_the_signing_key_and_the_attributes_written(server: Server, ecs: Any) -> None:
+    (a,) = server.seed("c1", 1)
+    server.ok("POST", "/_harness/calls/reset")
+    other = server.ecs(access_key="host-b")
+    put(ecs, "c1", a, "br-update.lease", "v1:c:1:2:t:1.1.0")
+    other.list_attributes(cluster="c1", targetType=CI, attributeName="br-update.lease")
+    other.delete_attributes(cluster="c1", attributes=[{"name": "br-update.lease", "targetId": a}])
+    calls = server.ok("GET", "/_harness/call-log")["calls"]
+    assert calls == [
+        {
+            "key": "testing",
+            "operation": "PutAttributes",
+            "attributes": [{"name": "br-update.lease", "value": "v1:c:1:2:t:1.1.0"}],
+        },
+        {"key": "host-b", "operation": "ListAttributes"},
+        {"key": "host-b", "operation": "DeleteAttributes", "attributes": [{"name": "br-update.lease", "value": None}]},
+    ]
+    # The body read for the log still reached moto: the write landed, and so did the deletion.
+    assert "br-update.lease" not in {x["name"] for x in describe(ecs, "c1", a).get("attributes", [])}
+    server.ok("POST", "/_harness/calls/reset")
+    assert server.ok("GET", "/_harness/call-log") == {"calls": []}
+
+
 def test_reset_wipes_everything(server: Server, ecs: Any) -> None:
     server.seed("c1", 2)
     server.ok("POST", "/_harness/faults", {"latency_ms": 1, "drain_delay_ms": 10, "stop_delay_ms": 10})

@@ -29,7 +29,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::introspection::{Answer, FakeIntrospection};
-use crate::moto::{Calls, Faults, MotoServer, Seeded, REGION};
+use crate::moto::{Calls, Faults, LoggedCall, MotoServer, Seeded, REGION};
 use crate::process::{binary, run_agent_with_env, AgentConfig, Boot, FakeHostProcess, Finished, ProcessError, AGENT_BIN};
 
 /// The attribute prefix every agent of the fleet uses (the default).
@@ -229,6 +229,7 @@ impl Drop for AgentChild {
 struct HostFiles {
     config: PathBuf,
     log: PathBuf,
+    access_key: String,
 }
 
 /// The fleet: moto, the fake hosts, the introspection endpoints and the agents.
@@ -283,7 +284,7 @@ impl Fleet {
                 agent.set_raw(key, literal);
             }
             agent.write(&config).map_err(|e| e.to_string())?;
-            files.push(HostFiles { log: host_dir.join("agent.log"), config });
+            files.push(HostFiles { log: host_dir.join("agent.log"), config, access_key: access_key(i) });
             fakes.push(fake);
             introspection.push(endpoint);
         }
@@ -375,6 +376,12 @@ impl Fleet {
     /// ECS calls answered since the harness last reset its counts.
     pub fn calls(&self) -> Result<Calls, String> {
         self.moto.calls()
+    }
+
+    /// The ECS calls answered since the harness last reset its counts, split by the host that
+    /// made them (the access key it signed with) and by the stage of its update.
+    pub fn calls_by_stage(&self) -> Result<StageSplit, String> {
+        Ok(split_by_stage(&self.moto.call_log()?, self.spec.hosts))
     }
 
     /// Everything host `i`'s agents have logged so far.
@@ -623,8 +630,70 @@ fn agent_config(spec: &FleetSpec, socket: &Path, state_dir: &Path, introspection
     c
 }
 
+/// The access key host `i`'s agents sign their ECS calls with: moto takes any, and its call log
+/// then tells the hosts apart.
+pub fn access_key(i: usize) -> String {
+    format!("fleet-host-{i}")
+}
+
+/// One host's ECS calls by operation, split at its slot.
+#[derive(Clone, Debug, Default)]
+pub struct HostStages {
+    /// Before the claim that held: the round's reads, the looks while waiting, races lost.
+    pub before_slot: BTreeMap<String, u64>,
+    /// From that claim's write to the slot's release (the deletion of the claim), both included.
+    pub in_slot: BTreeMap<String, u64>,
+    /// After the release (a round that finds the host up to date).
+    pub after: BTreeMap<String, u64>,
+    /// Whether a claim was written and its deletion seen after it.
+    pub released: bool,
+}
+
+/// A call log split by host and stage (see [`Fleet::calls_by_stage`]).
+#[derive(Clone, Debug, Default)]
+pub struct StageSplit {
+    /// By host index.
+    pub hosts: Vec<HostStages>,
+    /// Calls signed by no host of the fleet.
+    pub unattributed: u64,
+}
+
+/// Splits `log` by the host that signed each call and, per host, at the last claim it wrote
+/// in phase `claiming` (earlier ones were races it lost and withdrew) and the deletion of that
+/// claim after it.
+fn split_by_stage(log: &[LoggedCall], hosts: usize) -> StageSplit {
+    let lease = Names::new(PREFIX).lease;
+    let keys: Vec<String> = (0..hosts).map(access_key).collect();
+    let mut split = StageSplit { hosts: vec![HostStages::default(); hosts], unattributed: 0 };
+    for (i, key) in keys.iter().enumerate() {
+        let mine: Vec<&LoggedCall> = log.iter().filter(|c| c.key.as_deref() == Some(key.as_str())).collect();
+        let writes = |c: &&LoggedCall, op: &str| c.operation == op && c.attributes.iter().any(|(name, _)| *name == lease);
+        let claim = mine.iter().rposition(|c| {
+            writes(c, "PutAttributes")
+                && c.attributes.iter().any(|(name, v)| {
+                    *name == lease && v.as_deref().and_then(|v| Claim::parse(v).ok()).is_some_and(|c| c.phase == ClaimPhase::Claiming)
+                })
+        });
+        let release = claim.and_then(|at| mine[at..].iter().position(|c| writes(c, "DeleteAttributes")).map(|k| at + k));
+        let stages = &mut split.hosts[i];
+        stages.released = release.is_some();
+        for (k, c) in mine.iter().enumerate() {
+            let stage = match (claim, release) {
+                (Some(at), _) if k < at => &mut stages.before_slot,
+                (None, _) => &mut stages.before_slot,
+                (Some(_), Some(end)) if k > end => &mut stages.after,
+                _ => &mut stages.in_slot,
+            };
+            *stage.entry(c.operation.clone()).or_default() += 1;
+        }
+    }
+    split.unattributed = log.iter().filter(|c| !c.key.as_ref().is_some_and(|k| keys.contains(k))).count() as u64;
+    split
+}
+
 /// Starts `br-update-agent run` for one host, with only the test's AWS settings in its
-/// environment (endpoint, region, static keys) and its stderr appended to the host's log.
+/// environment (endpoint, region, static keys, [`access_key`]) and its stderr appended to the
+/// host's log.
 fn spawn_agent(files: &HostFiles, start: usize, endpoint: &str) -> Result<Child, String> {
     let bin = binary(AGENT_BIN).map_err(|e| e.to_string())?;
     let mut log = OpenOptions::new()
@@ -643,7 +712,7 @@ fn spawn_agent(files: &HostFiles, start: usize, endpoint: &str) -> Result<Child,
     cmd.env_remove("RUST_LOG")
         .env("AWS_ENDPOINT_URL_ECS", endpoint)
         .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_ACCESS_KEY_ID", &files.access_key)
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

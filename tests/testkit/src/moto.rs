@@ -72,6 +72,17 @@ pub struct Calls {
     pub by_operation: BTreeMap<String, u64>,
 }
 
+/// One ECS call, in the order the server answered it (`/_harness/call-log`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedCall {
+    /// The access key the request was signed with (`None` if unsigned).
+    pub key: Option<String>,
+    /// The ECS operation name.
+    pub operation: String,
+    /// For attribute writes and deletions, each attribute's name and value.
+    pub attributes: Vec<(String, Option<String>)>,
+}
+
 impl Calls {
     /// Calls of one operation.
     pub fn of(&self, operation: &str) -> u64 {
@@ -210,7 +221,14 @@ impl MotoServer {
         Ok(Calls { total, by_operation })
     }
 
-    /// Zero the call counts.
+    /// The ECS calls answered since the last reset, one by one.
+    pub fn call_log(&self) -> Result<Vec<LoggedCall>, String> {
+        let out = self.request("GET", "/_harness/call-log", None)?;
+        let calls = out["calls"].as_array().ok_or_else(|| format!("call log: no calls in {out}"))?;
+        calls.iter().map(logged_call).collect()
+    }
+
+    /// Zero the call counts (and the call log).
     pub fn reset_calls(&self) -> Result<(), String> {
         self.post("/_harness/calls/reset", &json!({})).map(drop)
     }
@@ -423,4 +441,13 @@ fn strings(value: &Value, what: &str) -> Result<Vec<String>, String> {
         .iter()
         .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("{what}: not a string: {v}")))
         .collect()
+}
+
+fn logged_call(v: &Value) -> Result<LoggedCall, String> {
+    let operation = v["operation"].as_str().ok_or_else(|| format!("call log: no operation in {v}"))?;
+    let attributes = v["attributes"]
+        .as_array()
+        .map(|a| a.iter().map(|x| (x["name"].as_str().unwrap_or_default().to_owned(), x["value"].as_str().map(str::to_owned))).collect())
+        .unwrap_or_default();
+    Ok(LoggedCall { key: v["key"].as_str().map(str::to_owned), operation: operation.to_owned(), attributes })
 }

@@ -11,7 +11,7 @@ use agent::cycle::Outcome;
 use agent::journal::Journal;
 use agent::shutdown::Shutdown;
 use fake_bottlerocket::{CommandDurations, FakeHost, Faults, HostConfig};
-use testkit::fake_ecs::FakeEcs;
+use testkit::fake_ecs::{CallRecord, FakeEcs};
 use testkit::node::Node;
 
 mod common;
@@ -169,15 +169,27 @@ async fn a_waiter_held_back_by_the_canary_does_not_read_its_flags_again() {
     assert!(!ops[first..].contains(&"DescribeContainerInstances"), "{ops:?}");
 }
 
+/// Runs `n` to its reboot; returns ECS's call log and where in it the look that claimed starts
+/// (its read of the tags) and where the claim is.
+async fn run_to_the_claim(ecs: &FakeEcs, n: &Node) -> (Vec<CallRecord>, usize, usize) {
+    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
+    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
+    let log = ecs.call_log();
+    let tags = log.iter().position(|c| c.op == "ListTagsForResource").expect("a look");
+    let claim = tags + log[tags..].iter().position(|c| c.op == "PutAttributes").expect("a claim");
+    (log, tags, claim)
+}
+
+/// The calls from `from` up to, not including, `to`.
+fn ops_between(log: &[CallRecord], from: usize, to: usize) -> Vec<&str> {
+    log[from..to].iter().map(|c| c.op).collect()
+}
+
 /// Runs `n` to its reboot and asserts that its look before the claim read the tags and one
 /// listing of the claims, nothing more.
 async fn assert_claims_on_one_listing(ecs: &FakeEcs, n: &Node) {
-    let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
-    assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
-    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
-    let tags = ops.iter().position(|op| *op == "ListTagsForResource").expect("a look");
-    let claim = tags + ops[tags..].iter().position(|op| *op == "PutAttributes").expect("a claim");
-    assert_eq!(ops[tags..claim], ["ListTagsForResource", "ListAttributes"], "the look before the claim");
+    let (log, tags, claim) = run_to_the_claim(ecs, n).await;
+    assert_eq!(ops_between(&log, tags, claim), ["ListTagsForResource", "ListAttributes"], "the look before the claim");
 }
 
 /// Two other hosts hold confirmed claims for the version: under the canary's limit of one no
@@ -229,13 +241,8 @@ async fn a_claim_written_this_second_holds_the_next_claim_back_once() {
         let n = node("a", Some(&ecs), config(&format!("[cluster]\nmax-concurrent = {max}\ncanary-hosts = 0")));
         let other = ecs.register("h1");
         ecs.operator_put(&other, "br-update.lease", "v1:c:1800000600:1800004200:0badf00d:1.1.0");
-        let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
-        assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
-        let log = ecs.call_log();
-        let ops: Vec<&str> = log.iter().map(|c| c.op).collect();
-        let tags = ops.iter().position(|op| *op == "ListTagsForResource").expect("a look");
-        let claim = tags + ops[tags..].iter().position(|op| *op == "PutAttributes").expect("a claim");
-        assert_eq!(ops[tags..claim], *look, "N = {max}: the look before the claim");
+        let (log, tags, claim) = run_to_the_claim(&ecs, &n).await;
+        assert_eq!(ops_between(&log, tags, claim), look, "N = {max}: the look before the claim");
         // The settle time is 5 s: held back 0.5-2 s after the first listing.
         let held = log[tags + 2].at - log[tags + 1].at;
         assert!(held >= Duration::from_millis(500) && held <= Duration::from_secs(3), "N = {max}: held back {held:?}");

@@ -6,7 +6,7 @@
 //! Needs the built binaries: `cargo build --workspace --all-targets` first. Timeouts are safety
 //! nets far above what a scenario takes; figures are printed (`MEASURE:`), never asserted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use agent::clock::{Clock, SystemClock};
@@ -14,7 +14,7 @@ use agent::cluster::ecs::EcsStore;
 use agent::cluster::ClusterStore;
 use agent::lease::{Claim, ClaimPhase};
 use agent::status::{short_id, Status};
-use testkit::fleet::{live_confirmed, measure, Fleet, FleetSpec, HostApi, HostView, View, Watch, SKEW};
+use testkit::fleet::{live_confirmed, measure, Fleet, FleetSpec, HostApi, HostStages, HostView, View, Watch, SKEW};
 use testkit::moto::Faults;
 
 /// Safety net for a whole fleet to finish.
@@ -98,6 +98,39 @@ fn measure_run(fleet: &Fleet, what: &str, wall: Duration, hosts: usize) {
     measure(&format!("{what}: ECS calls by operation"), by_op.join(", "));
 }
 
+/// `MEASURE:` lines for the calls of each host's update by stage, read off moto's call log by
+/// the key each host signs with: before its slot (the round's reads, the looks while waiting,
+/// races lost), in its slot (claim to release) and after. Every call must be a host's, and
+/// every host must have written a claim and released it.
+fn measure_stages(fleet: &Fleet, what: &str) {
+    let split = ok(fleet.calls_by_stage());
+    assert_eq!(split.unattributed, 0, "calls signed by no host of the fleet: {split:?}");
+    for (i, h) in split.hosts.iter().enumerate() {
+        assert!(h.released && h.in_slot.get("PutAttributes").is_some(), "host {i}: no slot claimed and released: {h:?}");
+    }
+    let hosts = split.hosts.len() as f64;
+    let stage = |pick: fn(&HostStages) -> &BTreeMap<String, u64>| {
+        let mut by_op: BTreeMap<&str, u64> = BTreeMap::new();
+        for h in &split.hosts {
+            for (op, n) in pick(h) {
+                *by_op.entry(op.as_str()).or_default() += n;
+            }
+        }
+        let total = by_op.values().sum::<u64>() as f64 / hosts;
+        let ops: Vec<String> = by_op.iter().map(|(op, n)| format!("{op} {:.1}", *n as f64 / hosts)).collect();
+        (total, ops.join(", "))
+    };
+    let (before, before_ops) = stage(|h| &h.before_slot);
+    let (slot, slot_ops) = stage(|h| &h.in_slot);
+    let (after, _) = stage(|h| &h.after);
+    measure(
+        &format!("{what}: ECS calls per host update by stage"),
+        format!("before the slot {before:.1} (the round's reads, the looks, races lost), in the slot {slot:.1} (claim to release), after it {after:.1}"),
+    );
+    measure(&format!("{what}: in the slot, by operation"), slot_ops);
+    measure(&format!("{what}: before the slot, by operation"), before_ops);
+}
+
 /// The monitor's verdict on the limit, and proof that it looked.
 fn assert_within_limit(w: &Watch, n: usize) {
     assert!(w.samples >= 10, "the monitor took only {} samples ({:?})", w.samples, w.last_error);
@@ -150,6 +183,7 @@ fn six_hosts_update_two_at_a_time() {
     let by_op: Vec<String> =
         calls.by_operation.iter().map(|(op, n)| format!("{op} {n} ({:.1}/host)", *n as f64 / 6.0)).collect();
     measure("fleet of 6, N=2: ECS calls by operation", by_op.join(", "));
+    measure_stages(&fleet, "fleet of 6, N=2");
     measure("fleet of 6, N=2: most hosts drained or rebooting at once", watch.most_disrupted);
     measure("fleet of 6, N=2: most live confirmed claims at once", watch.most_live_claims);
 }
@@ -176,6 +210,7 @@ fn six_hosts_at_once_count_the_calls_of_one_update() {
     measure("6 hosts at once (N=6): ECS calls per host update", format!("{per_host:.1}"));
     let by_op: Vec<String> = calls.by_operation.iter().map(|(op, n)| format!("{op} {:.1}", *n as f64 / 6.0)).collect();
     measure("6 hosts at once (N=6): per host update by operation", by_op.join(", "));
+    measure_stages(&fleet, "6 hosts at once (N=6)");
     assert!(calls.by_operation.get("DescribeContainerInstances").copied().unwrap_or(0) > 0, "{calls:?}");
 }
 
