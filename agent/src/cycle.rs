@@ -26,7 +26,7 @@ use crate::cluster::{ClusterError, ClusterStore, InstanceInfo, InstanceStatus, L
 use crate::config::{Config, OnFailure, StandalonePolicy};
 use crate::health::Look;
 use crate::journal::{InFlight, Journal, Record, Rollback, Step};
-use crate::lease::{ClaimPhase, ClaimsInView, Held, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names};
+use crate::lease::{ClaimPhase, ClaimsInView, Gate, Held, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names};
 use crate::os_api::commands::{self, CommandError, RebootRequest};
 use crate::os_api::{Action, OsApi, OsInfo, UpdateState, UpdateStatus};
 use crate::shutdown::Shutdown;
@@ -772,18 +772,20 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.lease_params(1).margin()
     }
 
-    /// Reads the fleet-wide tags: `None` when paused, else the N to use.
-    async fn fleet_limit(&self) -> Result<Option<u32>, LeaseError> {
-        let Some(store) = &self.cluster else { return Ok(Some(self.cfg.cluster.max_concurrent)) };
-        let tags = self.ecs("ListTagsForResource", || store.cluster_tags()).await?;
-        let fleet = crate::fleet::tags::FleetTags::read(&tags, &self.names, self.cfg.cluster.max_concurrent);
+    /// Reads the fleet-wide tags, and with them the cluster's instance count: no limit when
+    /// paused, else the N to use.
+    async fn fleet_limit(&self) -> Result<Gate, LeaseError> {
+        let Some(store) = &self.cluster else { return Ok(Gate::open(self.cfg.cluster.max_concurrent)) };
+        let summary = self.ecs("DescribeClusters", || store.describe_cluster()).await?;
+        let fleet = crate::fleet::tags::FleetTags::read(&summary.tags, &self.names, self.cfg.cluster.max_concurrent);
+        let registered = Some(summary.registered_instances);
         if fleet.paused {
-            return Ok(None);
+            return Ok(Gate { limit: None, registered });
         }
         if let crate::fleet::tags::LimitSource::InvalidTag(v) = &fleet.source {
             tracing::warn!(tag = %self.names.max_concurrent_tag, value = %v, "ignoring invalid cluster tag");
         }
-        Ok(Some(fleet.limit))
+        Ok(Gate { limit: Some(fleet.limit), registered })
     }
 
     /// Fails with [`Outcome::Halted`] when `version` failed on `cluster.halt-after-failures`
@@ -905,14 +907,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let halted: std::cell::RefCell<Option<Outcome>> = Default::default();
         let gate = || async {
             self.window_fit(bypass).map_err(LeaseError::NotNow)?;
-            match self.fleet_limit().await? {
-                Some(n) => Ok(Some(n)),
-                None => {
-                    let why = format!("fleet paused by cluster tag {}", self.names.paused_tag);
-                    self.publish("waiting", Some(&flight.target_version), "paused", &why).await;
-                    Ok(None)
-                }
+            let gate = self.fleet_limit().await?;
+            if gate.limit.is_none() {
+                let why = format!("fleet paused by cluster tag {}", self.names.paused_tag);
+                self.publish("waiting", Some(&flight.target_version), "paused", &why).await;
             }
+            Ok(gate)
         };
         // The failure markers and the canary count are read when the claims leave a slot free
         // at N, not on every look: a waiter could not act on either before then (the fleet view

@@ -349,6 +349,22 @@ const PAUSED_POLL_MAX: Duration = Duration::from_secs(3600);
 /// make it and another both count one too many and withdraw.
 const ROOM_TO_CLAIM_ON_A_HELD_LOOK: u32 = 3;
 
+/// What a look's read of the fleet-wide settings (the cluster tags) said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gate {
+    /// The N to claim under; `None` while the fleet is paused.
+    pub limit: Option<u32>,
+    /// The cluster's registered instances, read in the same call; `None` where not read.
+    pub registered: Option<u64>,
+}
+
+impl Gate {
+    /// Open at `n`, with no count of the instances.
+    pub fn open(n: u32) -> Gate {
+        Gate { limit: Some(n), registered: None }
+    }
+}
+
 /// What a look before a claim found.
 struct Look {
     /// The count it judges by.
@@ -776,7 +792,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     pub async fn acquire<P, PF, W, WF>(&self, params: &LeaseParams, target: &str, paused: P, waiting: W) -> Result<Held, LeaseError>
     where
         P: FnMut() -> PF,
-        PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
+        PF: std::future::Future<Output = Result<Gate, LeaseError>>,
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
     {
@@ -798,7 +814,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     ) -> Result<Held, LeaseError>
     where
         P: FnMut() -> PF,
-        PF: std::future::Future<Output = Result<Option<u32>, LeaseError>>,
+        PF: std::future::Future<Output = Result<Gate, LeaseError>>,
         R: FnMut(u32, ClaimsInView) -> RF,
         RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
         W: FnMut(Vec<String>) -> WF,
@@ -813,21 +829,27 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         // the look again a moment later reuses the gate's answer, and claims whatever it sees
         // fresh then.
         let mut held_back: Option<u32> = None;
+        // The instance count from the last read of the gate, for the waiting policy.
+        let mut registered: Option<u64> = None;
         loop {
             let regated = held_back.take();
             let n = match regated {
                 Some(n) => n,
-                // The cluster tags may pause the fleet or change N; None means paused.
-                None => match paused().await? {
-                    Some(n) => n.max(1),
-                    None => {
-                        let cap = params.wait_poll_max.min(PAUSED_POLL_MAX);
-                        let wait = self.jitter.between(cap / 2, cap);
-                        tracing::info!(wait_s = wait.as_secs(), "fleet is paused by cluster tag; not claiming");
-                        self.clock.sleep(wait).await;
-                        continue;
+                None => {
+                    // The cluster tags may pause the fleet or change N.
+                    let gate = paused().await?;
+                    registered = gate.registered.or(registered);
+                    match gate.limit {
+                        Some(n) => n.max(1),
+                        None => {
+                            let cap = params.wait_poll_max.min(PAUSED_POLL_MAX);
+                            let wait = self.jitter.between(cap / 2, cap);
+                            tracing::info!(wait_s = wait.as_secs(), "fleet is paused by cluster tag; not claiming");
+                            self.clock.sleep(wait).await;
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let fleet_n = n;
             self.pause(params.pace()).await;
@@ -841,7 +863,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                     ready(n, before.in_view(target)).await?;
                 }
                 let holders = before.holders();
-                let wait = self.wait_while_full(params, &before, n, &mut estimate).await;
+                let wait = self.wait_while_full(params, &before, n, &mut estimate, registered).await;
                 tracing::info!(taken = before.taken(), max = n, holders = %holders.join(", "), wait_s = wait.as_secs(),
                     "cluster full; waiting for a slot");
                 waiting(before.blocking_holders(self.clock.now(), params.stuck_after)).await;
@@ -890,8 +912,9 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     }
 
     /// How long to sleep while `census` shows the cluster full, from the holders' claims and (on
-    /// long waits) a count of the hosts competing for the same slots.
-    async fn wait_while_full(&self, params: &LeaseParams, census: &Census, n: u32, estimate: &mut Waiting) -> Duration {
+    /// long waits) a count of the hosts competing for the same slots (`registered`, when the
+    /// look's gate read it).
+    async fn wait_while_full(&self, params: &LeaseParams, census: &Census, n: u32, estimate: &mut Waiting, registered: Option<u64>) -> Duration {
         let claims: Vec<&Claim> = census.occupied.iter().filter_map(|s| s.claim.as_ref().ok()).collect();
         let slot = slot_estimate(&claims, self.clock.now(), params.ttl);
         // Slots free at the fleet's rate, not the canary's: once the canary is through, N hosts
@@ -899,7 +922,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         let n = n.max(params.max_concurrent).max(1);
         let competing = if params.wait_poll_max > slot {
             if estimate.needs_count(self.clock.now(), slot, n) {
-                if let Some(counted) = self.competitors().await {
+                if let Some(counted) = self.competitors(registered).await {
                     estimate.counted(counted, self.clock.now());
                 }
             }
@@ -911,24 +934,29 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         self.full_wait(params, &claims, slot, competing, n)
     }
 
-    /// How many other hosts may compete for the same slots: every other registered instance
-    /// (DescribeClusters, one call whatever the fleet's size). It over-counts hosts that are
-    /// already up to date, opted out or halted, which only makes a waiter look a little less
-    /// often; the estimate runs down by the releases seen since, so the tail of a rollout is
-    /// looked after by the next releases. `None` if it cannot be read (the next look tries again).
-    async fn competitors(&self) -> Option<f64> {
-        let read = with_retry(self.clock, self.jitter, &self.retry, "DescribeClusters", || self.store.instance_count()).await;
-        match read {
-            Ok(count) => {
-                let others = count.saturating_sub(1);
-                tracing::info!(others, "instances in the cluster that may compete for slots");
-                Some(others as f64)
+    /// How many other hosts may compete for the same slots: every other registered instance,
+    /// as the look's read of the gate counted them (DescribeClusters, which also carries the
+    /// tags), or read now where the gate did not. It over-counts hosts that are already up to
+    /// date, opted out or halted, which only makes a waiter look a little less often; the
+    /// estimate runs down by the releases seen since, so the tail of a rollout is looked after
+    /// by the next releases. `None` if it cannot be read (the next look tries again).
+    async fn competitors(&self, registered: Option<u64>) -> Option<f64> {
+        let count = match registered {
+            Some(count) => count,
+            None => {
+                let read = with_retry(self.clock, self.jitter, &self.retry, "DescribeClusters", || self.store.describe_cluster()).await;
+                match read {
+                    Ok(summary) => summary.registered_instances,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot count the instances; aiming at the next releases meanwhile");
+                        return None;
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot count the instances; aiming at the next releases meanwhile");
-                None
-            }
-        }
+        };
+        let others = count.saturating_sub(1);
+        tracing::info!(others, "instances in the cluster that may compete for slots");
+        Some(others as f64)
     }
 
     /// How long to sleep while the cluster is full.

@@ -6,7 +6,6 @@
 //! into what the caller can do about them.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -14,13 +13,13 @@ use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::config::timeout::TimeoutConfig;
 use aws_sdk_ecs::config::Region;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecs::types::{ContainerInstanceField, ContainerInstanceStatus, DesiredStatus, Failure, TargetType};
+use aws_sdk_ecs::types::{ClusterField, ContainerInstanceField, ContainerInstanceStatus, DesiredStatus, Failure, TargetType};
 use aws_sdk_ecs::Client;
 use tracing::{debug, info, warn};
 
 use super::paging::{read_all, Page};
 use super::{
-    Attribute, ClusterError, ClusterStore, Desired, InstanceHealth, InstanceInfo, InstanceStatus, ListedTask, LocalTasks, SetStatus,
+    Attribute, ClusterError, ClusterStore, ClusterSummary, Desired, InstanceHealth, InstanceInfo, InstanceStatus, ListedTask, LocalTasks, SetStatus,
     TaskInfo,
 };
 
@@ -106,7 +105,6 @@ pub struct EcsStore {
     instance_arn: String,
     page_size: i32,
     max_pages: usize,
-    cluster_arn: OnceLock<String>,
     local_tasks: Option<hyper::Uri>,
     /// Whether the last read of the local task view failed (logged once per change).
     local_failed: std::sync::atomic::AtomicBool,
@@ -121,7 +119,6 @@ impl EcsStore {
             instance_arn,
             page_size: MAX_PAGE_SIZE,
             max_pages: DEFAULT_MAX_PAGES,
-            cluster_arn: OnceLock::new(),
             local_tasks: None,
             local_failed: std::sync::atomic::AtomicBool::new(false),
         }
@@ -201,17 +198,28 @@ impl EcsStore {
         Err(ClusterError::Incomplete { op: OP, message: format!("attribute {name}={value}: still more after {} page(s)", self.max_pages) })
     }
 
-    /// DescribeClusters: the count of registered container instances.
-    async fn registered_count(&self) -> Result<u64, ClusterError> {
+    /// DescribeClusters with the tags: the fleet-wide settings and the count of registered
+    /// container instances.
+    async fn summary(&self) -> Result<ClusterSummary, ClusterError> {
         const OP: &str = "DescribeClusters";
-        let out = self.client.describe_clusters().clusters(&self.cluster).send().await.map_err(|e| classify(OP, e))?;
+        let out = self
+            .client
+            .describe_clusters()
+            .clusters(&self.cluster)
+            .include(ClusterField::Tags)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
         if let Some(failure) = out.failures().first() {
             return Err(rejected_by_failure(OP, failure));
         }
-        let count = out.clusters().first().map(|c| c.registered_container_instances_count()).ok_or_else(|| {
-            ClusterError::Rejected { op: OP, code: "MissingCluster".into(), message: format!("no cluster {} in the answer", self.cluster) }
+        let c = out.clusters().first().ok_or_else(|| ClusterError::Rejected {
+            op: OP,
+            code: "MissingCluster".into(),
+            message: format!("no cluster {} in the answer", self.cluster),
         })?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        let registered_instances = u64::try_from(c.registered_container_instances_count()).unwrap_or(0);
+        Ok(ClusterSummary { tags: tag_map(c.tags()), registered_instances })
     }
 
     /// ListTasks for this instance and one desired status, every page.
@@ -237,32 +245,6 @@ impl EcsStore {
         })
         .await
     }
-
-    /// The cluster's ARN: the given one, the one this instance's ARN implies, or DescribeClusters
-    /// once and then from the cache.
-    async fn cluster_arn(&self) -> Result<String, ClusterError> {
-        const OP: &str = "DescribeClusters";
-        if let Some(arn) = self.cluster_arn.get() {
-            return Ok(arn.clone());
-        }
-        if is_cluster_arn(&self.cluster) {
-            return Ok(self.cluster_arn.get_or_init(|| self.cluster.clone()).clone());
-        }
-        if let Some(arn) = cluster_arn_of_instance(&self.instance_arn, &self.cluster) {
-            return Ok(self.cluster_arn.get_or_init(|| arn).clone());
-        }
-        let out = self.client.describe_clusters().clusters(&self.cluster).send().await.map_err(|e| classify(OP, e))?;
-        if let Some(failure) = out.failures().first() {
-            return Err(rejected_by_failure(OP, failure));
-        }
-        let arn = out.clusters().iter().find_map(|c| c.cluster_arn()).ok_or_else(|| ClusterError::Rejected {
-            op: OP,
-            code: "MissingClusterArn".into(),
-            message: format!("no ARN for cluster {}", self.cluster),
-        })?;
-        debug!(cluster = %self.cluster, arn, "resolved cluster ARN");
-        Ok(self.cluster_arn.get_or_init(|| arn.to_owned()).clone())
-    }
 }
 
 impl ClusterStore for EcsStore {
@@ -276,10 +258,6 @@ impl ClusterStore for EcsStore {
 
     async fn list_attribute_value(&self, name: &str, value: &str, enough: usize) -> Result<Vec<Attribute>, ClusterError> {
         self.list_attribute_value_pages(name, value, enough).await
-    }
-
-    async fn instance_count(&self) -> Result<u64, ClusterError> {
-        self.registered_count().await
     }
 
     async fn put_attributes(&self, attrs: &[(String, String)]) -> Result<(), ClusterError> {
@@ -427,15 +405,8 @@ impl ClusterStore for EcsStore {
         seen
     }
 
-    async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {
-        const OP: &str = "ListTagsForResource";
-        let arn = self.cluster_arn().await?;
-        let out = self.client.list_tags_for_resource().resource_arn(arn).send().await.map_err(|e| classify(OP, e))?;
-        Ok(out
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
-            .collect())
+    async fn describe_cluster(&self) -> Result<ClusterSummary, ClusterError> {
+        self.summary().await
     }
 }
 
@@ -543,20 +514,9 @@ fn instance_status(status: Option<&str>) -> InstanceStatus {
     }
 }
 
-/// Whether `cluster` is already a cluster ARN rather than a name.
-fn is_cluster_arn(cluster: &str) -> bool {
-    cluster.starts_with("arn:") && cluster.contains(":cluster/")
-}
-
-/// The ARN of the cluster named `cluster` when `instance_arn` is one of its container instances
-/// in the long format (`arn:<partition>:ecs:<region>:<account>:container-instance/<cluster>/<id>`),
-/// which names the cluster; `None` for the old format, which does not.
-fn cluster_arn_of_instance(instance_arn: &str, cluster: &str) -> Option<String> {
-    let (prefix, resource) = instance_arn.split_once(":container-instance/")?;
-    let (named, id) = resource.split_once('/')?;
-    let parts: Vec<&str> = prefix.split(':').collect();
-    let well_formed = parts.len() == 5 && parts[0] == "arn" && parts[2] == "ecs" && parts.iter().all(|p| !p.is_empty());
-    (well_formed && named == cluster && !id.is_empty() && !id.contains('/')).then(|| format!("{prefix}:cluster/{cluster}"))
+/// ECS tags as a map (a tag without a key is left out; one without a value reads as empty).
+pub(crate) fn tag_map(tags: &[aws_sdk_ecs::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect()
 }
 
 /// A per-resource `failures` entry of a successful call, as a refusal.
@@ -611,25 +571,6 @@ fn by_status(op: &'static str, status: u16, code: &str, message: String) -> Clus
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_long_instance_arn_names_its_cluster_and_an_old_one_does_not() {
-        let long = "arn:aws:ecs:us-east-1:123456789012:container-instance/prod/0123456789abcdef";
-        assert_eq!(cluster_arn_of_instance(long, "prod").as_deref(), Some("arn:aws:ecs:us-east-1:123456789012:cluster/prod"));
-        let china = "arn:aws-cn:ecs:cn-north-1:123456789012:container-instance/prod/0123";
-        assert_eq!(cluster_arn_of_instance(china, "prod").as_deref(), Some("arn:aws-cn:ecs:cn-north-1:123456789012:cluster/prod"));
-        assert_eq!(cluster_arn_of_instance(long, "other"), None, "another cluster's instance: ask ECS");
-        assert_eq!(cluster_arn_of_instance("arn:aws:ecs:us-east-1:123456789012:container-instance/0123456789abcdef", "prod"), None, "old format");
-        assert_eq!(cluster_arn_of_instance("arn:aws:ecs::123456789012:container-instance/prod/0123", "prod"), None, "no region");
-        assert_eq!(cluster_arn_of_instance("garbage", "prod"), None);
-    }
-
-    #[test]
-    fn cluster_arns_are_told_from_names() {
-        assert!(is_cluster_arn("arn:aws:ecs:us-east-1:123456789012:cluster/prod"));
-        assert!(!is_cluster_arn("prod"));
-        assert!(!is_cluster_arn("arn:aws:ecs:us-east-1:123456789012:container-instance/prod/abc"));
-    }
 
     #[test]
     fn an_attribute_without_a_target_makes_the_listing_incomplete() {

@@ -25,6 +25,16 @@ pub struct Attribute {
     pub value: Option<String>,
 }
 
+/// What DescribeClusters (with the tags) says of the cluster: the fleet-wide settings and how
+/// many instances it has, in one call whatever the fleet's size.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterSummary {
+    /// The cluster's tags (fleet-wide settings every host reads alike).
+    pub tags: BTreeMap<String, String>,
+    /// How many container instances the cluster has registered.
+    pub registered_instances: u64,
+}
+
 /// The status of a container instance, as ECS reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InstanceStatus {
@@ -230,9 +240,6 @@ pub trait ClusterStore {
         value: &str,
         enough: usize,
     ) -> impl Future<Output = Result<Vec<Attribute>, ClusterError>>;
-    /// How many container instances the cluster has registered (DescribeClusters: one call,
-    /// whatever the fleet's size).
-    fn instance_count(&self) -> impl Future<Output = Result<u64, ClusterError>>;
     /// Create or replace attributes on this instance (blind write; at most 10 per call).
     fn put_attributes(&self, attrs: &[(String, String)]) -> impl Future<Output = Result<(), ClusterError>>;
     /// Remove attributes from this instance by name; removing a missing one is not an error.
@@ -271,8 +278,9 @@ pub trait ClusterStore {
     /// The ARNs of the cluster's instances whose status is DRAINING (ListContainerInstances
     /// with status DRAINING, every page). A listing cut short is an error.
     fn draining_instances(&self) -> impl Future<Output = Result<Vec<String>, ClusterError>>;
-    /// The cluster's tags (fleet-wide settings every host reads alike).
-    fn cluster_tags(&self) -> impl Future<Output = Result<BTreeMap<String, String>, ClusterError>>;
+    /// The cluster's tags and its count of registered instances (DescribeClusters with the
+    /// tags: one call).
+    fn describe_cluster(&self) -> impl Future<Output = Result<ClusterSummary, ClusterError>>;
     /// The ECS agent's own view of this host's tasks (no ECS call, see [`crate::local_tasks`]).
     /// Only ever a reason to ask ECS, or to wait before asking, never an answer in its place.
     fn local_tasks(&self) -> impl Future<Output = LocalTasks> {
@@ -299,9 +307,6 @@ impl<T: ClusterStore> ClusterStore for &T {
     ) -> impl Future<Output = Result<Vec<Attribute>, ClusterError>> {
         (**self).list_attribute_value(name, value, enough)
     }
-    fn instance_count(&self) -> impl Future<Output = Result<u64, ClusterError>> {
-        (**self).instance_count()
-    }
     fn put_attributes(&self, attrs: &[(String, String)]) -> impl Future<Output = Result<(), ClusterError>> {
         (**self).put_attributes(attrs)
     }
@@ -323,8 +328,8 @@ impl<T: ClusterStore> ClusterStore for &T {
     fn draining_instances(&self) -> impl Future<Output = Result<Vec<String>, ClusterError>> {
         (**self).draining_instances()
     }
-    fn cluster_tags(&self) -> impl Future<Output = Result<BTreeMap<String, String>, ClusterError>> {
-        (**self).cluster_tags()
+    fn describe_cluster(&self) -> impl Future<Output = Result<ClusterSummary, ClusterError>> {
+        (**self).describe_cluster()
     }
     fn local_tasks(&self) -> impl Future<Output = LocalTasks> {
         (**self).local_tasks()

@@ -9,11 +9,10 @@
 //! renewal margin counts them).
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::clock::{Clock, WallTime};
-use crate::cluster::{Attribute, ClusterError, ClusterStore, Desired, InstanceInfo, ListedTask, LocalTasks, SetStatus, TaskInfo};
+use crate::cluster::{Attribute, ClusterError, ClusterSummary, ClusterStore, Desired, InstanceInfo, ListedTask, LocalTasks, SetStatus, TaskInfo};
 
 /// The longest one call waits for its turn, in spacings: calls queued behind more (the agent
 /// runs at most a renewal beside its main step) go out sooner rather than wait longer.
@@ -72,10 +71,6 @@ impl<S: ClusterStore, K: Clock> ClusterStore for Paced<S, K> {
         self.turn().await;
         self.inner.list_attribute_value(name, value, enough).await
     }
-    async fn instance_count(&self) -> Result<u64, ClusterError> {
-        self.turn().await;
-        self.inner.instance_count().await
-    }
     async fn put_attributes(&self, attrs: &[(String, String)]) -> Result<(), ClusterError> {
         self.turn().await;
         self.inner.put_attributes(attrs).await
@@ -104,9 +99,9 @@ impl<S: ClusterStore, K: Clock> ClusterStore for Paced<S, K> {
         self.turn().await;
         self.inner.draining_instances().await
     }
-    async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {
+    async fn describe_cluster(&self) -> Result<ClusterSummary, ClusterError> {
         self.turn().await;
-        self.inner.cluster_tags().await
+        self.inner.describe_cluster().await
     }
     // The ECS agent's local view costs ECS nothing: not spaced.
     async fn local_tasks(&self) -> LocalTasks {
@@ -140,9 +135,6 @@ mod tests {
         async fn list_attribute_value(&self, _: &str, _: &str, _: usize) -> Result<Vec<Attribute>, ClusterError> {
             unimplemented!("not called")
         }
-        async fn instance_count(&self) -> Result<u64, ClusterError> {
-            unimplemented!("not called")
-        }
         async fn put_attributes(&self, _: &[(String, String)]) -> Result<(), ClusterError> {
             self.at.borrow_mut().push(self.clock.now().0);
             Ok(())
@@ -168,7 +160,7 @@ mod tests {
         async fn draining_instances(&self) -> Result<Vec<String>, ClusterError> {
             unimplemented!("not called")
         }
-        async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {
+        async fn describe_cluster(&self) -> Result<ClusterSummary, ClusterError> {
             unimplemented!("not called")
         }
     }

@@ -242,7 +242,7 @@ impl FleetApi for EcsFleet {
             name: c.cluster_name().unwrap_or(cluster_name(cluster)).to_owned(),
             arn,
             status: c.status().unwrap_or("UNKNOWN").to_owned(),
-            tags: c.tags().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect(),
+            tags: crate::cluster::ecs::tag_map(c.tags()),
         })
     }
 

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use agent::backoff::Jitter;
 use agent::cluster::{
-    valid_attribute_name, valid_attribute_value, Attribute, ClusterError, ClusterStore, Desired, InstanceInfo, InstanceStatus,
+    valid_attribute_name, valid_attribute_value, Attribute, ClusterError, ClusterStore, ClusterSummary, Desired, InstanceInfo, InstanceStatus,
     ListedTask, LocalTasks, SetStatus, TaskInfo,
 };
 use tokio::time::Instant;
@@ -92,7 +92,6 @@ pub struct EcsFaults {
 pub fn bucket_of(op: &str) -> (&'static str, f64, f64) {
     match op {
         "PutAttributes" | "DeleteAttributes" | "UpdateContainerInstancesState" => ("cluster resource modify", 100.0, 40.0),
-        "ListTagsForResource" => ("tag read", 50.0, 20.0),
         "DescribeClusters" => ("cluster read", 50.0, 20.0),
         // DescribeContainerInstances, DescribeTasks, ListAttributes, ListContainerInstances, ListTasks.
         _ => ("cluster resource read", 100.0, 20.0),
@@ -838,11 +837,6 @@ impl ClusterStore for FakeEcsHost {
         Ok(found.into_iter().take(pages * LIST_PAGE).collect())
     }
 
-    async fn instance_count(&self) -> Result<u64, ClusterError> {
-        self.ecs.enter("DescribeClusters", &self.arn).await?;
-        Ok(self.ecs.0.borrow().instances.len() as u64)
-    }
-
     async fn put_attributes(&self, attrs: &[(String, String)]) -> Result<(), ClusterError> {
         const OP: &str = "PutAttributes";
         self.ecs.enter(OP, &self.arn).await?;
@@ -1023,9 +1017,10 @@ impl ClusterStore for FakeEcsHost {
         Ok(found)
     }
 
-    async fn cluster_tags(&self) -> Result<BTreeMap<String, String>, ClusterError> {
-        self.ecs.enter("ListTagsForResource", &self.arn).await?;
-        Ok(self.ecs.0.borrow().tags.clone())
+    async fn describe_cluster(&self) -> Result<ClusterSummary, ClusterError> {
+        self.ecs.enter("DescribeClusters", &self.arn).await?;
+        let s = self.ecs.0.borrow();
+        Ok(ClusterSummary { tags: s.tags.clone(), registered_instances: s.instances.len() as u64 })
     }
 }
 
@@ -1375,7 +1370,7 @@ mod tests {
             assert!(h.describe_self().await.is_ok());
             assert!(matches!(h.describe_self().await, Err(ClusterError::Throttled { .. })));
             ecs.set_faults(EcsFaults { unavailable: true, ..Default::default() });
-            assert!(matches!(h.cluster_tags().await, Err(ClusterError::Unavailable { .. })));
+            assert!(matches!(h.describe_cluster().await, Err(ClusterError::Unavailable { .. })));
             assert_eq!(ecs.total_calls(), 3);
         });
     }

@@ -169,13 +169,56 @@ async fn a_waiter_held_back_by_the_canary_does_not_read_its_flags_again() {
     assert!(!ops[first..].contains(&"DescribeContainerInstances"), "{ops:?}");
 }
 
+/// A waiter's count of the hosts competing for the slots (what its waiting policy aims by) comes
+/// with its look's read of the cluster tags, one DescribeClusters carrying both: it makes no
+/// call of its own. Every DescribeClusters is a look's, followed by its listing of the claims.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_counts_its_competitors_from_its_looks_read_of_the_tags() {
+    let ecs = FakeEcs::new("c", 1);
+    let mut cfg = config("[cluster]\ncanary-hosts = 0");
+    // The default cap on a sleep: long enough for the waiting policy to count the competitors.
+    cfg.cluster.wait_poll_max = Duration::from_secs(86_400);
+    let n = node("b", Some(&ecs), cfg);
+    hold_a_slot(&ecs);
+    still_waiting_after(&n, 50).await;
+    let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+    let reads: Vec<usize> = ops.iter().enumerate().filter(|(_, op)| **op == "DescribeClusters").map(|(i, _)| i).collect();
+    assert!(reads.len() >= 2, "several looks: {ops:?}");
+    // The run may end between a look's two calls.
+    for i in reads {
+        let next = ops.get(i + 1).copied().unwrap_or("ListAttributes");
+        assert_eq!(next, "ListAttributes", "a DescribeClusters that is not a look's, at {i}: {ops:?}");
+    }
+}
+
+/// The waiting policy aims by that count: a waiter among 300 other instances looks at the
+/// cluster far less often than one with a single competitor, so that the fleet's rate of looks,
+/// not each host's, stays flat as the fleet grows.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_among_many_looks_less_often_than_one_alone() {
+    async fn looks_in_50_minutes(others: usize) -> u64 {
+        let ecs = FakeEcs::new("c", 1);
+        for i in 0..others {
+            ecs.register(&format!("o{i}"));
+        }
+        let mut cfg = config("[cluster]\ncanary-hosts = 0");
+        cfg.cluster.wait_poll_max = Duration::from_secs(86_400);
+        let n = node("b", Some(&ecs), cfg);
+        hold_a_slot(&ecs);
+        still_waiting_after(&n, 50).await;
+        ecs.calls().get("DescribeClusters").copied().unwrap_or(0)
+    }
+    let (alone, among) = (looks_in_50_minutes(0).await, looks_in_50_minutes(300).await);
+    assert!(alone >= 3 && among <= 1, "looks: {alone} with one competitor, {among} among 300");
+}
+
 /// Runs `n` to its reboot; returns ECS's call log and where in it the look that claimed starts
 /// (its read of the tags) and where the claim is.
 async fn run_to_the_claim(ecs: &FakeEcs, n: &Node) -> (Vec<CallRecord>, usize, usize) {
     let outcomes = n.run_once_through_reboots(REBOOT, 1).await;
     assert!(matches!(outcomes[0], Outcome::Rebooting { .. }), "{outcomes:?}");
     let log = ecs.call_log();
-    let tags = log.iter().position(|c| c.op == "ListTagsForResource").expect("a look");
+    let tags = log.iter().position(|c| c.op == "DescribeClusters").expect("a look");
     let claim = tags + log[tags..].iter().position(|c| c.op == "PutAttributes").expect("a claim");
     (log, tags, claim)
 }
@@ -189,7 +232,7 @@ fn ops_between(log: &[CallRecord], from: usize, to: usize) -> Vec<&str> {
 /// listing of the claims, nothing more.
 async fn assert_claims_on_one_listing(ecs: &FakeEcs, n: &Node) {
     let (log, tags, claim) = run_to_the_claim(ecs, n).await;
-    assert_eq!(ops_between(&log, tags, claim), ["ListTagsForResource", "ListAttributes"], "the look before the claim");
+    assert_eq!(ops_between(&log, tags, claim), ["DescribeClusters", "ListAttributes"], "the look before the claim");
 }
 
 /// Two other hosts hold confirmed claims for the version: under the canary's limit of one no
@@ -234,8 +277,8 @@ async fn claims_that_do_not_show_the_canary_passed_leave_the_host_waiting() {
 /// host's clock runs ahead, so it still looks fresh at the second look.
 #[tokio::test(start_paused = true)]
 async fn a_claim_written_this_second_holds_the_next_claim_back_once() {
-    let relisted: [&str; 3] = ["ListTagsForResource", "ListAttributes", "ListAttributes"];
-    let on_its_look: [&str; 2] = ["ListTagsForResource", "ListAttributes"];
+    let relisted: [&str; 3] = ["DescribeClusters", "ListAttributes", "ListAttributes"];
+    let on_its_look: [&str; 2] = ["DescribeClusters", "ListAttributes"];
     for (max, look) in [(3, &relisted[..]), (4, &on_its_look[..]), (5, &on_its_look[..])] {
         let ecs = FakeEcs::new("c", 1);
         let n = node("a", Some(&ecs), config(&format!("[cluster]\nmax-concurrent = {max}\ncanary-hosts = 0")));

@@ -299,7 +299,7 @@ async fn a_waiter_behind_a_holder_within_the_expected_duration_reads_only_the_cl
         hold_a_slot(&ecs);
         still_waiting_after(&b, 40).await;
         let calls = ecs.calls();
-        let looks = calls.get("ListTagsForResource").copied().unwrap_or(0);
+        let looks = calls.get("DescribeClusters").copied().unwrap_or(0);
         assert!(looks >= 3, "several looks in 40 minutes: {calls:?}");
         // One listing of the claims per look, and the failure markers once, at the round's start.
         assert_eq!(calls.get("ListAttributes").copied().unwrap_or(0), looks + 1, "{cfg:?}: {calls:?}");

@@ -32,6 +32,10 @@ fn calls(moto: &MotoServer, op: &str) -> u64 {
     moto.calls().expect("call counts").of(op)
 }
 
+fn total_calls(moto: &MotoServer) -> u64 {
+    moto.calls().expect("call counts").total
+}
+
 fn reset_calls(moto: &MotoServer) {
     moto.reset_calls().expect("reset call counts");
 }
@@ -94,7 +98,7 @@ async fn a_listing_by_value_stops_at_enough_and_the_instance_count_is_one_call()
     assert_eq!((every.len(), calls(&moto, "ListAttributes")), (10, 4), "ceil(10 / 3) pages");
 
     reset_calls(&moto);
-    assert_eq!(store(&moto, "marks", me).instance_count().await.expect("count"), 30);
+    assert_eq!(store(&moto, "marks", me).describe_cluster().await.expect("count").registered_instances, 30);
     assert_eq!(calls(&moto, "DescribeClusters"), 1);
 }
 
@@ -485,39 +489,32 @@ async fn page_caps_make_every_listing_incomplete_rather_than_short() {
     assert_eq!(fits.running_tasks().await.expect("three fit in one page").len(), 3);
 }
 
-/// The cluster's ARN comes from the instance's own (long-format) ARN, which names the cluster:
-/// moto answers the tags under it. An old-format instance ARN does not name it: one lookup.
+/// The tags and the instance count come in one DescribeClusters, whether the store was given
+/// the cluster's name or its ARN, and a change of the tags shows at the next read. An unknown
+/// cluster (a MISSING failure in a successful answer) is refused, not read as untagged.
 #[tokio::test]
-async fn cluster_tags_resolve_the_arn_once() {
+async fn the_cluster_summary_is_one_describe_with_the_tags() {
     let moto = moto();
-    let seeded = moto.seed("c1", 1, &[("br-update/max-parallel", "2"), ("team", "infra")]).expect("seed");
+    let seeded = moto.seed("c1", 3, &[("br-update/max-parallel", "2"), ("team", "infra")]).expect("seed");
     let me = store(&moto, "c1", &seeded.instances[0]);
 
     reset_calls(&moto);
-    let tags = me.cluster_tags().await.expect("tags");
+    let summary = me.describe_cluster().await.expect("summary");
     let expected: BTreeMap<String, String> = [("br-update/max-parallel", "2"), ("team", "infra")]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    assert_eq!(tags, expected);
+    assert_eq!((summary.tags, summary.registered_instances), (expected, 3));
     moto.set_tags("c1", &[("br-update/max-parallel", "5")], &["team"]).expect("change tags");
-    let changed = me.cluster_tags().await.expect("tags again");
+    let by_arn = EcsStore::new(moto.ecs_client(), seeded.cluster_arn.clone(), seeded.instances[0].clone());
+    let changed = by_arn.describe_cluster().await.expect("summary by ARN").tags;
     assert_eq!(changed.get("br-update/max-parallel").map(String::as_str), Some("5"));
     assert!(!changed.contains_key("team"));
-    assert_eq!(calls(&moto, "DescribeClusters"), 0, "the instance's ARN names the cluster");
-    assert_eq!(calls(&moto, "ListTagsForResource"), 2);
+    assert_eq!((calls(&moto, "DescribeClusters"), total_calls(&moto)), (2, 2), "one call each");
 
-    reset_calls(&moto);
-    let id = seeded.instances[0].rsplit('/').next().expect("an id");
-    let old_format = EcsStore::new(moto.ecs_client(), "c1".into(), format!("arn:aws:ecs:us-east-1:123456789012:container-instance/{id}"));
-    assert_eq!(old_format.cluster_tags().await.expect("tags"), changed);
-    assert_eq!(old_format.cluster_tags().await.expect("tags again"), changed);
-    assert_eq!(calls(&moto, "DescribeClusters"), 1, "looked up once, then cached");
-
-    reset_calls(&moto);
-    let by_arn = EcsStore::new(moto.ecs_client(), seeded.cluster_arn.clone(), seeded.instances[0].clone());
-    assert_eq!(by_arn.cluster_tags().await.expect("tags by ARN"), changed);
-    assert_eq!(calls(&moto, "DescribeClusters"), 0, "an ARN needs no lookup");
+    let unknown = EcsStore::new(moto.ecs_client(), "nope".into(), seeded.instances[0].clone());
+    let refused = unknown.describe_cluster().await.expect_err("an unknown cluster");
+    assert!(matches!(&refused, ClusterError::Rejected { op: "DescribeClusters", code, .. } if code == "MISSING"), "{refused:?}");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use agent::clock::{Clock, SystemClock};
 use agent::cluster::ecs::EcsStore;
 use agent::cluster::retry::RetryPolicy;
 use agent::cluster::ClusterStore;
-use agent::lease::{Claim, ClaimPhase, Held, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names};
+use agent::lease::{Claim, ClaimPhase, Gate, Held, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names};
 use serde_json::Value;
 use testkit::moto::{MotoServer, Seeded};
 
@@ -79,7 +79,7 @@ fn with_client<T>(
 
 async fn acquire(client: &LeaseClient<'_, EcsStore, SystemClock>, params: &LeaseParams) -> Result<Held, LeaseError> {
     let n = params.max_concurrent;
-    tokio::time::timeout(PATIENCE, client.acquire(params, TARGET, || async move { Ok(Some(n)) }, |_| async {}))
+    tokio::time::timeout(PATIENCE, client.acquire(params, TARGET, || async move { Ok(Gate::open(n)) }, |_| async {}))
         .await
         .expect("acquire finished within the safety net")
 }

@@ -10,7 +10,7 @@ use agent::clock::WallTime;
 use agent::cluster::retry::RetryPolicy;
 use agent::cluster::{ClusterStore, InstanceStatus, SetStatus};
 use agent::cycle::Outcome;
-use agent::lease::{Claim, ClaimPhase, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names, UnsafeOff};
+use agent::lease::{Claim, ClaimPhase, Gate, LeaseClient, LeaseError, LeaseParams, LeaseRule, Names, UnsafeOff};
 use agent::shutdown::Shutdown;
 use agent::status::{short_id, Status};
 use fake_bottlerocket::Faults;
@@ -153,14 +153,14 @@ async fn late_renewal_scenario(a_off: UnsafeOff) -> (Result<(), LeaseError>, boo
     let a = LeaseClient { store: &store_a, clock: &clock_a, jitter: &jitter_a, names: &names_a, retry };
     let b = LeaseClient { store: &store_b, clock: &clock_b, jitter: &jitter_b, names: &names_b, retry };
     let p = lease_params();
-    let held = a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {}).await.expect("a holds");
+    let held = a.acquire(&p, "1.1.0", || async { Ok(Gate::open(1)) }, |_| async {}).await.expect("a holds");
     tokio::time::sleep(9 * MIN).await;
     ecs.set_faults(EcsFaults { slow_write_every: 1, slow_write: 2 * MIN, ..EcsFaults::default() });
     let renew_a = a.renew(&held, ClaimPhase::Draining, p.ttl, p.margin());
     let take_b = async {
         tokio::time::sleep(MIN + Duration::from_secs(35)).await;
         ecs.set_faults(EcsFaults::default());
-        tokio::time::timeout(5 * MIN, b.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {})).await
+        tokio::time::timeout(5 * MIN, b.acquire(&p, "1.1.0", || async { Ok(Gate::open(1)) }, |_| async {})).await
     };
     let (renewed, taken) = tokio::join!(renew_a, take_b);
     (renewed.map(|_| ()), matches!(taken, Ok(Ok(_))))
@@ -184,7 +184,7 @@ async fn an_instance_out_of_service_found_by_a_count_is_looked_for_before_the_ne
         tokio::time::sleep(30 * MIN).await;
         ecs.operator_set_status(&arn_b, InstanceStatus::Active);
     };
-    let (held, ()) = tokio::join!(tokio::time::timeout(60 * MIN, a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {})), back);
+    let (held, ()) = tokio::join!(tokio::time::timeout(60 * MIN, a.acquire(&p, "1.1.0", || async { Ok(Gate::open(1)) }, |_| async {})), back);
     assert!(matches!(held, Ok(Ok(_))), "a takes the slot once b is back: {held:?}");
     let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
     let claims = ecs.history().iter().filter(|e| matches!(&e.change, EcsChange::Put { name, .. } if name == "br-update.lease")).count();
@@ -278,7 +278,7 @@ async fn hole2_a_claim_within_the_margin_of_its_expiry_is_not_renewed() {
     let retry = RetryPolicy { budget: MIN, backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)) };
     let a = LeaseClient { store: &store, clock: &clk, jitter: &jitter, names: &names, retry };
     let p = lease_params();
-    let held = a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {}).await.expect("holds");
+    let held = a.acquire(&p, "1.1.0", || async { Ok(Gate::open(1)) }, |_| async {}).await.expect("holds");
     // 20 s before expiry: inside the 35 s margin (settle 5 s + skew 30 s).
     tokio::time::sleep(10 * MIN - Duration::from_secs(20)).await;
     let r = a.renew(&held, ClaimPhase::Draining, p.ttl, p.margin()).await;
@@ -641,8 +641,8 @@ async fn a_host_that_loses_the_race_withdraws_its_claim() {
     // Both claim in the same instant: each counts the other and withdraws, then one wins later.
     let race = async {
         tokio::join!(
-            a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {}),
-            tokio::time::timeout(15 * MIN, b.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {})),
+            a.acquire(&p, "1.1.0", || async { Ok(Gate::open(1)) }, |_| async {}),
+            tokio::time::timeout(15 * MIN, b.acquire(&p, "1.1.0", || async { Ok(Gate::open(1)) }, |_| async {})),
         )
     };
     let _ = tokio::time::timeout(30 * MIN, race).await;
@@ -662,7 +662,7 @@ async fn an_acquire_whose_count_fails_withdraws_its_claim() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         ecs.set_faults(EcsFaults { incomplete_lists: true, ..EcsFaults::default() });
     };
-    let (held, ()) = tokio::join!(a.acquire(&p, "1.1.0", || async { Ok(Some(1)) }, |_| async {}), breaker);
+    let (held, ()) = tokio::join!(a.acquire(&p, "1.1.0", || async { Ok(Gate::open(1)) }, |_| async {}), breaker);
     assert!(held.is_err(), "{held:?}");
     assert_eq!(ecs.attribute(s.instance_arn(), "br-update.lease"), None, "the claim was left behind");
 }
