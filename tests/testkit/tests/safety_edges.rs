@@ -166,6 +166,48 @@ async fn late_renewal_scenario(a_off: UnsafeOff) -> (Result<(), LeaseError>, boo
     (renewed.map(|_| ()), matches!(taken, Ok(Ok(_))))
 }
 
+/// a's round, in which the renewal while it drains lands 24 s before the claim's expiry; returns
+/// the round's outcome and the reboots asked for.
+async fn renewal_inside_the_margin() -> (Outcome, usize, FakeEcs, Node) {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config(""));
+    ecs.add_tasks(&a.arn, Some("ecs-svc/web"), 1);
+    ecs.set_drain_time(8 * MIN, 8 * MIN);
+    let slow = async {
+        for _ in 0..3600 {
+            if ecs.status(&a.arn) == Some(InstanceStatus::Draining) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // The drain's write renewed the claim for a TTL (10 min); its keeper renews at half of
+        // it, 5 minutes on: that write lands 4 min 36 s later, 24 s before the old expiry.
+        tokio::time::sleep(MIN).await;
+        ecs.set_faults(EcsFaults { slow_write_every: 1, slow_write: 4 * MIN + Duration::from_secs(36), ..EcsFaults::default() });
+        tokio::time::sleep(5 * MIN).await;
+        ecs.set_faults(EcsFaults::default());
+    };
+    let agent = a.agent(Shutdown::never());
+    let (outcome, ()) = tokio::join!(agent.run(true), slow);
+    drop(agent);
+    let reboots = a.host.reboot_requests();
+    (outcome, reboots, ecs, a)
+}
+
+/// The same edge through the whole cycle, inside the margin rather than past the expiry: a's
+/// renewal while it drains lands 24 s before its claim's expiry, within the settle time (5 s) and
+/// clock skew (30 s) in which another host may already count the claim lapsed. The cycle takes
+/// the claim as lost: it undoes the drain and never reboots. (With the cycle's margin at zero, a
+/// rebooted.)
+#[tokio::test(start_paused = true)]
+async fn hole2_a_drain_renewal_landing_inside_the_margin_loses_the_claim() {
+    let (outcome, reboots, ecs, a) = renewal_inside_the_margin().await;
+    assert_eq!(ecs.fault_tally().slow_writes, 1, "one write landed late: {outcome:?}");
+    assert!(matches!(&outcome, Outcome::Failed { reason } if reason.contains("claim lost: too late")), "{outcome:?}");
+    assert_eq!(reboots, 0, "never rebooted under a claim others may have counted lapsed: {outcome:?}");
+    assert_clean(&ecs, &a);
+}
+
 /// A look that finds a slot free by the claims claims without listing the instances out of
 /// service; the count after the claim always lists them. One found there (an operator's drain)
 /// makes the looks read them before claiming, so the host waits instead of claiming and
