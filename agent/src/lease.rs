@@ -842,10 +842,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                     match gate.limit {
                         Some(n) => n.max(1),
                         None => {
-                            let cap = params.wait_poll_max.min(PAUSED_POLL_MAX);
-                            let wait = self.jitter.between(cap / 2, cap);
-                            tracing::info!(wait_s = wait.as_secs(), "fleet is paused by cluster tag; not claiming");
-                            self.clock.sleep(wait).await;
+                            self.sleep_while_paused(params).await;
                             continue;
                         }
                     }
@@ -909,6 +906,15 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             tracing::info!(taken = after.taken(), max = n, wait_s = wait.as_secs(), "lost the race for a slot; withdrew and backing off");
             self.clock.sleep(wait).await;
         }
+    }
+
+    /// Sleeps between two looks at a paused fleet: at most [`PAUSED_POLL_MAX`], so that a resume
+    /// is seen within it whatever `wait_poll_max` allows.
+    async fn sleep_while_paused(&self, params: &LeaseParams) {
+        let cap = params.wait_poll_max.min(PAUSED_POLL_MAX);
+        let wait = self.jitter.between(cap / 2, cap);
+        tracing::info!(wait_s = wait.as_secs(), "fleet is paused by cluster tag; not claiming");
+        self.clock.sleep(wait).await;
     }
 
     /// How long to sleep while `census` shows the cluster full, from the holders' claims and (on

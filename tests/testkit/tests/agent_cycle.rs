@@ -485,6 +485,20 @@ async fn paused_fleet_takes_no_slot_until_unpaused() {
     assert_eq!(outcomes[1], Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
 }
 
+/// A paused fleet is looked at every 30 to 60 minutes, however long `wait-poll-max` allows a
+/// sleep to be: an operator who resumes it is seen within the hour.
+#[tokio::test(start_paused = true)]
+async fn a_paused_fleet_is_looked_at_within_the_hour() {
+    let ecs = FakeEcs::new("c", 1);
+    let mut cfg = config("");
+    cfg.cluster.wait_poll_max = Duration::from_secs(86_400);
+    let n = node("a", Some(&ecs), cfg);
+    ecs.set_tag("br-update.paused", Some("true"));
+    still_waiting_after(&n, 240).await;
+    let looks = ecs.calls().get("DescribeClusters").copied().unwrap_or(0);
+    assert!((4..=9).contains(&looks), "{looks} looks in 4 hours of a paused fleet");
+}
+
 /// Several hosts at once, with stale reads: never more than N drained, all end updated.
 async fn contend(hosts: usize, n_max: u32, staleness: Duration, seed: u64) -> (usize, FakeEcs, Vec<Node>) {
     let ecs = FakeEcs::new("c", seed);
