@@ -169,16 +169,21 @@ async fn a_waiter_held_back_by_the_canary_does_not_read_its_flags_again() {
     assert!(!ops[first..].contains(&"DescribeContainerInstances"), "{ops:?}");
 }
 
+/// A node whose sleeps may last a day, as with the default `wait-poll-max` (the tests' config caps
+/// them at a minute, within a slot time, where the waiting policy does not count competitors).
+fn node_with_day_long_sleeps(name: &str, ecs: &FakeEcs, extra: &str) -> Node {
+    let mut cfg = config(extra);
+    cfg.cluster.wait_poll_max = Duration::from_secs(86_400);
+    node(name, Some(ecs), cfg)
+}
+
 /// A waiter's count of the hosts competing for the slots (what its waiting policy aims by) comes
 /// with its look's read of the cluster tags, one DescribeClusters carrying both: it makes no
 /// call of its own. Every DescribeClusters is a look's, followed by its listing of the claims.
 #[tokio::test(start_paused = true)]
 async fn a_waiter_counts_its_competitors_from_its_looks_read_of_the_tags() {
     let ecs = FakeEcs::new("c", 1);
-    let mut cfg = config("[cluster]\ncanary-hosts = 0");
-    // The default cap on a sleep: long enough for the waiting policy to count the competitors.
-    cfg.cluster.wait_poll_max = Duration::from_secs(86_400);
-    let n = node("b", Some(&ecs), cfg);
+    let n = node_with_day_long_sleeps("b", &ecs, "[cluster]\ncanary-hosts = 0");
     hold_a_slot(&ecs);
     still_waiting_after(&n, 50).await;
     let ops: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
@@ -201,9 +206,7 @@ async fn a_waiter_among_many_looks_less_often_than_one_alone() {
         for i in 0..others {
             ecs.register(&format!("o{i}"));
         }
-        let mut cfg = config("[cluster]\ncanary-hosts = 0");
-        cfg.cluster.wait_poll_max = Duration::from_secs(86_400);
-        let n = node("b", Some(&ecs), cfg);
+        let n = node_with_day_long_sleeps("b", &ecs, "[cluster]\ncanary-hosts = 0");
         hold_a_slot(&ecs);
         still_waiting_after(&n, 50).await;
         ecs.calls().get("DescribeClusters").copied().unwrap_or(0)
@@ -490,9 +493,7 @@ async fn paused_fleet_takes_no_slot_until_unpaused() {
 #[tokio::test(start_paused = true)]
 async fn a_paused_fleet_is_looked_at_within_the_hour() {
     let ecs = FakeEcs::new("c", 1);
-    let mut cfg = config("");
-    cfg.cluster.wait_poll_max = Duration::from_secs(86_400);
-    let n = node("a", Some(&ecs), cfg);
+    let n = node_with_day_long_sleeps("a", &ecs, "");
     ecs.set_tag("br-update.paused", Some("true"));
     still_waiting_after(&n, 240).await;
     let looks = ecs.calls().get("DescribeClusters").copied().unwrap_or(0);
