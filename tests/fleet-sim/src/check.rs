@@ -349,54 +349,9 @@ pub fn reason(e: &EndState) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::{EcsRecord, EndState, HostPlan};
+    use crate::fixtures::{host, put, trace, LEASE};
+    use crate::trace::EcsRecord;
     use testkit::fake_ecs::EcsChange;
-
-    const LEASE: &str = "br-update.lease";
-
-    fn host(name: &str, events: Vec<(Ms, NodeEventKind)>) -> HostTrace {
-        HostTrace {
-            name: name.into(),
-            instance: name.into(),
-            skew_ms: 0,
-            plan: HostPlan::default(),
-            events,
-            end: EndState {
-                running: "2.0.0".into(),
-                status: InstanceStatus::Active,
-                status_by: Some(Actor::Agent),
-                claim: None,
-                marker: None,
-                status_attribute: None,
-                last_result: Some("updated".into()),
-                in_flight: false,
-                quarantined: vec![],
-            },
-        }
-    }
-
-    fn trace(n: u32, hosts: Vec<HostTrace>, ecs: Vec<EcsRecord>) -> Trace {
-        Trace {
-            max_concurrent: n,
-            target: "2.0.0".into(),
-            lease_name: LEASE.into(),
-            opt_out_name: "br-update.opt-out".into(),
-            opt_out_grace: 660_000,
-            epoch_ms: 0,
-            published: 0,
-            stopped: 100_000,
-            end: 100_000,
-            lease_ttl: 600_000,
-            ecs_faults: Default::default(),
-            hosts,
-            ecs,
-            calls: vec![],
-        }
-    }
-
-    fn put(at: Ms, host: usize, value: &str) -> EcsRecord {
-        EcsRecord { at, host, by: Actor::Agent, change: EcsChange::Put { name: LEASE.into(), value: value.into() } }
-    }
 
     fn status(at: Ms, host: usize, s: InstanceStatus) -> EcsRecord {
         EcsRecord { at, host, by: Actor::Agent, change: EcsChange::Status(s) }

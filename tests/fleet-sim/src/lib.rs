@@ -19,6 +19,8 @@
 
 pub mod check;
 pub mod controls;
+#[cfg(test)]
+mod fixtures;
 pub mod forecast;
 pub mod metrics;
 pub mod peers;

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::trace::{Interval, Ms, Trace};
+use std::collections::BTreeMap;
+
+use crate::trace::{CallRecord, Interval, Ms, Phases, Trace};
 
 /// Mean, median, 95th percentile and maximum of a sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -148,66 +150,179 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-/// Calls per host update counted from the moment each host decides to update (its first look
-/// at the failure markers or claims after publication) to the release of its slot: its own
-/// calls only, waiting for the slot included, the idle hosts' calls left out. Also those calls
-/// by operation, per update.
-pub fn calls_per_own_update(trace: &Trace) -> (f64, std::collections::BTreeMap<&'static str, f64>) {
-    let phases = trace.phases();
-    let mut by_host: Vec<Vec<&crate::trace::CallRecord>> = vec![vec![]; trace.hosts.len()];
+/// One host's update as the call counts see it: its calls from its decision to update
+/// ([`testkit::idle_wait::decision`]) to the release of its slot, in order, and its phases.
+struct OwnUpdate<'a> {
+    calls: Vec<&'a CallRecord>,
+    slot: Interval,
+    phases: &'a Phases,
+    /// Which of `calls` were idle waiting ([`testkit::idle_wait::idle_waiting`]).
+    idle: Vec<bool>,
+}
+
+/// Every host's update in `trace` (hosts that never held a slot left out).
+fn own_updates<'a>(trace: &'a Trace, phases: &'a [Phases]) -> Vec<OwnUpdate<'a>> {
+    let mut by_host: Vec<Vec<&CallRecord>> = vec![vec![]; trace.hosts.len()];
     for c in &trace.calls {
         by_host[c.host].push(c);
     }
-    let (mut updates, mut total) = (0u64, 0u64);
-    let mut ops: std::collections::BTreeMap<&'static str, u64> = std::collections::BTreeMap::new();
+    let races = trace.lost_races();
+    let mut out = vec![];
     for (host, p) in phases.iter().enumerate() {
-        let Some(end) = p.slots.iter().map(|s| s.end).max() else { continue };
-        let calls = &by_host[host];
-        let Some(start) = calls.iter().find(|c| c.at >= trace.published && c.op == "ListAttributes").map(|c| c.at) else { continue };
-        updates += 1;
-        for c in calls.iter().filter(|c| c.at >= start && c.at <= end) {
-            total += 1;
+        let Some(slot) = p.slots.iter().max_by_key(|s| s.end).copied() else { continue };
+        let mine = &by_host[host];
+        let released: Vec<&CallRecord> = mine.iter().copied().filter(|c| c.at >= trace.published && c.at <= slot.end).collect();
+        let ops: Vec<&str> = released.iter().map(|c| c.op).collect();
+        let Some(start) = testkit::idle_wait::decision(&ops) else { continue };
+        let calls = released[start..].to_vec();
+        let before: Vec<&CallRecord> = calls.iter().copied().take_while(|c| c.at < slot.start).collect();
+        let ops: Vec<&str> = before.iter().map(|c| c.op).collect();
+        let in_race: Vec<bool> = before.iter().map(|c| races[host].iter().any(|r| r.start <= c.at && c.at <= r.end)).collect();
+        let mut idle = testkit::idle_wait::idle_waiting(&ops, &in_race);
+        idle.resize(calls.len(), false);
+        out.push(OwnUpdate { calls, slot, phases: p, idle });
+    }
+    out
+}
+
+/// Calls per host update counted from the moment each host decides to update ([`testkit::idle_wait::decision`])
+/// to the release of its slot: its own
+/// calls only, waiting for the slot included, the idle hosts' calls left out. Also those calls
+/// by operation, per update.
+pub fn calls_per_own_update(trace: &Trace) -> (f64, BTreeMap<&'static str, f64>) {
+    per_update_by_op(trace, |_| true)
+}
+
+/// [`calls_per_own_update`] with the idle wait left out: the looks at a full or paused fleet
+/// ([`testkit::idle_wait`]), which the waiting policy keeps few however large the fleet.
+pub fn calls_per_own_update_without_idle_wait(trace: &Trace) -> (f64, BTreeMap<&'static str, f64>) {
+    per_update_by_op(trace, |idle| !idle)
+}
+
+/// The calls of every host's update for which `keep` (told whether the call was idle waiting)
+/// holds, per update, in all and by operation.
+fn per_update_by_op(trace: &Trace, keep: impl Fn(bool) -> bool) -> (f64, BTreeMap<&'static str, f64>) {
+    let phases = trace.phases();
+    let updates = own_updates(trace, &phases);
+    let mut ops: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for u in &updates {
+        for (c, _) in u.calls.iter().zip(&u.idle).filter(|(_, idle)| keep(**idle)) {
             *ops.entry(c.op).or_default() += 1;
         }
     }
-    let per = |n: u64| if updates == 0 { 0.0 } else { n as f64 / updates as f64 };
-    (per(total), ops.into_iter().map(|(op, n)| (op, per(n))).collect())
+    let per = |n: u64| if updates.is_empty() { 0.0 } else { n as f64 / updates.len() as f64 };
+    (per(ops.values().sum()), ops.into_iter().map(|(op, n)| (op, per(n))).collect())
+}
+
+/// The idle wait's rate: its calls per day of a host's idle wait (from its first look at a full
+/// or paused fleet to the look that found room), over every host that waited. Flat, or falling,
+/// as the fleet grows: the waiting policy's promise.
+pub fn idle_wait_calls_per_day(trace: &Trace) -> f64 {
+    let phases = trace.phases();
+    let (mut calls, mut waited) = (0u64, 0u64);
+    for u in own_updates(trace, &phases) {
+        let Some(first) = u.idle.iter().position(|i| *i) else { continue };
+        // The wait ends with the gate read of the look that found room (where the idle calls end).
+        let end = u.calls.iter().filter(|c| c.at < u.slot.start && c.op == "DescribeClusters").map(|c| c.at).max().unwrap_or(u.slot.start);
+        calls += u.idle.iter().filter(|i| **i).count() as u64;
+        waited += end - u.calls[first].at;
+    }
+    if waited == 0 { 0.0 } else { calls as f64 / (waited as f64 / 86_400_000.0) }
 }
 
 /// The same calls as [`calls_per_own_update`], per update, split by the stage of the host's
-/// update they fall in: waiting for the slot, in the slot before the drain, draining, down, and
-/// from the boot to the slot's release. Shows where the calls of an update go.
+/// update they fall in: the idle wait for the slot, the rest before it (the decision, the look
+/// that found room, races lost), in the slot before the drain, draining, down, and from the
+/// boot to the slot's release. Shows where the calls of an update go.
 pub fn calls_per_own_update_by_stage(trace: &Trace) -> Vec<(&'static str, f64)> {
+    const STAGES: [&str; 6] = ["idle waiting", "claiming", "slot before drain", "draining", "rebooting", "after boot"];
     let phases = trace.phases();
-    let mut by_host: Vec<Vec<&crate::trace::CallRecord>> = vec![vec![]; trace.hosts.len()];
-    for c in &trace.calls {
-        by_host[c.host].push(c);
-    }
-    const STAGES: [&str; 5] = ["waiting", "slot before drain", "draining", "rebooting", "after boot"];
-    let (mut updates, mut counts) = (0u64, [0u64; 5]);
-    for (host, p) in phases.iter().enumerate() {
-        let Some(slot) = p.slots.iter().max_by_key(|s| s.end) else { continue };
-        let calls = &by_host[host];
-        let Some(start) = calls.iter().find(|c| c.at >= trace.published && c.op == "ListAttributes").map(|c| c.at) else { continue };
-        updates += 1;
+    let updates = own_updates(trace, &phases);
+    let mut counts = [0u64; 6];
+    for u in &updates {
+        let (slot, p) = (u.slot, u.phases);
         let drain_start = p.draining.iter().filter(|i| i.start >= slot.start).map(|i| i.start).min();
         let boot = p.rebooting.iter().filter(|i| i.start >= slot.start).map(|i| i.end).max();
         let down = |t| p.rebooting.iter().any(|i| i.contains(t));
-        for c in calls.iter().filter(|c| c.at >= start && c.at <= slot.end) {
-            let stage = if c.at < slot.start {
+        for (c, idle) in u.calls.iter().zip(&u.idle) {
+            let stage = if *idle {
                 0
-            } else if down(c.at) {
-                3
-            } else if boot.is_some_and(|b| c.at >= b) {
-                4
-            } else if drain_start.is_some_and(|d| c.at >= d) {
-                2
-            } else {
+            } else if c.at < slot.start {
                 1
+            } else if down(c.at) {
+                4
+            } else if boot.is_some_and(|b| c.at >= b) {
+                5
+            } else if drain_start.is_some_and(|d| c.at >= d) {
+                3
+            } else {
+                2
             };
             counts[stage] += 1;
         }
     }
-    let per = |n: u64| if updates == 0 { 0.0 } else { n as f64 / updates as f64 };
+    let per = |n: u64| if updates.is_empty() { 0.0 } else { n as f64 / updates.len() as f64 };
     STAGES.iter().zip(counts).map(|(s, n)| (*s, per(n))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{host, put, trace, LEASE};
+    use crate::trace::EcsRecord;
+    use testkit::fake_ecs::{Actor, EcsChange};
+
+    /// Host 0, after the release: an idle poll, then a round that waits through a full look, loses
+    /// a race, waits through another full look, and claims on the next; its slot runs 40.2-60 s.
+    fn waited() -> Trace {
+        let claim = |phase: &str, token: &str| format!("v1:{phase}:0:600:{token}:2.0.0");
+        let delete = |at| EcsRecord { at, host: 0, by: Actor::Agent, change: EcsChange::Delete { name: LEASE.into() } };
+        let ecs = vec![put(20_100, 0, &claim("c", "aaaa1111")), delete(21_200), put(40_200, 0, &claim("c", "bbbb2222")), put(42_000, 0, &claim("h", "bbbb2222")), delete(60_000)];
+        let mut t = trace(1, vec![host("a", vec![])], ecs);
+        let calls = [
+            (1_000, "DescribeContainerInstances"), // an idle poll
+            (10_000, "DescribeContainerInstances"), // the round that found the release
+            (10_050, "DescribeClusters"),
+            (10_100, "ListAttributes"), // full
+            (11_000, "PutAttributes"),  // the waiting status
+            (20_000, "DescribeClusters"),
+            (20_050, "ListAttributes"), // room
+            (20_100, "PutAttributes"),  // a claim that loses
+            (21_100, "ListAttributes"),
+            (21_200, "DeleteAttributes"),
+            (30_000, "DescribeClusters"),
+            (30_050, "ListAttributes"), // full
+            (40_000, "DescribeClusters"),
+            (40_050, "ListAttributes"),             // room
+            (40_100, "DescribeContainerInstances"), // the opt-out read again
+            (40_150, "ListAttributes"),
+            (40_200, "PutAttributes"), // the claim that holds
+            (41_200, "ListAttributes"),
+            (42_000, "PutAttributes"),
+            (50_000, "UpdateContainerInstancesState"),
+            (60_000, "DeleteAttributes"),
+        ];
+        t.calls = calls.iter().map(|&(at, op)| CallRecord { at, host: 0, op }).collect();
+        t
+    }
+
+    #[test]
+    fn an_update_counts_from_the_rounds_instance_read_to_the_release() {
+        let (total, ops) = calls_per_own_update(&waited());
+        assert_eq!(total, 20.0);
+        assert_eq!(ops.get("DescribeContainerInstances"), Some(&2.0));
+    }
+
+    #[test]
+    fn the_idle_wait_is_the_looks_at_a_full_fleet_and_nothing_of_the_race() {
+        let (total, ops) = calls_per_own_update_without_idle_wait(&waited());
+        assert_eq!(total, 16.0);
+        assert_eq!((ops.get("DescribeClusters"), ops.get("ListAttributes")), (Some(&2.0), Some(&5.0)));
+        let stages: BTreeMap<&str, f64> = calls_per_own_update_by_stage(&waited()).into_iter().collect();
+        assert_eq!((stages["idle waiting"], stages["claiming"], stages["slot before drain"]), (4.0, 11.0, 5.0));
+        // Four calls over the 29.95 s from the first look to the one that found room.
+        let per_day = idle_wait_calls_per_day(&waited());
+        assert!((per_day - 4.0 / (29_950.0 / 86_400_000.0)).abs() < 1e-6, "{per_day}");
+    }
+}
+

@@ -342,6 +342,28 @@ impl Trace {
 
     /// Holding intervals (claim phase not `c`, until removed, re-claimed or lapsed) and slot
     /// intervals (from the `c` write of the token that went on to hold).
+    /// Per host, the races it lost: from each claim it wrote in phase `claiming` to the claim's
+    /// withdrawal, when no renewal came between (the claim never held).
+    pub fn lost_races(&self) -> Vec<Vec<Interval>> {
+        let mut out: Vec<Vec<Interval>> = vec![vec![]; self.hosts.len()];
+        let mut claimed: Vec<Option<Ms>> = vec![None; self.hosts.len()];
+        for e in &self.ecs {
+            match &e.change {
+                EcsChange::Put { name, value } if *name == self.lease_name => {
+                    let claiming = Claim::parse(value).is_ok_and(|c| c.phase == ClaimPhase::Claiming);
+                    claimed[e.host] = claiming.then_some(e.at);
+                }
+                EcsChange::Delete { name } if *name == self.lease_name => {
+                    if let Some(start) = claimed[e.host].take() {
+                        out[e.host].push(Interval { start, end: e.at });
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     fn claim_intervals(&self, host: usize, writes: &[(Ms, Option<&str>)]) -> (Vec<Interval>, Vec<Interval>) {
         let (mut holding, mut slots) = (vec![], vec![]);
         // (hold start, slot start, lapse) of the claim being held.

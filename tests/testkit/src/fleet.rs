@@ -641,6 +641,11 @@ pub fn access_key(i: usize) -> String {
 pub struct HostStages {
     /// Before the claim that held: the round's reads, the looks while waiting, races lost.
     pub before_slot: BTreeMap<String, u64>,
+    /// The part of `before_slot` that was idle waiting ([`crate::idle_wait::idle_waiting`]).
+    pub idle_wait: BTreeMap<String, u64>,
+    /// The part of `before_slot` before the host decided to update
+    /// ([`crate::idle_wait::decision`]): its agent's reads on starting.
+    pub before_decision: BTreeMap<String, u64>,
     /// From that claim's write to the slot's release (the deletion of the claim), both included.
     pub in_slot: BTreeMap<String, u64>,
     /// After the release (a round that finds the host up to date).
@@ -675,8 +680,17 @@ fn split_by_stage(log: &[LoggedCall], hosts: usize) -> StageSplit {
                 })
         });
         let release = claim.and_then(|at| mine[at..].iter().position(|c| writes(c, "DeleteAttributes")).map(|k| at + k));
+        let before = &mine[..claim.unwrap_or(mine.len())];
+        let ops: Vec<&str> = before.iter().map(|c| c.operation.as_str()).collect();
+        let idle = crate::idle_wait::idle_waiting(&ops, &in_lost_races(before, |c, op| writes(c, op)));
         let stages = &mut split.hosts[i];
         stages.released = release.is_some();
+        for (c, _) in before.iter().zip(&idle).filter(|(_, idle)| **idle) {
+            *stages.idle_wait.entry(c.operation.clone()).or_default() += 1;
+        }
+        for c in &before[..crate::idle_wait::decision(&ops).unwrap_or(before.len())] {
+            *stages.before_decision.entry(c.operation.clone()).or_default() += 1;
+        }
         for (k, c) in mine.iter().enumerate() {
             let stage = match (claim, release) {
                 (Some(at), _) if k < at => &mut stages.before_slot,
@@ -689,6 +703,22 @@ fn split_by_stage(log: &[LoggedCall], hosts: usize) -> StageSplit {
     }
     split.unattributed = log.iter().filter(|c| !c.key.as_ref().is_some_and(|k| keys.contains(k))).count() as u64;
     split
+}
+
+/// Which of `calls` (a host's, before the claim that held) fell in a race it lost: from a claim
+/// it wrote to that claim's deletion, both included.
+fn in_lost_races(calls: &[&LoggedCall], writes: impl Fn(&&LoggedCall, &str) -> bool) -> Vec<bool> {
+    let mut racing = false;
+    calls
+        .iter()
+        .map(|c| {
+            let deleted = racing && writes(c, "DeleteAttributes");
+            racing |= writes(c, "PutAttributes");
+            let inside = racing;
+            racing &= !deleted;
+            inside
+        })
+        .collect()
 }
 
 /// Starts `br-update-agent run` for one host, with only the test's AWS settings in its
@@ -750,6 +780,48 @@ pub fn measure(what: &str, value: impl std::fmt::Display) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(key: &str, operation: &str, lease: Option<Option<&str>>) -> LoggedCall {
+        let attributes = lease.map(|v| vec![(Names::new(PREFIX).lease, v.map(String::from))]).unwrap_or_default();
+        LoggedCall { key: Some(key.into()), operation: operation.into(), attributes }
+    }
+
+    /// Host 0 starts, waits through one look, loses a race on the next, claims on the third; a
+    /// call signed by no host of the fleet is told apart.
+    #[test]
+    fn a_hosts_calls_split_at_its_slot_with_the_idle_wait_and_the_start_apart() {
+        let k = access_key(0);
+        let log = vec![
+            call(&k, "DescribeContainerInstances", None), // the agent's start
+            call(&k, "DescribeContainerInstances", None), // the round
+            call(&k, "ListAttributes", None),
+            call(&k, "DescribeClusters", None), // a look at a full fleet
+            call(&k, "ListAttributes", None),
+            call(&k, "PutAttributes", None),    // the waiting status
+            call(&k, "DescribeClusters", None), // the look that leads to a race
+            call(&k, "ListAttributes", None),
+            call(&k, "PutAttributes", Some(Some("v1:c:0:600:aaaa1111:1.1.0"))),
+            call(&k, "ListAttributes", None),
+            call(&k, "DeleteAttributes", Some(None)),
+            call("someone-else", "ListAttributes", None),
+            call(&k, "DescribeClusters", None), // the look that finds room
+            call(&k, "ListAttributes", None),
+            call(&k, "PutAttributes", Some(Some("v1:c:0:600:bbbb2222:1.1.0"))),
+            call(&k, "PutAttributes", Some(Some("v1:h:0:600:bbbb2222:1.1.0"))),
+            call(&k, "DeleteAttributes", Some(None)),
+            call(&k, "DescribeContainerInstances", None), // after the release
+        ];
+        let split = split_by_stage(&log, 1);
+        let h = &split.hosts[0];
+        let ops = |m: &BTreeMap<String, u64>| m.iter().map(|(op, n)| format!("{op} {n}")).collect::<Vec<_>>().join(", ");
+        assert!(h.released);
+        assert_eq!(split.unattributed, 1);
+        assert_eq!(ops(&h.before_decision), "DescribeContainerInstances 1");
+        assert_eq!(ops(&h.idle_wait), "DescribeClusters 1, ListAttributes 1");
+        assert_eq!(h.before_slot.values().sum::<u64>(), 13);
+        assert_eq!(ops(&h.in_slot), "DeleteAttributes 1, PutAttributes 2");
+        assert_eq!(ops(&h.after), "DescribeContainerInstances 1");
+    }
 
     fn host(status: &str, lease: Option<String>, down: bool) -> HostView {
         let snapshot = HostSnapshot {

@@ -7,3 +7,4 @@ pub mod introspection;
 pub mod moto;
 pub mod process;
 pub mod fleet;
+pub mod idle_wait;

@@ -123,12 +123,19 @@ fn measure_stages(fleet: &Fleet, what: &str) {
     let (before, before_ops) = stage(|h| &h.before_slot);
     let (slot, slot_ops) = stage(|h| &h.in_slot);
     let (after, _) = stage(|h| &h.after);
+    let (idle, idle_ops) = stage(|h| &h.idle_wait);
+    let (starting, _) = stage(|h| &h.before_decision);
     measure(
         &format!("{what}: ECS calls per host update by stage"),
         format!("before the slot {before:.1} (the round's reads, the looks, races lost), in the slot {slot:.1} (claim to release), after it {after:.1}"),
     );
     measure(&format!("{what}: in the slot, by operation"), slot_ops);
     measure(&format!("{what}: before the slot, by operation"), before_ops);
+    let own = before + slot - idle - starting;
+    measure(
+        &format!("{what}: ECS calls per host update, the idle wait left out"),
+        format!("{own:.1} (decision to release; the idle wait {idle:.1}: {idle_ops}; the agent's start before the decision {starting:.1})"),
+    );
 }
 
 /// The monitor's verdict on the limit, and proof that it looked.

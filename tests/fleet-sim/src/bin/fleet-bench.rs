@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use agent::config::parse_duration;
 use fleet_sim::check::{self, Violation};
-use fleet_sim::metrics::{calls_per_own_update, calls_per_own_update_by_stage, human, Figures};
+use fleet_sim::metrics::{calls_per_own_update, calls_per_own_update_by_stage, calls_per_own_update_without_idle_wait, human, idle_wait_calls_per_day, Figures};
 use fleet_sim::peers;
 use fleet_sim::scenario::Scenario;
 use fleet_sim::sim::{self, Run};
@@ -251,7 +251,7 @@ fn table(args: &Args) -> Result<ExitCode, String> {
         violations += bad_violations;
         row(&f, Some(v.len() + bad_violations), Some(Spread::of(&bad.trace).received));
         let window = (r.trace.published, r.trace.published + f.makespan.as_millis() as u64);
-        breakdowns.push((n, f.updates, by_op_within(&r, window), busiest(&r, 1000), busiest(&r, 60_000), r.trace.ecs_faults.throttled, calls_per_own_update(&r.trace), calls_per_own_update_by_stage(&r.trace)));
+        breakdowns.push((n, f.updates, by_op_within(&r, window), busiest(&r, 1000), busiest(&r, 60_000), r.trace.ecs_faults.throttled, calls_per_own_update(&r.trace), calls_per_own_update_by_stage(&r.trace), (calls_per_own_update_without_idle_wait(&r.trace), idle_wait_calls_per_day(&r.trace))));
     }
     if args.peers {
         // The peers' timings do not depend on the release being bad: one model run gives both.
@@ -264,11 +264,13 @@ fn table(args: &Args) -> Result<ExitCode, String> {
     legend();
     println!();
     let controls_code = controls()?;
-    for (n, updates, ops, second, minute, throttled, (own, own_ops), stages) in breakdowns {
-        let own_ops: Vec<String> = own_ops.iter().map(|(op, c)| format!("{op} {c:.1}")).collect();
-        println!("\nN = {n}: calls per host update, from its decision to its slot's release: {own:.1} ({})", own_ops.join(", "));
+    for (n, updates, ops, second, minute, throttled, (own, own_ops), stages, ((active, active_ops), idle_rate)) in breakdowns {
+        let list = |ops: &std::collections::BTreeMap<&str, f64>| ops.iter().map(|(op, c)| format!("{op} {c:.1}")).collect::<Vec<String>>().join(", ");
+        println!("\nN = {n}: calls per host update, from its decision to its slot's release: {own:.1} ({})", list(&own_ops));
         let stages: Vec<String> = stages.iter().map(|(s, c)| format!("{s} {c:.1}")).collect();
         println!("  the same calls by stage: {}", stages.join(", "));
+        println!("  the same calls with the idle wait left out: {active:.1} ({})", list(&active_ops));
+        println!("  the idle wait: {idle_rate:.1} calls per day of a host's wait");
         let per: Vec<String> = ops.iter().map(|(op, c)| format!("{op} {:.1}", *c as f64 / updates.max(1) as f64)).collect();
         println!("  all calls of the fleet, publication to the last release, per update: {}", per.join(", "));
         if args.throttle {
