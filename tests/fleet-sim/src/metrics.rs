@@ -270,15 +270,32 @@ mod tests {
     use super::*;
     use crate::fixtures::{host, put, trace, LEASE};
     use crate::trace::EcsRecord;
+    use agent::cluster::InstanceStatus;
     use testkit::fake_ecs::{Actor, EcsChange};
+    use testkit::node::NodeEventKind;
 
-    /// Host 0, after the release: an idle poll, then a round that waits through a full look, loses
-    /// a race, waits through another full look, and claims on the next; its slot runs 40.2-60 s.
+    /// Two hosts alike, after the release: an idle poll, then a round that waits through a full
+    /// look, loses a race on the next, waits through another and claims on the next; the slot
+    /// runs 40.2-60 s (DRAINING from 50 s, down 52-55 s), and a round follows at 70 s.
     fn waited() -> Trace {
         let claim = |phase: &str, token: &str| format!("v1:{phase}:0:600:{token}:2.0.0");
-        let delete = |at| EcsRecord { at, host: 0, by: Actor::Agent, change: EcsChange::Delete { name: LEASE.into() } };
-        let ecs = vec![put(20_100, 0, &claim("c", "aaaa1111")), delete(21_200), put(40_200, 0, &claim("c", "bbbb2222")), put(42_000, 0, &claim("h", "bbbb2222")), delete(60_000)];
-        let mut t = trace(1, vec![host("a", vec![])], ecs);
+        let record = |at, host, change| EcsRecord { at, host, by: Actor::Agent, change };
+        let delete = |at, host| record(at, host, EcsChange::Delete { name: LEASE.into() });
+        let mut ecs = vec![];
+        for h in 0..2 {
+            ecs.extend([
+                put(20_100, h, &claim("c", "aaaa1111")),
+                delete(21_200, h),
+                put(40_200, h, &claim("c", "bbbb2222")),
+                put(42_000, h, &claim("h", "bbbb2222")),
+                record(50_000, h, EcsChange::Status(InstanceStatus::Draining)),
+                record(56_000, h, EcsChange::Status(InstanceStatus::Active)),
+                delete(60_000, h),
+            ]);
+        }
+        ecs.sort_by_key(|e| e.at);
+        let down = vec![(52_000, NodeEventKind::RebootRequested), (55_000, NodeEventKind::Booted { version: "2.0.0".into() })];
+        let mut t = trace(2, vec![host("a", down.clone()), host("b", down)], ecs);
         let calls = [
             (1_000, "DescribeContainerInstances"), // an idle poll
             (10_000, "DescribeContainerInstances"), // the round that found the release
@@ -300,26 +317,32 @@ mod tests {
             (41_200, "ListAttributes"),
             (42_000, "PutAttributes"),
             (50_000, "UpdateContainerInstancesState"),
+            (51_000, "ListTasks"),
+            (56_000, "UpdateContainerInstancesState"),
             (60_000, "DeleteAttributes"),
+            (70_000, "DescribeContainerInstances"), // the next round, after the release
+            (70_050, "ListAttributes"),
         ];
-        t.calls = calls.iter().map(|&(at, op)| CallRecord { at, host: 0, op }).collect();
+        t.calls = (0..2).flat_map(|h| calls.iter().map(move |&(at, op)| CallRecord { at, host: h, op })).collect();
+        t.calls.sort_by_key(|c| c.at);
         t
     }
 
     #[test]
     fn an_update_counts_from_the_rounds_instance_read_to_the_release() {
         let (total, ops) = calls_per_own_update(&waited());
-        assert_eq!(total, 20.0);
+        assert_eq!(total, 22.0);
         assert_eq!(ops.get("DescribeContainerInstances"), Some(&2.0));
     }
 
     #[test]
     fn the_idle_wait_is_the_looks_at_a_full_fleet_and_nothing_of_the_race() {
         let (total, ops) = calls_per_own_update_without_idle_wait(&waited());
-        assert_eq!(total, 16.0);
+        assert_eq!(total, 18.0);
         assert_eq!((ops.get("DescribeClusters"), ops.get("ListAttributes")), (Some(&2.0), Some(&5.0)));
         let stages: BTreeMap<&str, f64> = calls_per_own_update_by_stage(&waited()).into_iter().collect();
-        assert_eq!((stages["idle waiting"], stages["claiming"], stages["slot before drain"]), (4.0, 11.0, 5.0));
+        let (before, drain) = ((stages["idle waiting"], stages["claiming"]), (stages["slot before drain"], stages["draining"]));
+        assert_eq!((before, drain, stages["rebooting"], stages["after boot"]), ((4.0, 11.0), (3.0, 2.0), 0.0, 2.0));
         // Four calls over the 29.95 s from the first look to the one that found room.
         let per_day = idle_wait_calls_per_day(&waited());
         assert!((per_day - 4.0 / (29_950.0 / 86_400_000.0)).abs() < 1e-6, "{per_day}");
