@@ -185,84 +185,97 @@ fn own_updates<'a>(trace: &'a Trace, phases: &'a [Phases]) -> Vec<OwnUpdate<'a>>
     out
 }
 
-/// Calls per host update counted from the moment each host decides to update ([`testkit::idle_wait::decision`])
-/// to the release of its slot: its own
-/// calls only, waiting for the slot included, the idle hosts' calls left out. Also those calls
-/// by operation, per update.
-pub fn calls_per_own_update(trace: &Trace) -> (f64, BTreeMap<&'static str, f64>) {
-    per_update_by_op(trace, |_| true)
-}
+/// Every host's update in a trace, worked out once for the call counts below.
+pub struct OwnUpdates<'a>(Vec<OwnUpdate<'a>>);
 
-/// [`calls_per_own_update`] with the idle wait left out: the looks at a full or paused fleet
-/// ([`testkit::idle_wait`]), which the waiting policy keeps few however large the fleet.
-pub fn calls_per_own_update_without_idle_wait(trace: &Trace) -> (f64, BTreeMap<&'static str, f64>) {
-    per_update_by_op(trace, |idle| !idle)
-}
+impl<'a> OwnUpdates<'a> {
+    /// The updates of `trace`, whose phases are `phases` (`trace.phases()`).
+    pub fn of(trace: &'a Trace, phases: &'a [Phases]) -> OwnUpdates<'a> {
+        OwnUpdates(own_updates(trace, phases))
+    }
 
-/// The calls of every host's update for which `keep` (told whether the call was idle waiting)
-/// holds, per update, in all and by operation.
-fn per_update_by_op(trace: &Trace, keep: impl Fn(bool) -> bool) -> (f64, BTreeMap<&'static str, f64>) {
-    let phases = trace.phases();
-    let updates = own_updates(trace, &phases);
-    let mut ops: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for u in &updates {
-        for (c, _) in u.calls.iter().zip(&u.idle).filter(|(_, idle)| keep(**idle)) {
-            *ops.entry(c.op).or_default() += 1;
+    /// `n` per update.
+    fn per(&self, n: u64) -> f64 {
+        if self.0.is_empty() { 0.0 } else { n as f64 / self.0.len() as f64 }
+    }
+
+    /// Calls per host update counted from the moment each host decides to update
+    /// ([`testkit::idle_wait::decision`]) to the release of its slot: its own calls only, waiting
+    /// for the slot included, the idle hosts' calls left out. Also those calls by operation, per
+    /// update.
+    pub fn calls(&self) -> (f64, BTreeMap<&'static str, f64>) {
+        self.by_op(|_| true)
+    }
+
+    /// [`Self::calls`] with the idle wait left out: the looks at a full or paused fleet
+    /// ([`testkit::idle_wait`]), which the waiting policy keeps few however large the fleet.
+    pub fn calls_without_idle_wait(&self) -> (f64, BTreeMap<&'static str, f64>) {
+        self.by_op(|idle| !idle)
+    }
+
+    /// The calls for which `keep` (told whether the call was idle waiting) holds, per update, in
+    /// all and by operation.
+    fn by_op(&self, keep: impl Fn(bool) -> bool) -> (f64, BTreeMap<&'static str, f64>) {
+        let mut ops: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for u in &self.0 {
+            for (c, _) in u.calls.iter().zip(&u.idle).filter(|(_, idle)| keep(**idle)) {
+                *ops.entry(c.op).or_default() += 1;
+            }
         }
+        (self.per(ops.values().sum()), ops.into_iter().map(|(op, n)| (op, self.per(n))).collect())
     }
-    let per = |n: u64| if updates.is_empty() { 0.0 } else { n as f64 / updates.len() as f64 };
-    (per(ops.values().sum()), ops.into_iter().map(|(op, n)| (op, per(n))).collect())
+
+    /// The idle wait's rate: its calls per day of a host's idle wait (from its first look at a
+    /// full or paused fleet to the look that found room), over every host that waited. Flat, or
+    /// falling, as the fleet grows: the waiting policy's promise.
+    pub fn idle_wait_calls_per_day(&self) -> f64 {
+        let (mut calls, mut waited) = (0u64, 0u64);
+        for u in &self.0 {
+            let Some(first) = u.idle.iter().position(|i| *i) else { continue };
+            // The wait ends with the gate read of the look that found room (where the idle calls end).
+            let end = u.calls.iter().filter(|c| c.at < u.slot.start && c.op == "DescribeClusters").map(|c| c.at).max().unwrap_or(u.slot.start);
+            calls += u.idle.iter().filter(|i| **i).count() as u64;
+            waited += end - u.calls[first].at;
+        }
+        if waited == 0 { 0.0 } else { calls as f64 / (waited as f64 / 86_400_000.0) }
+    }
+
+    /// The same calls as [`Self::calls`], per update, split by the stage of the host's update
+    /// they fall in: the idle wait for the slot, the rest before it (the decision, the look that
+    /// found room, races lost), in the slot before the drain, draining, down, and from the boot
+    /// to the slot's release. Shows where the calls of an update go.
+    pub fn by_stage(&self) -> Vec<(&'static str, f64)> {
+        const STAGES: [&str; 6] = ["idle waiting", "claiming", "slot before drain", "draining", "rebooting", "after boot"];
+        let mut counts = [0u64; 6];
+        for u in &self.0 {
+            for (c, idle) in u.calls.iter().zip(&u.idle) {
+                counts[u.stage(c.at, *idle)] += 1;
+            }
+        }
+        STAGES.iter().zip(counts).map(|(s, n)| (*s, self.per(n))).collect()
+    }
 }
 
-/// The idle wait's rate: its calls per day of a host's idle wait (from its first look at a full
-/// or paused fleet to the look that found room), over every host that waited. Flat, or falling,
-/// as the fleet grows: the waiting policy's promise.
-pub fn idle_wait_calls_per_day(trace: &Trace) -> f64 {
-    let phases = trace.phases();
-    let (mut calls, mut waited) = (0u64, 0u64);
-    for u in own_updates(trace, &phases) {
-        let Some(first) = u.idle.iter().position(|i| *i) else { continue };
-        // The wait ends with the gate read of the look that found room (where the idle calls end).
-        let end = u.calls.iter().filter(|c| c.at < u.slot.start && c.op == "DescribeClusters").map(|c| c.at).max().unwrap_or(u.slot.start);
-        calls += u.idle.iter().filter(|i| **i).count() as u64;
-        waited += end - u.calls[first].at;
-    }
-    if waited == 0 { 0.0 } else { calls as f64 / (waited as f64 / 86_400_000.0) }
-}
-
-/// The same calls as [`calls_per_own_update`], per update, split by the stage of the host's
-/// update they fall in: the idle wait for the slot, the rest before it (the decision, the look
-/// that found room, races lost), in the slot before the drain, draining, down, and from the
-/// boot to the slot's release. Shows where the calls of an update go.
-pub fn calls_per_own_update_by_stage(trace: &Trace) -> Vec<(&'static str, f64)> {
-    const STAGES: [&str; 6] = ["idle waiting", "claiming", "slot before drain", "draining", "rebooting", "after boot"];
-    let phases = trace.phases();
-    let updates = own_updates(trace, &phases);
-    let mut counts = [0u64; 6];
-    for u in &updates {
-        let (slot, p) = (u.slot, u.phases);
+impl OwnUpdate<'_> {
+    /// The index in [`OwnUpdates::by_stage`]'s stages of a call at `at`.
+    fn stage(&self, at: Ms, idle: bool) -> usize {
+        let (slot, p) = (self.slot, self.phases);
         let drain_start = p.draining.iter().filter(|i| i.start >= slot.start).map(|i| i.start).min();
         let boot = p.rebooting.iter().filter(|i| i.start >= slot.start).map(|i| i.end).max();
-        let down = |t| p.rebooting.iter().any(|i| i.contains(t));
-        for (c, idle) in u.calls.iter().zip(&u.idle) {
-            let stage = if *idle {
-                0
-            } else if c.at < slot.start {
-                1
-            } else if down(c.at) {
-                4
-            } else if boot.is_some_and(|b| c.at >= b) {
-                5
-            } else if drain_start.is_some_and(|d| c.at >= d) {
-                3
-            } else {
-                2
-            };
-            counts[stage] += 1;
+        if idle {
+            0
+        } else if at < slot.start {
+            1
+        } else if p.rebooting.iter().any(|i| i.contains(at)) {
+            4
+        } else if boot.is_some_and(|b| at >= b) {
+            5
+        } else if drain_start.is_some_and(|d| at >= d) {
+            3
+        } else {
+            2
         }
     }
-    let per = |n: u64| if updates.is_empty() { 0.0 } else { n as f64 / updates.len() as f64 };
-    STAGES.iter().zip(counts).map(|(s, n)| (*s, per(n))).collect()
 }
 
 #[cfg(test)]
@@ -330,21 +343,26 @@ mod tests {
 
     #[test]
     fn an_update_counts_from_the_rounds_instance_read_to_the_release() {
-        let (total, ops) = calls_per_own_update(&waited());
+        let t = waited();
+        let phases = t.phases();
+        let (total, ops) = OwnUpdates::of(&t, &phases).calls();
         assert_eq!(total, 22.0);
         assert_eq!(ops.get("DescribeContainerInstances"), Some(&2.0));
     }
 
     #[test]
     fn the_idle_wait_is_the_looks_at_a_full_fleet_and_nothing_of_the_race() {
-        let (total, ops) = calls_per_own_update_without_idle_wait(&waited());
+        let t = waited();
+        let phases = t.phases();
+        let updates = OwnUpdates::of(&t, &phases);
+        let (total, ops) = updates.calls_without_idle_wait();
         assert_eq!(total, 18.0);
         assert_eq!((ops.get("DescribeClusters"), ops.get("ListAttributes")), (Some(&2.0), Some(&5.0)));
-        let stages: BTreeMap<&str, f64> = calls_per_own_update_by_stage(&waited()).into_iter().collect();
+        let stages: BTreeMap<&str, f64> = updates.by_stage().into_iter().collect();
         let (before, drain) = ((stages["idle waiting"], stages["claiming"]), (stages["slot before drain"], stages["draining"]));
         assert_eq!((before, drain, stages["rebooting"], stages["after boot"]), ((4.0, 11.0), (3.0, 2.0), 0.0, 2.0));
         // Four calls over the 29.95 s from the first look to the one that found room.
-        let per_day = idle_wait_calls_per_day(&waited());
+        let per_day = updates.idle_wait_calls_per_day();
         assert!((per_day - 4.0 / (29_950.0 / 86_400_000.0)).abs() < 1e-6, "{per_day}");
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use agent::config::parse_duration;
 use fleet_sim::check::{self, Violation};
-use fleet_sim::metrics::{calls_per_own_update, calls_per_own_update_by_stage, calls_per_own_update_without_idle_wait, human, idle_wait_calls_per_day, Figures};
+use fleet_sim::metrics::{human, Figures, OwnUpdates};
 use fleet_sim::peers;
 use fleet_sim::scenario::Scenario;
 use fleet_sim::sim::{self, Run};
@@ -251,7 +251,9 @@ fn table(args: &Args) -> Result<ExitCode, String> {
         violations += bad_violations;
         row(&f, Some(v.len() + bad_violations), Some(Spread::of(&bad.trace).received));
         let window = (r.trace.published, r.trace.published + f.makespan.as_millis() as u64);
-        breakdowns.push((n, f.updates, by_op_within(&r, window), busiest(&r, 1000), busiest(&r, 60_000), r.trace.ecs_faults.throttled, calls_per_own_update(&r.trace), calls_per_own_update_by_stage(&r.trace), (calls_per_own_update_without_idle_wait(&r.trace), idle_wait_calls_per_day(&r.trace))));
+        let phases = r.trace.phases();
+        let own = OwnUpdates::of(&r.trace, &phases);
+        breakdowns.push((n, f.updates, by_op_within(&r, window), busiest(&r, 1000), busiest(&r, 60_000), r.trace.ecs_faults.throttled, own.calls(), own.by_stage(), (own.calls_without_idle_wait(), own.idle_wait_calls_per_day())));
     }
     if args.peers {
         // The peers' timings do not depend on the release being bad: one model run gives both.
