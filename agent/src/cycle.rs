@@ -263,10 +263,14 @@ pub struct Memory {
     ecs_calls: std::cell::Cell<u64>,
     /// The version the failure markers last let through, and when.
     halt_passed: std::cell::RefCell<Option<(String, WallTime)>>,
+    /// The canary count the last look's gate read for a version (see
+    /// [`Agent::count_canaries_at_gate`]), until that look's limit is worked out.
+    gate_canaries: std::cell::RefCell<Option<(String, usize)>>,
 }
 
-/// How recent a passed halt check lets the look before a claim go without one: the check after
-/// the claim always reads the markers, and undoes the claim before any drain.
+/// How recent a passed halt check lets a look that waits (at the canary's limit, or behind a
+/// holder past its expected duration) go without one. A look that claims reads none: the check
+/// after the claim always reads the markers, and undoes the claim before any drain.
 const HALT_RECHECK: Duration = Duration::from_secs(600);
 
 /// How old the operator's flags may be when a look finds a slot free: a host that waited longer
@@ -845,28 +849,24 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// The limit for a version few hosts have taken yet: one at a time until
     /// `cluster.canary-hosts` instances run it and finished their update, then `n`. Two other
     /// hosts' confirmed claims for it (`confirmed`) show the count passed: under the canary's
-    /// limit of one, no two could have been confirmed.
+    /// limit of one, no two could have been confirmed; a full look's claims are heeded too. The
+    /// count is the one this look's gate read (see [`Self::count_canaries_at_gate`]), or one
+    /// read now.
     async fn canary_limit(&self, version: &str, n: u32, confirmed: u32) -> u32 {
         let canaries = self.cfg.cluster.canary_hosts;
-        let Some(store) = self.cluster.as_ref().filter(|_| canaries > 0) else { return n };
-        if confirmed >= 2 && self.memory.canaries_done.borrow().as_deref() != Some(version) {
-            tracing::info!(version, confirmed, "canary passed: other hosts hold {confirmed} confirmed claims for {version}");
-            *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
+        if canaries == 0 || self.cluster.is_none() {
+            return n;
         }
-        if self.memory.canaries_done.borrow().as_deref() == Some(version) {
+        self.note_confirmed_claims(version, confirmed);
+        if self.canaries_done(version) {
             self.memory.canary.set(false);
             return n;
         }
-        // The marker each host writes with its `updated` status, listed by value: the first page
-        // answers, however large the fleet. A host updated by an agent without the marker is not
-        // counted, which only keeps the canary narrow for longer.
-        let enough = usize::try_from(canaries).unwrap_or(usize::MAX);
-        let passed = match self.ecs("ListAttributes", || store.list_attribute_value(&self.names.updated, version, enough)).await {
-            Ok(attrs) => attrs.len(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot count the canaries; one at a time meanwhile");
-                0
-            }
+        let at_gate = self.memory.gate_canaries.borrow_mut().take().filter(|(v, _)| v == version).map(|(_, passed)| passed);
+        let passed = match at_gate {
+            Some(passed) => passed,
+            // Unreadable: one at a time meanwhile.
+            None => self.count_canaries(version).await.unwrap_or(0),
         };
         if passed as u64 >= u64::from(canaries) {
             *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
@@ -876,6 +876,55 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         self.memory.canary.set(true);
         tracing::info!(version, passed, canaries, "canary: one host at a time until {canaries} updated to {version}");
         1
+    }
+
+    /// Two other hosts' confirmed claims for `version` (`confirmed`) show its canaries passed:
+    /// under the canary's limit of one, no two could have been confirmed.
+    fn note_confirmed_claims(&self, version: &str, confirmed: u32) {
+        if confirmed >= 2 && self.cfg.cluster.canary_hosts > 0 && !self.canaries_done(version) {
+            tracing::info!(version, confirmed, "canary passed: other hosts hold {confirmed} confirmed claims for {version}");
+            *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
+        }
+    }
+
+    /// Whether `version`'s canaries are known to have passed.
+    fn canaries_done(&self, version: &str) -> bool {
+        self.memory.canaries_done.borrow().as_deref() == Some(version)
+    }
+
+    /// How many instances finished their update to `version`, counted up to the number of
+    /// canaries (`None` when unreadable). The marker each host writes with its `updated` status,
+    /// listed by value: the first page answers, however large the fleet. A host updated by an
+    /// agent without the marker is not counted, which only keeps the canary narrow for longer.
+    async fn count_canaries(&self, version: &str) -> Option<usize> {
+        let store = self.cluster.as_ref()?;
+        let enough = usize::try_from(self.cfg.cluster.canary_hosts).unwrap_or(usize::MAX);
+        match self.ecs("ListAttributes", || store.list_attribute_value(&self.names.updated, version, enough)).await {
+            Ok(attrs) => Some(attrs.len()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the canaries; one at a time meanwhile");
+                None
+            }
+        }
+    }
+
+    /// The canary count read at a look's gate, before the claims are listed, while `version`'s
+    /// canaries are not known to have passed: a waiter kept out by a full fleet learns that they
+    /// passed before its turn comes, and the look that finds a slot free reads nothing more
+    /// between its listing of the claims and its claim, which should follow that listing
+    /// closely. The count only ever grows, so a read one call early can only hold a host back,
+    /// never let one through.
+    async fn count_canaries_at_gate(&self, version: &str) {
+        let canaries = self.cfg.cluster.canary_hosts;
+        if canaries == 0 || self.canaries_done(version) {
+            return;
+        }
+        let passed = self.count_canaries(version).await;
+        if passed.is_some_and(|p| p as u64 >= u64::from(canaries)) {
+            tracing::info!(version, canaries, "canary passed: {canaries} instances updated to {version}");
+            *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
+        }
+        *self.memory.gate_canaries.borrow_mut() = passed.map(|p| (version.to_string(), p));
     }
 
     /// Writes this instance's failure marker for `version` (never in a dry run).
@@ -905,30 +954,44 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             params.wait_poll_max = params.wait_poll_max.min(fits_until.since(self.clock.now()).max(Duration::from_secs(60)));
         }
         let halted: std::cell::RefCell<Option<Outcome>> = Default::default();
+        let gates = std::cell::Cell::new(0u32);
         let gate = || async {
             self.window_fit(bypass).map_err(LeaseError::NotNow)?;
             let gate = self.fleet_limit().await?;
-            if gate.limit.is_none() {
-                let why = format!("fleet paused by cluster tag {}", self.names.paused_tag);
-                self.publish("waiting", Some(&flight.target_version), "paused", &why).await;
+            // Not on the first look: its claims may show the canaries passed (see
+            // `canary_limit`), which then costs no count at all.
+            let first = gates.replace(gates.get() + 1) == 0;
+            match gate.limit {
+                Some(_) if !first => self.count_canaries_at_gate(&flight.target_version).await,
+                Some(_) => {}
+                None => {
+                    let why = format!("fleet paused by cluster tag {}", self.names.paused_tag);
+                    self.publish("waiting", Some(&flight.target_version), "paused", &why).await;
+                }
             }
             Ok(gate)
         };
-        // The failure markers and the canary count are read when the claims leave a slot free
-        // at N, not on every look: a waiter could not act on either before then (the fleet view
-        // shows a halt meanwhile). The canary count is read at N = 1 too: a canary bakes longer.
-        // The operator's flags, when old, once the limit too leaves a slot free.
+        // The canary count, until it is known to have passed, at the gate of every look but the
+        // first (it is the limit those looks apply); at N = 1 too: a canary bakes longer. The
+        // operator's flags, when old, once the limit too leaves a slot free; otherwise, the
+        // failure markers (the check after a claim reads those before any drain; the fleet
+        // view shows a halt meanwhile).
         let (version, halted_ref) = (flight.target_version.as_str(), &halted);
         let flags_read = std::cell::Cell::new(flags_read);
         let flags_ref = &flags_read;
         let ready = |n: u32, seen: ClaimsInView| async move {
             let before = self.memory.ecs_calls.get();
             let checked = async {
-                self.halt_check_unless_recent(version).await?;
                 let limit = self.canary_limit(version, n, seen.confirmed_same_target).await;
-                // The flags only when this look may claim: a canary's waiters look often.
                 if seen.taken < limit {
+                    // A look that claims leaves the failure markers to the check after the
+                    // claim, which reads them before any drain. The flags only here: a
+                    // canary's waiters look often.
                     self.still_opted_in(flags_ref).await?;
+                } else {
+                    // A look that waits (at the canary's limit, or behind a holder past its
+                    // expected duration) learns of a halt that keeps it waiting.
+                    self.halt_check_unless_recent(version).await?;
                 }
                 Ok::<u32, Outcome>(limit)
             };
@@ -945,7 +1008,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         // Named only when they hold it up past the expected duration (or without a live claim):
         // a status that named every holder was rewritten at nearly every look of a rollout
         // going well, and the fleet view shows the holders from their claims anyway.
-        let waiting = |blocking: Vec<String>| {
+        let waiting = |blocking: Vec<String>, seen: ClaimsInView| {
+            self.note_confirmed_claims(version, seen.confirmed_same_target);
             let detail = match blocking.is_empty() {
                 true => "all slots taken".to_string(),
                 false => format!("slots held by {}", blocking.join(" ")),

@@ -708,12 +708,15 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// instances are read too when a claim has lapsed or `out_of_service` says the last count
     /// found instances out of service without a live claim (else they are left to the count
     /// after the claim, which always reads them: they are rare, and a claim they make one too
-    /// many is withdrawn), and the claims are read again if anything was read since: the claim
-    /// is written right after, so that the window in which two hosts both see the same free slot
-    /// (a lost race costs a claim, a count and a withdrawal) is one call wide, not the width of
-    /// the look. Only the census after the claim decides whether it holds, and that one is
-    /// always whole.
-    async fn look<R, RF>(&self, scope: CensusScope, n: u32, target: &str, out_of_service: bool, ready: &mut R) -> Result<Look, LeaseError>
+    /// many is withdrawn), and then the claims again, so that the claim written right after
+    /// follows a listing of the claims closely. So too when `ready` read the cluster on a look
+    /// that is `crowded`, one that many hosts may make at once. On other looks, spread by the
+    /// waiting policy, what `ready` reads (a call, mostly the operator's flags after a long
+    /// wait) widens by as much the window in which two hosts both see the same free slot: a
+    /// race lost there costs a claim, a count and a withdrawal, rarer than a second listing
+    /// before every such claim would be (see the README's benchmarks). Only the census after
+    /// the claim decides whether it holds, and that one is always whole.
+    async fn look<R, RF>(&self, scope: CensusScope, n: u32, target: &str, (out_of_service, crowded): (bool, bool), ready: &mut R) -> Result<Look, LeaseError>
     where
         R: FnMut(u32, ClaimsInView) -> RF,
         RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
@@ -738,7 +741,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             }
             false => (vec![], vec![]),
         };
-        let claims = match whole || ready_read {
+        let claims = match whole || crowded && ready_read {
             false => claims,
             true => self.list(&self.names.lease).await?,
         };
@@ -789,21 +792,22 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     /// cluster is full or a race is lost; `paused` is asked before each attempt and, while it says
     /// so, no claim is written. `waiting` hears, each time the cluster is full, the holders that
     /// hold it up (see [`Census::blocking_holders`]).
-    pub async fn acquire<P, PF, W, WF>(&self, params: &LeaseParams, target: &str, paused: P, waiting: W) -> Result<Held, LeaseError>
+    pub async fn acquire<P, PF, W, WF>(&self, params: &LeaseParams, target: &str, paused: P, mut waiting: W) -> Result<Held, LeaseError>
     where
         P: FnMut() -> PF,
         PF: std::future::Future<Output = Result<Gate, LeaseError>>,
         W: FnMut(Vec<String>) -> WF,
         WF: std::future::Future<Output = ()>,
     {
-        self.acquire_when(params, target, paused, |n, _| async move { Ok((n, false)) }, waiting).await
+        self.acquire_when(params, target, paused, |n, _| async move { Ok((n, false)) }, |holders, _| waiting(holders)).await
     }
 
     /// [`Self::acquire`], with `ready` asked when the live claims leave a slot free at the
     /// fleet's N: checks that only matter to a host about to claim (and would only cost a waiter
     /// calls on every look) go there. Told N and what the claims show, it answers the
-    /// limit to apply (at most N: a canary's is 1) and whether it read the cluster (the claims are
-    /// then listed again before the claim), or an error that ends the attempt without a claim.
+    /// limit to apply (at most N: a canary's is 1) and whether it read the cluster (see
+    /// [`Self::look`]), or an error that ends the attempt without a claim.
+    /// `waiting` is also told what the claims of a full look show.
     pub async fn acquire_when<P, PF, R, RF, W, WF>(
         &self,
         params: &LeaseParams,
@@ -817,7 +821,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         PF: std::future::Future<Output = Result<Gate, LeaseError>>,
         R: FnMut(u32, ClaimsInView) -> RF,
         RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
-        W: FnMut(Vec<String>) -> WF,
+        W: FnMut(Vec<String>, ClaimsInView) -> WF,
         WF: std::future::Future<Output = ()>,
     {
         let mut lost_races = 0u32;
@@ -829,6 +833,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         // the look again a moment later reuses the gate's answer, and claims whatever it sees
         // fresh then.
         let mut held_back: Option<u32> = None;
+        let mut looked = false;
         // The instance count from the last read of the gate, for the waiting policy.
         let mut registered: Option<u64> = None;
         loop {
@@ -850,7 +855,10 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             };
             let fleet_n = n;
             self.pause(params.pace()).await;
-            let look = self.look(params.scope(), n, target, out_of_service, &mut ready).await?;
+            // A host's first look comes when hosts find a release, or a window opens, together;
+            // a look held back comes just after a claim written that second.
+            let crowded = !std::mem::replace(&mut looked, true) || regated.is_some();
+            let look = self.look(params.scope(), n, target, (out_of_service, crowded), &mut ready).await?;
             let (before, n, asked) = (look.census, look.limit, look.asked);
             if look.whole {
                 out_of_service = !before.out_of_service.is_empty();
@@ -863,7 +871,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
                 let wait = self.wait_while_full(params, &before, n, &mut estimate, registered).await;
                 tracing::info!(taken = before.taken(), max = n, holders = %holders.join(", "), wait_s = wait.as_secs(),
                     "cluster full; waiting for a slot");
-                waiting(before.blocking_holders(self.clock.now(), params.stuck_after)).await;
+                waiting(before.blocking_holders(self.clock.now(), params.stuck_after), before.in_view(target)).await;
                 self.clock.sleep(wait).await;
                 continue;
             }

@@ -250,6 +250,69 @@ async fn two_confirmed_claims_for_the_version_show_the_canary_passed() {
     assert_claims_on_one_listing(&ecs, &n).await;
 }
 
+/// Two other hosts' confirmed claims fill the fleet (N = 2); no instance carries the `updated`
+/// marker the canary count lists. The waiter learns from the claims of its full look that the
+/// canary passed, so when one holder leaves it claims beside the other. Had it forgotten, the
+/// one confirmed claim left would not show it, the count (none) would hold it at the canary's
+/// limit of one, and it would wait until the other claim lapsed, an hour in.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_remembers_the_confirmed_claims_of_a_full_look_and_claims_when_one_leaves() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 2"));
+    let first = claim_held(&ecs, "h1", "d", "1.1.0");
+    claim_held(&ecs, "h2", "d", "1.1.0");
+    let name = lease(&n);
+    let leaves = async {
+        tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+        ecs.operator_delete(&first, &name);
+    };
+    let agent = n.agent(Shutdown::never());
+    let (outcome, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(30 * 60), agent.run(true)), leaves);
+    assert!(matches!(outcome, Ok(Outcome::Rebooting { .. })), "claimed within 25 minutes of the slot freeing: {outcome:?}");
+}
+
+/// A waiter at N = 1 whose looks find the fleet full counts the canaries at the gate of every
+/// look but its first, and so learns that they passed while it waits. When the slot frees a
+/// quarter of an hour in, the look that claims reads the tags, the claims, and (older than ten
+/// minutes) the operator's flags: neither the canary count nor the failure markers (the check
+/// after the claim reads those), nor the claims again.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_learned_the_canaries_passed_claims_on_the_look_that_finds_the_slot_free() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config(""));
+    let done = ecs.register("canary");
+    ecs.operator_put(&done, "br-update.updated", "1.1.0");
+    let holder = hold_a_slot(&ecs);
+    let name = lease(&n);
+    let leaves = async {
+        tokio::time::sleep(Duration::from_secs(15 * 60)).await;
+        ecs.operator_delete(&holder, &name);
+    };
+    let (_, ()) = tokio::join!(n.run_once_through_reboots(REBOOT, 1), leaves);
+    let log = ecs.call_log();
+    let drain = log.iter().position(|c| c.op == "UpdateContainerInstancesState").expect("a drain");
+    let look = log[..drain].iter().rposition(|c| c.op == "DescribeClusters").expect("a look");
+    let claim = look + log[look..].iter().position(|c| c.op == "PutAttributes").expect("a claim");
+    assert_eq!(ops_between(&log, look, claim), ["DescribeClusters", "ListAttributes", "DescribeContainerInstances"], "the look before the claim");
+    let counts = log[..look].iter().filter(|c| c.op == "ListAttributes").count();
+    assert!(counts >= 3, "the waiting looks listed the claims and counted the canaries: {counts}");
+}
+
+/// A host's first look may be one of many made at once (hosts find a release, or a window
+/// opens, together): when it counts the canaries between its listing of the claims and its
+/// claim, it lists the claims again right before the claim.
+#[tokio::test(start_paused = true)]
+async fn a_first_look_that_counts_the_canaries_lists_the_claims_again_before_claiming() {
+    let ecs = FakeEcs::new("c", 1);
+    let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 2"));
+    let done = ecs.register("canary");
+    ecs.operator_put(&done, "br-update.updated", "1.1.0");
+    claim_held(&ecs, "h1", "d", "1.1.0");
+    let (log, tags, claim) = run_to_the_claim(&ecs, &n).await;
+    let again = ["DescribeClusters", "ListAttributes", "ListAttributes", "ListAttributes"];
+    assert_eq!(ops_between(&log, tags, claim), again, "the claims, the canary count, the claims again");
+}
+
 /// Without a canary (`canary-hosts = 0`) a look never counts canaries: a host beside one holder at
 /// N = 2 claims on its listing of the claims.
 #[tokio::test(start_paused = true)]

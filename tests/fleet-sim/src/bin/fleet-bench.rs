@@ -26,12 +26,14 @@ use fleet_sim::svg;
 
 const USAGE: &str = "usage: fleet-bench [--hosts H] [--n 1,10,50] [--seed S] [--no-peers] [--faults]
                    [--wait-poll-max D] [--update-now-poll D] [--ecs-call-spacing D] [--ecs-latency D]
-                   [--check-interval D]
+                   [--check-interval D] [--halt-after-failures K]
                    [--throttle] [--svg PATH] [--sweep [--seeds K] [--first-seed S]] [--controls]
                    [--bad-release] [--idle [--days D]] [--explain] [--forecast]
   D is a duration such as 90s, 15m, 1h. --throttle gives the in-memory ECS the documented token
   buckets, half of each taken by the account's other callers. --check-interval: the hosts'
-  check interval, over which their first checks spread (1h unless given; the agent's default is 6h). --idle: calls per host per day while
+  check interval, over which their first checks spread (1h unless given; the agent's default is 6h).
+  --halt-after-failures: the agents' halt (0 unless given, for a good release; the agent's default
+  is 1). --idle: calls per host per day while
   nothing is to be updated. Without --svg, --sweep, --controls or --bad-release:
   the benchmark table, then the negative controls.";
 
@@ -58,6 +60,7 @@ struct Args {
     throttle: bool,
     idle: bool,
     days: u32,
+    halt_after_failures: Option<u32>,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -82,6 +85,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         throttle: false,
         idle: false,
         days: 2,
+        halt_after_failures: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -106,6 +110,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--throttle" => a.throttle = true,
             "--idle" => a.idle = true,
             "--days" => a.days = number(&value()?)?,
+            "--halt-after-failures" => a.halt_after_failures = Some(number(&value()?)?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -128,6 +133,7 @@ impl Args {
         sc.wait_poll_max = self.wait_poll_max.unwrap_or(sc.wait_poll_max);
         sc.update_now_poll = self.update_now_poll.unwrap_or(sc.update_now_poll);
         sc.ecs_call_spacing = self.ecs_call_spacing.unwrap_or(sc.ecs_call_spacing);
+        sc.halt_after_failures = self.halt_after_failures.unwrap_or(sc.halt_after_failures);
         if let Some(every) = self.check_interval {
             sc.check_interval = every;
             sc = sc.with_time_limit();
