@@ -261,11 +261,7 @@ async fn a_waiter_remembers_the_confirmed_claims_of_a_full_look_and_claims_when_
     let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 2"));
     let first = claim_held(&ecs, "h1", "d", "1.1.0");
     claim_held(&ecs, "h2", "d", "1.1.0");
-    let name = lease(&n);
-    let leaves = async {
-        tokio::time::sleep(Duration::from_secs(5 * 60)).await;
-        ecs.operator_delete(&first, &name);
-    };
+    let leaves = claim_removed_after(&ecs, &first, "br-update.lease", Duration::from_secs(5 * 60));
     let agent = n.agent(Shutdown::never());
     let (outcome, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(30 * 60), agent.run(true)), leaves);
     assert!(matches!(outcome, Ok(Outcome::Rebooting { .. })), "claimed within 25 minutes of the slot freeing: {outcome:?}");
@@ -280,14 +276,9 @@ async fn a_waiter_remembers_the_confirmed_claims_of_a_full_look_and_claims_when_
 async fn a_waiter_that_learned_the_canaries_passed_claims_on_the_look_that_finds_the_slot_free() {
     let ecs = FakeEcs::new("c", 1);
     let n = node("a", Some(&ecs), config(""));
-    let done = ecs.register("canary");
-    ecs.operator_put(&done, "br-update.updated", "1.1.0");
+    canary_passed(&ecs, "1.1.0");
     let holder = hold_a_slot(&ecs);
-    let name = lease(&n);
-    let leaves = async {
-        tokio::time::sleep(Duration::from_secs(15 * 60)).await;
-        ecs.operator_delete(&holder, &name);
-    };
+    let leaves = claim_removed_after(&ecs, &holder, "br-update.lease", Duration::from_secs(15 * 60));
     let (_, ()) = tokio::join!(n.run_once_through_reboots(REBOOT, 1), leaves);
     let log = ecs.call_log();
     let drain = log.iter().position(|c| c.op == "UpdateContainerInstancesState").expect("a drain");
@@ -305,8 +296,7 @@ async fn a_waiter_that_learned_the_canaries_passed_claims_on_the_look_that_finds
 async fn a_first_look_that_counts_the_canaries_lists_the_claims_again_before_claiming() {
     let ecs = FakeEcs::new("c", 1);
     let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 2"));
-    let done = ecs.register("canary");
-    ecs.operator_put(&done, "br-update.updated", "1.1.0");
+    canary_passed(&ecs, "1.1.0");
     claim_held(&ecs, "h1", "d", "1.1.0");
     let (log, tags, claim) = run_to_the_claim(&ecs, &n).await;
     let again = ["DescribeClusters", "ListAttributes", "ListAttributes", "ListAttributes"];

@@ -97,3 +97,17 @@ pub async fn still_waiting_after(n: &Node, minutes: u64) {
     let waited = tokio::time::timeout(Duration::from_secs(minutes * 60), agent.run(true)).await;
     assert!(waited.is_err(), "still waiting: {waited:?}");
 }
+
+/// Registers an instance that finished its update to `version` (its `updated` marker, which the
+/// canary count lists): a canary of one has passed.
+pub fn canary_passed(ecs: &FakeEcs, version: &str) -> String {
+    let arn = ecs.register("canary");
+    ecs.operator_put(&arn, "br-update.updated", version);
+    arn
+}
+
+/// After `after`, removes the claim `name` of instance `arn`: its slot frees.
+pub async fn claim_removed_after(ecs: &FakeEcs, arn: &str, name: &str, after: Duration) {
+    tokio::time::sleep(after).await;
+    ecs.operator_delete(arn, name);
+}
