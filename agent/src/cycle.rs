@@ -263,9 +263,6 @@ pub struct Memory {
     ecs_calls: std::cell::Cell<u64>,
     /// The version the failure markers last let through, and when.
     halt_passed: std::cell::RefCell<Option<(String, WallTime)>>,
-    /// The canary count the last look's gate read for a version (see
-    /// [`Agent::count_canaries_at_gate`]), until that look's limit is worked out.
-    gate_canaries: std::cell::RefCell<Option<(String, usize)>>,
 }
 
 /// How recent a passed halt check lets a look that waits (at the canary's limit, or behind a
@@ -850,9 +847,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// `cluster.canary-hosts` instances run it and finished their update, then `n`. Two other
     /// hosts' confirmed claims for it (`confirmed`) show the count passed: under the canary's
     /// limit of one, no two could have been confirmed; a full look's claims are heeded too. The
-    /// count is the one this look's gate read (see [`Self::count_canaries_at_gate`]), or one
-    /// read now.
-    async fn canary_limit(&self, version: &str, n: u32, confirmed: u32) -> u32 {
+    /// count is the one this look's gate read (`at_gate`, see [`Self::count_canaries_at_gate`]),
+    /// or one read now.
+    async fn canary_limit(&self, version: &str, n: u32, confirmed: u32, at_gate: Option<usize>) -> u32 {
         let canaries = self.cfg.cluster.canary_hosts;
         if canaries == 0 || self.cluster.is_none() {
             return n;
@@ -862,14 +859,12 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.memory.canary.set(false);
             return n;
         }
-        let at_gate = self.memory.gate_canaries.borrow_mut().take().filter(|(v, _)| v == version).map(|(_, passed)| passed);
         let passed = match at_gate {
             Some(passed) => passed,
             // Unreadable: one at a time meanwhile.
             None => self.count_canaries(version).await.unwrap_or(0),
         };
-        if passed as u64 >= u64::from(canaries) {
-            *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
+        if self.note_canary_count(version, passed) {
             self.memory.canary.set(false);
             return n;
         }
@@ -885,6 +880,17 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             tracing::info!(version, confirmed, "canary passed: other hosts hold {confirmed} confirmed claims for {version}");
             *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
         }
+    }
+
+    /// A count of `version`'s canaries (`passed`): whether it shows they passed, remembered.
+    fn note_canary_count(&self, version: &str, passed: usize) -> bool {
+        let canaries = self.cfg.cluster.canary_hosts;
+        let done = passed as u64 >= u64::from(canaries);
+        if done && !self.canaries_done(version) {
+            tracing::info!(version, canaries, "canary passed: {canaries} instances updated to {version}");
+            *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
+        }
+        done
     }
 
     /// Whether `version`'s canaries are known to have passed.
@@ -909,22 +915,18 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     }
 
     /// The canary count read at a look's gate, before the claims are listed, while `version`'s
-    /// canaries are not known to have passed: a waiter kept out by a full fleet learns that they
-    /// passed before its turn comes, and the look that finds a slot free reads nothing more
-    /// between its listing of the claims and its claim, which should follow that listing
-    /// closely. The count only ever grows, so a read one call early can only hold a host back,
-    /// never let one through.
-    async fn count_canaries_at_gate(&self, version: &str) {
-        let canaries = self.cfg.cluster.canary_hosts;
-        if canaries == 0 || self.canaries_done(version) {
-            return;
+    /// canaries are not known to have passed (`None` otherwise, or when unreadable): a waiter
+    /// kept out by a full fleet learns that they passed before its turn comes, and the look that
+    /// finds a slot free reads nothing more between its listing of the claims and its claim,
+    /// which should follow that listing closely. The count only ever grows, so a read one call
+    /// early can only hold a host back, never let one through.
+    async fn count_canaries_at_gate(&self, version: &str) -> Option<usize> {
+        if self.cfg.cluster.canary_hosts == 0 || self.canaries_done(version) {
+            return None;
         }
-        let passed = self.count_canaries(version).await;
-        if passed.is_some_and(|p| p as u64 >= u64::from(canaries)) {
-            tracing::info!(version, canaries, "canary passed: {canaries} instances updated to {version}");
-            *self.memory.canaries_done.borrow_mut() = Some(version.to_string());
-        }
-        *self.memory.gate_canaries.borrow_mut() = passed.map(|p| (version.to_string(), p));
+        let passed = self.count_canaries(version).await?;
+        self.note_canary_count(version, passed);
+        Some(passed)
     }
 
     /// Writes this instance's failure marker for `version` (never in a dry run).
@@ -955,6 +957,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
         let halted: std::cell::RefCell<Option<Outcome>> = Default::default();
         let gates = std::cell::Cell::new(0u32);
+        // The canary count this look's gate read, until the look works out its limit.
+        let gate_count: std::cell::Cell<Option<usize>> = Default::default();
         let gate = || async {
             self.window_fit(bypass).map_err(LeaseError::NotNow)?;
             let gate = self.fleet_limit().await?;
@@ -962,7 +966,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             // `canary_limit`), which then costs no count at all.
             let first = gates.replace(gates.get() + 1) == 0;
             match gate.limit {
-                Some(_) if !first => self.count_canaries_at_gate(&flight.target_version).await,
+                Some(_) if !first => gate_count.set(self.count_canaries_at_gate(&flight.target_version).await),
                 Some(_) => {}
                 None => {
                     let why = format!("fleet paused by cluster tag {}", self.names.paused_tag);
@@ -976,13 +980,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         // operator's flags, when old, once the limit too leaves a slot free; otherwise, the
         // failure markers (the check after a claim reads those before any drain; the fleet
         // view shows a halt meanwhile).
-        let (version, halted_ref) = (flight.target_version.as_str(), &halted);
+        let (version, halted_ref, gate_count) = (flight.target_version.as_str(), &halted, &gate_count);
         let flags_read = std::cell::Cell::new(flags_read);
         let flags_ref = &flags_read;
         let ready = |n: u32, seen: ClaimsInView| async move {
             let before = self.memory.ecs_calls.get();
             let checked = async {
-                let limit = self.canary_limit(version, n, seen.confirmed_same_target).await;
+                let limit = self.canary_limit(version, n, seen.confirmed_same_target, gate_count.take()).await;
                 if seen.taken < limit {
                     // A look that claims leaves the failure markers to the check after the
                     // claim, which reads them before any drain. The flags only here: a
