@@ -1423,7 +1423,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             return Some(Outcome::Interrupted);
         }
         let first = self.retry_until_done(|| async {
-            let read = keeper.first_renewal(&token).await.map_err(|e| format!("cannot renew the claim after boot: {e}"))?;
+            let read = keeper.first_renewal(&token, self.returns_at_once(&f)).await.map_err(|e| format!("cannot renew the claim after boot: {e}"))?;
             *self.memory.boot_read.borrow_mut() = Some((self.clock.now(), read.1));
             Ok(None)
         });
@@ -1825,8 +1825,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             self.ecs("UpdateContainerInstancesState", || store.set_status(SetStatus::Active)).await.map_err(|e| e.to_string())?;
             tracing::info!("instance back in service; the slot is kept until the bake is over");
         }
-        let bake = if f.canary { self.cfg.health.canary_bake_time } else { self.cfg.health.bake_time };
-        if self.cfg.health.task_families.is_empty() && bake.is_zero() {
+        let bake = self.bake_time(f);
+        if self.returns_at_once(f) {
             // Nothing was waited for since the instance was set ACTIVE: a second read and a
             // second ACTIVE would only repeat what was just done.
             if let Some(k) = keeper {
@@ -1845,6 +1845,17 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             }
         }
         self.give_back(store, f, keeper, "updated").await.map(Finish::Result)
+    }
+
+    /// How long this host keeps its slot, back in service, while the checks pass.
+    fn bake_time(&self, f: &InFlight) -> Duration {
+        if f.canary { self.cfg.health.canary_bake_time } else { self.cfg.health.bake_time }
+    }
+
+    /// Whether a host that passes its checks after boot gives its slot back at once: no bake,
+    /// no task families to wait for.
+    fn returns_at_once(&self, f: &InFlight) -> bool {
+        self.cfg.health.task_families.is_empty() && self.bake_time(f).is_zero()
     }
 
     /// Looks at the checks until they all pass (`Ok`, with the instance as the last look read

@@ -43,8 +43,11 @@ impl<'a, S: ClusterStore, K: Clock> ClaimKeeper<'a, S, K> {
 
     /// Reads our instance and renews the claim with `token` as `Verifying`; also returns the
     /// instance as read. `false` when the claim is gone, replaced or lapsed (nothing to keep);
-    /// `Err` when ECS could not be reached (call again).
-    pub async fn first_renewal(&self, token: &str) -> Result<(bool, InstanceInfo), LeaseError> {
+    /// `Err` when ECS could not be reached (call again). A host that `returns_at_once` (no bake,
+    /// no checks to wait for) leaves a claim read with over half a TTL to run as it is: a write
+    /// would only say "verifying" for the second before the claim is removed, and the claim
+    /// already outlives a fresh renewal's schedule (the keeper renews it when half a TTL is left).
+    pub async fn first_renewal(&self, token: &str, returns_at_once: bool) -> Result<(bool, InstanceInfo), LeaseError> {
         let mut st = self.state.lock().await;
         let l = &self.lease;
         let me = with_retry(l.clock, l.jitter, &l.retry, "DescribeContainerInstances", || l.store.describe_self()).await?;
@@ -59,7 +62,13 @@ impl<'a, S: ClusterStore, K: Clock> ClaimKeeper<'a, S, K> {
                 return Ok((false, me));
             }
         };
-        match l.renew_seen(&me.attributes, &Held { claim, own_draining: None }, ClaimPhase::Verifying, self.ttl, self.margin, &[]).await {
+        let read = Held { claim, own_draining: None };
+        if returns_at_once && self.outlives_half_a_ttl(&me, &read) {
+            tracing::info!(expires = %WallTime::from_secs(read.claim.expires_at), "claim read after boot with over half a TTL left; not rewritten");
+            st.held = Some(read);
+            return Ok((true, me));
+        }
+        match l.renew_seen(&me.attributes, &read, ClaimPhase::Verifying, self.ttl, self.margin, &[]).await {
             Ok(h) => {
                 tracing::info!(expires = %WallTime::from_secs(h.claim.expires_at), "claim renewed first thing after boot");
                 st.held = Some(h);
@@ -71,6 +80,13 @@ impl<'a, S: ClusterStore, K: Clock> ClaimKeeper<'a, S, K> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether `read` is still ours, in time, with more than half a TTL left: the state a
+    /// renewal leaves, so the keeper's schedule covers it from here.
+    fn outlives_half_a_ttl(&self, me: &InstanceInfo, read: &Held) -> bool {
+        let left = WallTime::from_secs(read.claim.expires_at).since(self.lease.clock.now());
+        self.lease.check_own(&me.attributes, read, self.margin).is_ok() && left > self.ttl / 2
     }
 
     /// Renews whenever half of the claim's life is left, until stopped or the claim is lost;
@@ -98,7 +114,7 @@ impl<'a, S: ClusterStore, K: Clock> ClaimKeeper<'a, S, K> {
     async fn renew_once(&self) {
         let mut st = self.state.lock().await;
         let Some(h) = st.held.clone().filter(|_| !st.stopped) else { return };
-        match self.lease.renew(&h, h.claim.phase, self.ttl, self.margin).await {
+        match self.lease.renew(&h, ClaimPhase::Verifying, self.ttl, self.margin).await {
             Ok(renewed) => {
                 tracing::debug!(expires = %WallTime::from_secs(renewed.claim.expires_at), "claim kept alive");
                 st.held = Some(renewed);

@@ -430,6 +430,31 @@ async fn a_host_back_late_renews_its_claim_at_once_after_boot() {
     }
 }
 
+/// A host that gives its slot back as soon as its checks pass (no canary, no bake) does not
+/// rewrite the claim after boot while the reboot's claim keeps over half a TTL: the write would
+/// say "verifying" for the second before the claim is removed. Back late (16 of the 20 minutes
+/// that claim covers), it renews at once, as a canary (which bakes) always does.
+#[tokio::test(start_paused = true)]
+async fn a_host_that_returns_at_once_rewrites_its_claim_after_boot_only_when_back_late() {
+    // The canary renews again through its 10-minute bake.
+    let cases = [("canary-hosts = 0", REBOOT, 0..=0), ("canary-hosts = 0", Duration::from_secs(16 * 60), 1..=1), ("", REBOOT, 1..=3)];
+    for (cluster, down, writes) in cases {
+        let ecs = FakeEcs::new("c", 1);
+        let a = node("a", Some(&ecs), config(&format!("[cluster]\n{cluster}")));
+        assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+        tokio::time::sleep(down).await;
+        a.host.boot();
+        let booted = ecs.history().len();
+        assert_eq!(a.agent(Shutdown::never()).run(true).await, updated(), "`{cluster}`, down {down:?}");
+        let claim_writes = ecs.history()[booted..]
+            .iter()
+            .filter(|e| matches!(&e.change, EcsChange::Put { name, .. } if *name == lease(&a)))
+            .count();
+        assert!(writes.contains(&claim_writes), "`{cluster}`, down {down:?}: {claim_writes} claim writes after boot");
+        assert_eq!(ecs.attribute(&a.arn, &lease(&a)), None, "`{cluster}`: the claim is released");
+    }
+}
+
 /// The health gate's wait is in the status only once it has lasted a minute (after the minute
 /// the first renewal may wait): a boot's first seconds without the ECS agent are the norm, and
 /// a status write for them would be one more call in every update.

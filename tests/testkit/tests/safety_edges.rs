@@ -332,11 +332,12 @@ async fn hole2_a_claim_within_the_margin_of_its_expiry_is_not_renewed() {
 
 /// a updates (N = 1); after the boot, `trouble` keeps it from returning to service for 40
 /// minutes (four claim lifetimes). Samples a's claim every minute meanwhile; returns whether it
-/// was live at every sample, the status seen at 30 minutes, and the final outcome.
-async fn after_boot_scenario(off: UnsafeOff, trouble: AfterBoot) -> (bool, Status, Outcome, FakeEcs, Node) {
+/// was live at every sample, the status seen at 30 minutes, and the final outcome. `cluster`:
+/// more `[cluster]` settings.
+async fn after_boot_scenario(off: UnsafeOff, trouble: AfterBoot, cluster: &str) -> (bool, Status, Outcome, FakeEcs, Node) {
     let ecs = FakeEcs::new("c", 1);
     // Held, not rolled back: the subject is a host that keeps its slot while it cannot finish.
-    let mut a = node("a", Some(&ecs), config("[health]\non-failure = \"hold\"\n[cluster]"));
+    let mut a = node("a", Some(&ecs), config(&format!("[health]\non-failure = \"hold\"\n[cluster]\n{cluster}")));
     a.unsafe_off = off;
     assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
     tokio::time::sleep(REBOOT).await;
@@ -370,30 +371,39 @@ enum AfterBoot {
     ApiFails,
 }
 
+/// A canary (the default here: the fleet's first host) bakes and renews its claim at once after
+/// boot; a host that would return at once (no canary, no bake) leaves the reboot's claim as it
+/// is until half a TTL is left. The keeper must keep either alive.
+const AS_CANARY_AND_NOT: [&str; 2] = ["", "canary-hosts = 0"];
+
 #[tokio::test(start_paused = true)]
 async fn hole3_the_claim_stays_live_while_the_ecs_agent_is_away_longer_than_its_ttl() {
-    let (live, st, outcome, ecs, a) = after_boot_scenario(UnsafeOff::default(), AfterBoot::EcsAgentAway).await;
-    assert!(live, "the claim lapsed while the instance was out of service");
-    assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-ecs-agent"), "{st:?}");
-    assert!(st.detail.contains("ECS agent"), "{st:?}");
-    assert_eq!(ecs.status(&a.arn), Some(InstanceStatus::Active));
-    assert_eq!(outcome, Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
-    assert_clean(&ecs, &a);
+    for cluster in AS_CANARY_AND_NOT {
+        let (live, st, outcome, ecs, a) = after_boot_scenario(UnsafeOff::default(), AfterBoot::EcsAgentAway, cluster).await;
+        assert!(live, "`{cluster}`: the claim lapsed while the instance was out of service");
+        assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-ecs-agent"), "`{cluster}`: {st:?}");
+        assert!(st.detail.contains("ECS agent"), "{st:?}");
+        assert_eq!(ecs.status(&a.arn), Some(InstanceStatus::Active));
+        assert_eq!(outcome, Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+        assert_clean(&ecs, &a);
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn hole3_the_claim_stays_live_while_the_new_versions_api_fails() {
-    let (live, st, outcome, ecs, a) = after_boot_scenario(UnsafeOff::default(), AfterBoot::ApiFails).await;
-    assert!(live, "the claim lapsed while the API failed after boot");
-    assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-after-boot"), "{st:?}");
-    assert_eq!(outcome, Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
-    assert_clean(&ecs, &a);
+    for cluster in AS_CANARY_AND_NOT {
+        let (live, st, outcome, ecs, a) = after_boot_scenario(UnsafeOff::default(), AfterBoot::ApiFails, cluster).await;
+        assert!(live, "`{cluster}`: the claim lapsed while the API failed after boot");
+        assert_eq!((st.phase.as_str(), st.result.as_str()), ("held", "held-after-boot"), "`{cluster}`: {st:?}");
+        assert_eq!(outcome, Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
+        assert_clean(&ecs, &a);
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn hole3_negative_control_without_the_keeper_the_claim_lapses_after_boot() {
     let off = UnsafeOff { claim_keeper: true, ..UnsafeOff::default() };
-    let (live, ..) = after_boot_scenario(off, AfterBoot::ApiFails).await;
+    let (live, ..) = after_boot_scenario(off, AfterBoot::ApiFails, "").await;
     assert!(!live, "without the keeper the claim must be seen lapsed while the API fails");
 }
 
@@ -690,6 +700,42 @@ async fn a_host_that_loses_the_race_withdraws_its_claim() {
     let _ = tokio::time::timeout(30 * MIN, race).await;
     let withdrawn = ecs.history().iter().filter(|e| matches!(&e.change, EcsChange::Delete { name } if name == "br-update.lease")).count();
     assert!(withdrawn >= 2, "both losers of the first race withdraw their claims ({withdrawn} withdrawn)");
+    // Each count after the first claims saw the other claim fill the one slot: the drained
+    // markers and the DRAINING instances could only have added to it, and are not read.
+    for store in [&sa, &sb] {
+        let own: Vec<&str> = ecs.call_log().iter().filter(|c| *c.instance == *store.instance_arn()).map(|c| c.op).collect();
+        let claim = own.iter().position(|op| *op == "PutAttributes").expect("a claim");
+        let withdrawal = own[claim..].iter().position(|op| *op == "DeleteAttributes").expect("a withdrawal") + claim;
+        assert_eq!(own[claim + 1..withdrawal], ["ListAttributes"], "{}: calls between the claim and its withdrawal", store.instance_arn());
+    }
+}
+
+/// With calls spaced a second apart, a claim on a look that left the last slot free follows
+/// its listing at once (a host looking in the same second would see that slot free too, and
+/// the two would both withdraw); with more slots free it waits its turn like any call (two
+/// claims made together both hold).
+#[tokio::test(start_paused = true)]
+async fn a_claim_follows_its_listing_at_once_only_for_the_last_free_slot() {
+    for (others, at_once) in [(2, true), (1, false), (0, false)] {
+        let ecs = FakeEcs::new("c", 1);
+        let now = agent::clock::Clock::now(&clock()).as_secs();
+        for i in 0..others {
+            let other = ecs.register(&format!("other{i}"));
+            ecs.operator_put(&other, "br-update.lease", &format!("v1:d:{}:{}:aaaa000{i}:1.1.0", now - 60, now + 540));
+        }
+        let (s, c, j, n) = client_parts(&ecs, "a", 1);
+        let paced = agent::cluster::paced::Paced::new(s, c.clone(), Duration::from_secs(1));
+        let retry = RetryPolicy { budget: MIN, backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)) };
+        let a = LeaseClient { store: &paced, clock: &c, jitter: &j, names: &n, retry };
+        let p = LeaseParams { max_concurrent: 3, ..lease_params() };
+        a.acquire(&p, "1.1.0", || async { Ok(Gate::open(3)) }, |_| async {}).await.expect("a slot is free");
+        let log = ecs.call_log();
+        let own: Vec<_> = log.iter().filter(|c| *c.instance == *paced.instance_arn()).collect();
+        let claim = own.iter().position(|c| c.op == "PutAttributes").expect("a claim");
+        let gap = own[claim].at - own[claim - 1].at;
+        assert_eq!(own[claim - 1].op, "ListAttributes");
+        assert_eq!(gap.is_zero(), at_once, "{others} other claims of 3 slots: the claim came {gap:?} after its listing");
+    }
 }
 
 #[tokio::test(start_paused = true)]
