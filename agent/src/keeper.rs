@@ -2,9 +2,10 @@
 //! a reboot, however long the way back takes (a new version whose API fails, an ECS agent that
 //! reconnects late, ECS itself down).
 //!
-//! The claim is renewed first, before any other ECS call after boot (the agent waits up to a
-//! minute for the ECS agent to answer first, while over half a TTL is left), then whenever half
-//! of its life is left. The keeper and the work it covers run in one task; a mutex around every claim write
+//! The claim is read first, before any other ECS call after boot (the agent waits up to a
+//! minute for the ECS agent to answer first, while over half a TTL is left), and renewed then
+//! unless the host gives its slot back at once with over half a TTL left; then whenever half of
+//! its life is left. The keeper and the work it covers run in one task; a mutex around every claim write
 //! lets the work stop the keeper and know that no renewal is still in flight before it removes
 //! the claim (a renewal landing after the removal would bring the claim back).
 
