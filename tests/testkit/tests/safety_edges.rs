@@ -738,6 +738,29 @@ async fn a_claim_follows_its_listing_at_once_only_for_the_last_free_slot() {
     }
 }
 
+/// Six hosts that find a slot free at the same instant (a release found together, agents
+/// started together), N = 1, reads up to 200 ms stale: their first looks are spread over the
+/// settle time, so that few claim within one stale read of another and withdraw. With the first
+/// look paced like the others (a quarter of the settle time at most) 20 such starts cost 34
+/// withdrawals; spread, 8.
+#[tokio::test(start_paused = true)]
+async fn hosts_that_look_together_first_spread_their_looks_and_seldom_withdraw() {
+    let mut withdrawn = 0;
+    for trial in 0..20u64 {
+        let ecs = FakeEcs::new("c", 1);
+        ecs.set_faults(EcsFaults { staleness: Duration::from_millis(200), ..EcsFaults::default() });
+        let parts: Vec<_> = (0..6).map(|i| client_parts(&ecs, &format!("h{i}"), trial * 10 + i)).collect();
+        let retry = RetryPolicy { budget: MIN, backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)) };
+        let clients: Vec<_> = parts.iter().map(|(s, c, j, n)| LeaseClient { store: s, clock: c, jitter: j, names: n, retry }).collect();
+        let p = lease_params();
+        let looks = clients.iter().map(|c| tokio::time::timeout(MIN, c.acquire(&p, "1.1.0", || async { Ok(Gate::open(1)) }, |_| async {})));
+        let held = futures_util::future::join_all(looks).await.into_iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(held, 1, "trial {trial}: one host holds the one slot");
+        withdrawn += ecs.history().iter().filter(|e| matches!(&e.change, EcsChange::Delete { name } if name == "br-update.lease")).count();
+    }
+    assert!(withdrawn <= 16, "{withdrawn} claims withdrawn over 20 starts of six hosts together");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_acquire_whose_count_fails_withdraws_its_claim() {
     let ecs = FakeEcs::new("c", 1);
