@@ -723,7 +723,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
         RF: std::future::Future<Output = Result<(u32, bool), LeaseError>>,
     {
         let claims = self.list(&self.names.lease).await?;
-        let by_claims = self.sort(claims.clone(), vec![], vec![], scope.skew);
+        let by_claims = self.by_claims(&claims, scope.skew);
         if by_claims.taken() as u32 >= n {
             return Ok(Look { census: by_claims, limit: n, asked: false, whole: false });
         }
@@ -755,7 +755,7 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     async fn count_after_claim(&self, scope: CensusScope, rule: LeaseRule, n: u32) -> Result<Census, LeaseError> {
         let claims = self.list(&self.names.lease).await?;
         if rule == LeaseRule::CountOthers {
-            let by_claims = self.sort(claims.clone(), vec![], vec![], scope.skew);
+            let by_claims = self.by_claims(&claims, scope.skew);
             if by_claims.taken() as u32 >= n {
                 return Ok(by_claims);
             }
@@ -797,6 +797,11 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
     async fn list(&self, name: &str) -> Result<Vec<Attribute>, LeaseError> {
         let attrs = with_retry(self.clock, self.jitter, &self.retry, "ListAttributes", || self.store.list_attribute(name)).await?;
         Ok(attrs.into_iter().filter(|a| a.name == name).collect())
+    }
+
+    /// What the claims alone show, before (or without) the drained markers and DRAINING instances.
+    fn by_claims(&self, claims: &[Attribute], skew: Duration) -> Census {
+        self.sort(claims.to_vec(), vec![], vec![], skew)
     }
 
     fn sort(&self, claims: Vec<Attribute>, markers: Vec<Attribute>, draining: Vec<String>, skew: Duration) -> Census {
