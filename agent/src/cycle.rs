@@ -258,6 +258,9 @@ pub struct Memory {
     /// The last update's slot time as the record has it, once read (`None`: not read yet): every
     /// status carries it, and only a finished update changes it.
     last_took: std::cell::Cell<Option<Option<u64>>>,
+    /// The slot time an "updated" status said before the slot was given back, for the record
+    /// to keep the same figure.
+    announced_took: std::cell::Cell<Option<u64>>,
     /// How many ECS calls this process has begun through [`Agent::ecs`]: tells whether a step
     /// between two others called ECS.
     ecs_calls: std::cell::Cell<u64>,
@@ -1707,7 +1710,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     fn clear_in_flight(&self, result: &str) -> Result<(), crate::journal::JournalError> {
         let mut r = self.load_record();
         if let Some(claimed) = r.in_flight.as_ref().and_then(|f| f.claimed_at).filter(|_| result == "updated") {
-            r.last_took = Some(self.clock.now().since(claimed).as_secs());
+            let announced = self.memory.announced_took.take();
+            r.last_took = Some(announced.unwrap_or_else(|| self.clock.now().since(claimed).as_secs()));
         }
         r.in_flight = None;
         r.last_result = Some(result.to_string());
@@ -1832,6 +1836,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             if let Some(k) = keeper {
                 k.stop().await;
             }
+            self.announce_updated(f).await;
             return self.remove_marks(store).await.map(|()| Finish::Result("updated"));
         }
         if let Some(failure) = self.families_back(store).await? {
@@ -1844,7 +1849,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 return Ok(done);
             }
         }
-        self.give_back(store, f, keeper, "updated").await.map(Finish::Result)
+        self.give_back(store, f, keeper, "updated", ours).await.map(Finish::Result)
     }
 
     /// How long this host keeps its slot, back in service, while the checks pass.
@@ -1989,7 +1994,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         match self.cfg.health.on_failure {
             OnFailure::Return => {
                 let store = self.cluster.as_ref().ok_or("no cluster")?;
-                return self.give_back(store, f, keeper, result).await.map(|r| Some(Finish::Result(r)));
+                return self.give_back(store, f, keeper, result, false).await.map(|r| Some(Finish::Result(r)));
             }
             OnFailure::Rollback => match self.roll_back(f, keeper, &failure.why).await? {
                 Rolled::Rebooting(o) => return Ok(Some(Finish::Rebooting(o))),
@@ -2029,15 +2034,41 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         }
     }
 
-    /// Gives the slot back: ACTIVE if we drained, marker and claim removed.
-    async fn give_back(&self, store: &S, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>, result: &'static str) -> Result<&'static str, String> {
+    /// Gives the slot back: ACTIVE if we drained (unless `reactivated`, set ACTIVE since the boot,
+    /// and still read so), marker and claim removed.
+    async fn give_back(&self, store: &S, f: &InFlight, keeper: Option<&ClaimKeeper<'_, S, K>>, result: &'static str,
+        reactivated: bool) -> Result<&'static str, String> {
         if let Some(k) = keeper {
             k.stop().await;
         }
         let me = self.ecs("DescribeContainerInstances", || store.describe_self()).await.map_err(|e| e.to_string())?;
         let ours = self.drained_by_us(Some(f), &me.attributes);
+        if result == "updated" {
+            self.announce_updated(f).await;
+        }
+        if reactivated && ours && me.status == InstanceStatus::Active {
+            // Set ACTIVE by this host before the checks and the bake, and read so since: no
+            // stale echo of our DRAINING, and a second ACTIVE would only repeat the first.
+            return self.remove_marks(store).await.map(|()| result);
+        }
         self.restore_instance(store, ours, &me.status).await?;
         Ok(result)
+    }
+
+    /// A canary says "updated", with the marker the canary count lists, before it gives its slot
+    /// back: a host that finds the slot free then finds the canary through too, and does not
+    /// claim as a second canary (with a bake of its own) in the second between the release and
+    /// the status. Other hosts release first: the count no longer waits for them, and the slot
+    /// frees a call sooner. A write that fails is made again after the release, as any status.
+    async fn announce_updated(&self, f: &InFlight) {
+        if !f.canary {
+            return;
+        }
+        if let Some(took) = f.claimed_at.map(|claimed| self.clock.now().since(claimed).as_secs()) {
+            self.memory.announced_took.set(Some(took));
+            self.memory.last_took.set(Some(Some(took)));
+        }
+        self.publish("idle", None, "updated", "").await;
     }
 
     /// Sleeps, unless a signal comes first (the next start resumes from the record).

@@ -455,6 +455,34 @@ async fn a_host_that_returns_at_once_rewrites_its_claim_after_boot_only_when_bac
     }
 }
 
+/// A canary says "updated" (with the marker the canary count lists) before it gives its slot
+/// back, after its bake or at once without one: whoever finds the slot free finds the canary
+/// through, and does not claim as a second canary with a bake of its own.
+#[tokio::test(start_paused = true)]
+async fn a_canary_is_counted_through_before_its_slot_is_free() {
+    for cfg in ["[cluster]", "[health]\ncanary-bake-time = \"0s\"\n[cluster]"] {
+        let ecs = FakeEcs::new("c", 1);
+        let a = node("a", Some(&ecs), config(cfg));
+        assert!(matches!(a.agent(Shutdown::never()).run(true).await, Outcome::Rebooting { .. }));
+        tokio::time::sleep(REBOOT).await;
+        a.host.boot();
+        assert_eq!(a.agent(Shutdown::never()).run(true).await, updated(), "{cfg:?}");
+        let history = ecs.history();
+        let marker = history.iter().position(|e| matches!(&e.change, EcsChange::Put { name, value } if name == "br-update.updated" && *value == a.host.running_version()));
+        let released = history.iter().position(|e| matches!(&e.change, EcsChange::Delete { name } if *name == lease(&a)));
+        let (Some(marker), Some(released)) = (marker, released) else { panic!("{cfg:?}: no marker or no release in {history:?}") };
+        assert!(marker < released, "{cfg:?}: the slot was free before the update was counted finished");
+        // The status written with the marker is the round's last: no second write after the release.
+        let later = history[released..].iter().filter(|e| matches!(&e.change, EcsChange::Put { name, .. } if name == "br-update.status")).count();
+        assert_eq!(later, 0, "{cfg:?}: status written again after the release");
+        let st = status_of(&ecs, &a);
+        assert_eq!((st.phase.as_str(), st.result.as_str()), ("idle", "updated"), "{cfg:?}");
+        // Drained once and set ACTIVE once, before the bake: the read after it finds it so.
+        assert_eq!(ecs.calls().get("UpdateContainerInstancesState"), Some(&2), "{cfg:?}");
+        assert!(st.took.is_some_and(|t| t >= REBOOT.as_secs()), "{cfg:?}: the status carries the slot time: {st:?}");
+    }
+}
+
 /// The health gate's wait is in the status only once it has lasted a minute (after the minute
 /// the first renewal may wait): a boot's first seconds without the ECS agent are the norm, and
 /// a status write for them would be one more call in every update.
