@@ -922,7 +922,8 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
     /// kept out by a full fleet learns that they passed before its turn comes, and the look that
     /// finds a slot free reads nothing more between its listing of the claims and its claim,
     /// which should follow that listing closely. The count only ever grows, so a read one call
-    /// early can only hold a host back, never let one through.
+    /// early can only hold a host back, never let one through; but it would make a host that
+    /// finds the canary's slot free a second canary, so such a look counts again.
     async fn count_canaries_at_gate(&self, version: &str) -> Option<usize> {
         if self.cfg.cluster.canary_hosts == 0 || self.canaries_done(version) {
             return None;
@@ -989,7 +990,11 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let ready = |n: u32, seen: ClaimsInView| async move {
             let before = self.memory.ecs_calls.get();
             let checked = async {
-                let limit = self.canary_limit(version, n, seen.confirmed_same_target, gate_count.take()).await;
+                // A count from the gate that would make this host a canary is counted again: the
+                // canary may have finished between that count and the listing that found its slot
+                // free (it says so before it releases, so a count after the listing sees it).
+                let at_gate = gate_count.take().filter(|_| seen.taken > 0);
+                let limit = self.canary_limit(version, n, seen.confirmed_same_target, at_gate).await;
                 if seen.taken < limit {
                     // A look that claims leaves the failure markers to the check after the
                     // claim, which reads them before any drain. The flags only here: a
