@@ -292,18 +292,19 @@ async fn a_waiter_that_learned_the_canaries_passed_claims_on_the_look_that_finds
 /// A waiter counts the canaries at its look's gate, a call before it lists the claims. When the
 /// canary finishes in between (its `updated` marker, then its release), the listing finds the
 /// slot free while the count says none passed: the waiter counts again before it claims, and
-/// claims as an ordinary host, not as a second canary with a bake of its own.
+/// claims as an ordinary host, not as a second canary with a bake of its own. A look that finds
+/// the canary's slot taken heeds its gate's count and counts no more.
 #[tokio::test(start_paused = true)]
 async fn a_waiter_that_finds_the_canarys_slot_free_counts_again_before_claiming_as_a_canary() {
     let ecs = FakeEcs::new("c", 1);
     let n = node("a", Some(&ecs), config("[cluster]\nmax-concurrent = 2"));
     let canary = claim_held(&ecs, "canary", "v", "1.1.0");
-    // The canary finishes right after the count at the second look's gate (its tags, then the count).
+    // The canary finishes right after the count at the third look's gate (its tags, then the count).
     let finishes = async {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let log = ecs.call_log();
-            let Some(gate) = log.iter().enumerate().filter(|(_, c)| c.op == "DescribeClusters").nth(1).map(|(i, _)| i) else { continue };
+            let Some(gate) = log.iter().enumerate().filter(|(_, c)| c.op == "DescribeClusters").nth(2).map(|(i, _)| i) else { continue };
             if log.len() == gate + 2 {
                 assert_eq!(log[gate + 1].op, "ListAttributes", "the count at the gate");
                 ecs.operator_put(&canary, "br-update.updated", "1.1.0");
@@ -318,6 +319,10 @@ async fn a_waiter_that_finds_the_canarys_slot_free_counts_again_before_claiming_
     assert!(matches!(outcome, Ok(Outcome::Rebooting { .. })), "{outcome:?}");
     let flight = n.journal.load().expect("record").in_flight.expect("an update in flight");
     assert!(!flight.canary, "claimed as a second canary");
+    // A look that finds the canary's slot taken heeds its gate's count: it counts no more.
+    let log = ecs.call_log();
+    let gates: Vec<usize> = log.iter().enumerate().filter(|(_, c)| c.op == "DescribeClusters").map(|(i, _)| i).collect();
+    assert_eq!(ops_between(&log, gates[1], gates[2]), ["DescribeClusters", "ListAttributes", "ListAttributes"], "a full look");
 }
 
 /// A host's first look may be one of many made at once (hosts find a release, or a window
