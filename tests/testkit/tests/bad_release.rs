@@ -9,7 +9,7 @@ use agent::cycle::Outcome;
 use agent::shutdown::Shutdown;
 use agent::status::{short_id, Status};
 use fake_bottlerocket::Faults;
-use testkit::fake_ecs::{EcsChange, FakeEcs, LocalTaskView};
+use testkit::fake_ecs::{EcsChange, EcsFaults, FakeEcs, LocalTaskView};
 use testkit::node::Node;
 
 mod common;
@@ -176,6 +176,21 @@ async fn on_failure_return_records_the_failure_and_gives_the_slot_back() {
     assert_eq!(outcome, Some(Outcome::Finished { result: "failed-health".into(), version: "1.1.0".into() }));
     assert_clean(&ecs, &a);
     assert!(ecs.attribute(&a.arn, FAILED).is_some_and(|m| m.starts_with("v1:1.1.0:")));
+}
+
+/// A host that gives its slot back after a failed gate sets its instance ACTIVE on its marker,
+/// whatever a read says: after a quick drain and reboot, a describe whose status lags a minute
+/// still says ACTIVE, and the instance must not be left DRAINING. Only an instance this host set
+/// ACTIVE itself after the boot, and still reads so, skips that call.
+#[tokio::test(start_paused = true)]
+async fn a_host_that_returns_after_a_failed_gate_sets_active_whatever_a_lagging_read_says() {
+    let ecs = FakeEcs::new("c", 1);
+    let a = node("a", Some(&ecs), config("[health]\non-failure = \"return\"\n[cluster]"));
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    ecs.set_faults(EcsFaults { status_lag: Duration::from_secs(60), ..EcsFaults::default() });
+    let outcome = boot_impaired(&ecs, &a).await;
+    assert_eq!(outcome, Some(Outcome::Finished { result: "failed-health".into(), version: "1.1.0".into() }));
+    assert_clean(&ecs, &a);
 }
 
 /// a is the canary (it bakes ten minutes); `fault_after` into the bake its instance turns
