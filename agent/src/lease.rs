@@ -282,10 +282,10 @@ impl LeaseParams {
 
     /// The longest pause between the fleet-wide gate (tags, failure markers, canary count) and
     /// the census of one look but a host's first (which is spread over the whole settle time):
-    /// a quarter of the settle time, at most a second, so looks that
-    /// coincide across the fleet do not stack up in one second. Not inside the census: a pause
-    /// between reading the claims and writing ours would widen the window in which two hosts
-    /// both see a free slot (more lost races, each costing a claim, a count and a withdrawal).
+    /// a quarter of the settle time, at most a second, so looks that coincide across the fleet
+    /// do not stack up in one second. Not inside the census: a pause between reading the claims
+    /// and writing ours would widen the window in which two hosts both see a free slot (more
+    /// lost races, each costing a claim, a count and a withdrawal).
     pub fn pace(&self) -> Duration {
         (self.settle / 4).min(Duration::from_secs(1))
     }
@@ -878,12 +878,13 @@ impl<'a, S: ClusterStore, K: Clock> LeaseClient<'a, S, K> {
             // a look held back comes just after a claim written that second.
             let first = !std::mem::replace(&mut looked, true);
             let crowded = first || regated.is_some();
-            match first {
+            if first {
                 // Spread over the settle time: hosts that look together and claim within one
                 // call of each other on the last free slot both withdraw (a claim, a count and a
                 // withdrawal each), and the settle time is what a claim waits anyway.
-                true => self.clock.sleep(self.jitter.up_to(params.settle)).await,
-                false => self.pause(params.pace()).await,
+                self.clock.sleep(self.jitter.up_to(params.settle)).await;
+            } else {
+                self.pause(params.pace()).await;
             }
             let look = self.look(params.scope(), n, target, (out_of_service, crowded), &mut ready).await?;
             let (before, n, asked) = (look.census, look.limit, look.asked);
