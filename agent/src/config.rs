@@ -57,7 +57,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 pub const MIN_SETTLE_TIME: Duration = Duration::from_secs(1);
 /// `check-interval` floor: each round asks the local API and ECS; shorter is a hot loop.
 pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(10);
-/// `maintenance.update-now-poll` floor: each look is an ECS call from every waiting host.
+/// `maintenance.update-now-poll` floor: each look is a refresh, and an ECS call from every waiting
+/// host with a version to install.
 pub const MIN_UPDATE_NOW_POLL: Duration = Duration::from_secs(10);
 /// `cluster.wait-poll-max` floor: each look while the cluster is full lists every claim.
 pub const MIN_WAIT_POLL_MAX: Duration = Duration::from_secs(1);
@@ -247,7 +248,7 @@ pub struct Maintenance {
     pub windows: Windows,
     /// How long an update takes from lease to back in service; it must fit before the window closes.
     pub expected_duration: Duration,
-    /// How often a waiting host looks for the update-now attribute.
+    /// How often a waiting host looks for the update-now attribute (when it has a version to install).
     pub update_now_poll: Duration,
 }
 

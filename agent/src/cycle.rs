@@ -325,6 +325,27 @@ fn update_now_step(remaining: Duration, poll: Duration) -> Duration {
     remaining / steps
 }
 
+/// The version the status offers to install over the running one, if any.
+fn candidate<'a>(os: &OsInfo, status: &'a UpdateStatus) -> Option<&'a str> {
+    // A staged image is a target only if it is newer than what runs or what the updater
+    // chooses now: one older is a leftover (a rollback's), never a downgrade to install.
+    let wanted = |v: &str| {
+        status.chosen_version() == Some(v) || crate::fleet::model::compare_versions(v, &os.version_id).is_gt()
+    };
+    let found = match status.update_state {
+        UpdateState::Idle => None,
+        UpdateState::Available => status.chosen_version(),
+        // A download left from an earlier round (one that was halted, say) must not hold the
+        // host back from a newer release: prepare stages the newer one over it.
+        UpdateState::Staged => match (status.staged_version(), status.chosen_version()) {
+            (Some(staged), Some(chosen)) if crate::fleet::model::compare_versions(chosen, staged).is_gt() => Some(chosen),
+            (staged, chosen) => staged.filter(|v| wanted(v)).or(chosen),
+        },
+        UpdateState::Ready => status.staged_version().filter(|v| wanted(v)).or(status.chosen_version()),
+    };
+    found.filter(|v| *v != os.version_id)
+}
+
 /// Whether the status `last` written already says what `next` would: the same, or `updated`
 /// where a later round found that version up to date (the update is the news; a round that
 /// found nothing would cost a write per host and update).
@@ -397,6 +418,9 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
             if step == remaining {
                 return Ok(false);
             }
+            if !self.anything_to_install().await? {
+                continue;
+            }
             match store.describe_self().await {
                 Ok(me) if me.attributes.contains_key(&self.names.update_now) => {
                     tracing::info!(attribute = %self.names.update_now, "operator asked to update now; skipping the wait");
@@ -406,6 +430,27 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
                 Err(e) => tracing::debug!(error = %e, "cannot look for the update-now attribute"),
             }
         }
+    }
+
+    /// Whether an update-now look could lead anywhere: a refresh (a local call) shows a version
+    /// to install. With none, update-now would only start a round that finds nothing, and the
+    /// look is an ECS call from every idle host each hour; the round's own read still clears
+    /// the attribute. A refresh or an `/os` read that fails looks anyway.
+    async fn anything_to_install(&self) -> Step_<bool> {
+        let status = match self.refresh().await {
+            Ok(s) => s,
+            Err(Halt::Shutdown) => return Err(Halt::Shutdown),
+            Err(Halt::Done(o)) => {
+                tracing::debug!(outcome = ?o, "cannot refresh; looking for update-now anyway");
+                return Ok(true);
+            }
+        };
+        let Ok(os) = self.os.os_info().await else { return Ok(true) };
+        let found = candidate(&os, &status).is_some();
+        if !found {
+            tracing::debug!(running = %os.version_id, state = ?status.update_state, "nothing to install; not looking for update-now");
+        }
+        Ok(found)
     }
 
     /// After asking for the reboot the host goes down and systemd stops us with SIGTERM: wait for
@@ -652,23 +697,7 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 
     /// The version to install, if any, with the reason logged either way.
     fn choose(&self, os: &OsInfo, status: &UpdateStatus) -> Step_<Option<String>> {
-        // A staged image is a target only if it is newer than what runs or what the updater
-        // chooses now: one older is a leftover (a rollback's), never a downgrade to install.
-        let wanted = |v: &str| {
-            status.chosen_version() == Some(v) || crate::fleet::model::compare_versions(v, &os.version_id).is_gt()
-        };
-        let candidate = match status.update_state {
-            UpdateState::Idle => None,
-            UpdateState::Available => status.chosen_version(),
-            // A download left from an earlier round (one that was halted, say) must not hold the
-            // host back from a newer release: prepare stages the newer one over it.
-            UpdateState::Staged => match (status.staged_version(), status.chosen_version()) {
-                (Some(staged), Some(chosen)) if crate::fleet::model::compare_versions(chosen, staged).is_gt() => Some(chosen),
-                (staged, chosen) => staged.filter(|v| wanted(v)).or(chosen),
-            },
-            UpdateState::Ready => status.staged_version().filter(|v| wanted(v)).or(status.chosen_version()),
-        };
-        let Some(target) = candidate.filter(|v| *v != os.version_id) else {
+        let Some(target) = candidate(os, status) else {
             tracing::info!(running = %os.version_id, state = ?status.update_state, available = ?status.available_updates,
                 "no update chosen (none published, version-lock, or this host's wave has not started)");
             return Ok(None);

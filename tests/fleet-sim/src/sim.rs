@@ -82,6 +82,8 @@ pub struct Idle {
     pub calls: std::collections::BTreeMap<&'static str, u64>,
     /// The most calls fleet-wide within any one second of the measured days.
     pub peak_per_s: u64,
+    /// `refresh-updates` requests to the hosts' local API over the measured days (all hosts).
+    pub refreshes: u64,
     /// The check interval the hosts used (the default).
     pub check_interval: Duration,
     /// How often they looked for the update-now attribute (the default).
@@ -91,13 +93,13 @@ pub struct Idle {
 }
 
 /// Runs `hosts` agents with the default configuration and nothing to update for a day of
-/// warm-up and then `days` days, and counts their ECS calls over those days.
+/// warm-up and then `days` days, and counts their ECS calls and local refreshes over those days.
 pub fn idle_cost(hosts: usize, seed: u64, days: u32) -> Result<Idle, SimError> {
     let started = std::time::Instant::now();
     let defaults = agent::config::Config::default();
     let sc = Scenario { check_interval: defaults.check_interval, update_now_poll: defaults.maintenance.update_now_poll, ..Scenario::realistic(hosts, 1, seed) };
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()?;
-    let (calls, peak_per_s) = rt.block_on(async {
+    let (calls, peak_per_s, refreshes) = rt.block_on(async {
         let t0 = Instant::now();
         let rng = Jitter::seeded(sc.seed);
         let ecs = FakeEcs::new("fleet", mix(sc.seed, 0xec5));
@@ -116,10 +118,15 @@ pub fn idle_cost(hosts: usize, seed: u64, days: u32) -> Result<Idle, SimError> {
             }
         }));
         let timer = async {
+            tokio::time::sleep_until(from).await;
+            built.iter().for_each(|h| h.node.host.clear_requests());
             tokio::time::sleep_until(to).await;
+            let refresh = |r: &String| r.as_str() == "POST /actions/refresh-updates";
+            let refreshes: usize = built.iter().map(|h| h.node.host.requests().iter().filter(|r| refresh(r)).count()).sum();
             trigger.fire();
+            refreshes as u64
         };
-        tokio::join!(daemons, timer);
+        let (_, refreshes) = tokio::join!(daemons, timer);
         let mut calls = std::collections::BTreeMap::new();
         let mut times = vec![];
         for c in ecs.call_log().into_iter().filter(|c| c.at >= from && c.at < to) {
@@ -127,9 +134,9 @@ pub fn idle_cost(hosts: usize, seed: u64, days: u32) -> Result<Idle, SimError> {
             times.push(c.at.duration_since(t0).as_millis() as Ms);
         }
         times.sort_unstable();
-        (calls, crate::metrics::peak_within(&times, 1000))
+        (calls, crate::metrics::peak_within(&times, 1000), refreshes)
     });
-    Ok(Idle { calls, peak_per_s, check_interval: sc.check_interval, update_now_poll: sc.update_now_poll, wall: started.elapsed() })
+    Ok(Idle { calls, peak_per_s, refreshes, check_interval: sc.check_interval, update_now_poll: sc.update_now_poll, wall: started.elapsed() })
 }
 
 /// One host as built for a run.

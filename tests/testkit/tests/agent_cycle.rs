@@ -719,40 +719,100 @@ async fn update_now_skips_the_window_wait_but_not_the_lease() {
     assert_clean(&ecs, &b);
 }
 
-/// An idle host (nothing to update) with 6-hour rounds (up to 5 minutes' jitter each) and an
-/// hourly update-now look reads its instance six times a round, the round's own read among them,
-/// and never waits much over an hour between two reads: an update-now is seen within the hour.
-#[tokio::test(start_paused = true)]
-async fn an_idle_host_reads_its_instance_once_an_hour_its_rounds_included() {
+/// An idle host with 6-hour rounds (up to 5 minutes' jitter each) and an hourly update-now
+/// poll, on a fake host that publishes `published`, run for three days: the last two days' reads
+/// of its instance, its other ECS calls and its refreshes.
+async fn idle_host_for_three_days(published: &[&str], faults: Faults, min_release_age: Duration) -> (Vec<tokio::time::Instant>, Vec<&'static str>, usize) {
     let ecs = FakeEcs::new("c", 1);
     let mut cfg = config("");
     cfg.check_interval = Duration::from_secs(6 * 3600);
     cfg.maintenance.update_now_poll = Duration::from_secs(3600);
     cfg.check_jitter = Duration::from_secs(300);
-    let up_to_date = FakeHost::new(HostConfig {
+    cfg.min_release_age = min_release_age;
+    let host = FakeHost::new(HostConfig {
+        version: "1.0.0".into(),
+        published: published.iter().map(|v| v.to_string()).collect(),
+        durations: CommandDurations::all(Duration::from_secs(2)),
+        ..HostConfig::default()
+    });
+    host.set_faults(faults);
+    let n = Node::new("a", host, Some(&ecs), clock(), cfg, 7);
+    let start = tokio::time::Instant::now();
+    let (trigger, stop) = Shutdown::new();
+    let day = Duration::from_secs(86_400);
+    let (ecs2, host2) = (ecs.clone(), n.host.clone());
+    let stopper = async move {
+        tokio::time::sleep(day).await;
+        host2.clear_requests();
+        tokio::time::sleep(2 * day).await;
+        let refreshes = host2.requests().iter().filter(|r| r.as_str() == "POST /actions/refresh-updates").count();
+        trigger.fire();
+        refreshes
+    };
+    let ((), refreshes) = tokio::join!(n.run_daemon(REBOOT, stop), stopper);
+    let log: Vec<CallRecord> = ecs2.call_log().into_iter().filter(|c| c.at >= start + day && c.at < start + 3 * day).collect();
+    let reads = log.iter().filter(|c| c.op == "DescribeContainerInstances").map(|c| c.at).collect();
+    let others = log.iter().filter(|c| c.op != "DescribeContainerInstances").map(|c| c.op).collect();
+    (reads, others, refreshes)
+}
+
+/// An idle host with nothing to install refreshes (a local call) every hour and reads its
+/// instance only at its rounds: an update-now look could only start a round that finds nothing.
+#[tokio::test(start_paused = true)]
+async fn an_idle_host_with_nothing_to_install_reads_its_instance_once_a_round() {
+    let (reads, others, refreshes) = idle_host_for_three_days(&["1.0.0"], Faults::default(), Duration::ZERO).await;
+    assert!((7..=9).contains(&reads.len()), "two days, four rounds a day, one read each: {}", reads.len());
+    assert!(others.is_empty(), "an idle host only reads: {others:?}");
+    assert!((46..=50).contains(&refreshes), "a refresh an hour, the rounds' own among them: {refreshes}");
+}
+
+/// An idle host that has a version to install (one its rounds leave to soak) looks for
+/// update-now every hour, its rounds' reads among them, never much over an hour apart.
+#[tokio::test(start_paused = true)]
+async fn an_idle_host_with_a_version_to_install_reads_its_instance_once_an_hour() {
+    let week = Duration::from_secs(7 * 86_400);
+    let (reads, others, _) = idle_host_for_three_days(&["1.0.0", "1.1.0"], Faults::default(), week).await;
+    assert!((47..=49).contains(&reads.len()), "two days, six reads a round: {}", reads.len());
+    let longest = reads.windows(2).map(|w| w[1] - w[0]).max().expect("reads");
+    assert!(longest <= Duration::from_secs(3600 * 11 / 10), "longest gap between two reads: {longest:?}");
+    assert!(others.is_empty(), "the soaking status was written on the first day: {others:?}");
+}
+
+/// A refresh that fails says nothing about what there is to install: the host looks anyway.
+/// The refreshes fail for three hours from just after a round, the next one being six away.
+#[tokio::test(start_paused = true)]
+async fn an_idle_host_whose_refresh_fails_looks_for_update_now_anyway() {
+    let ecs = FakeEcs::new("c", 1);
+    let mut cfg = config("");
+    cfg.check_interval = Duration::from_secs(6 * 3600);
+    cfg.maintenance.update_now_poll = Duration::from_secs(3600);
+    cfg.check_jitter = Duration::from_secs(300);
+    let host = FakeHost::new(HostConfig {
         version: "1.0.0".into(),
         published: vec!["1.0.0".into()],
         durations: CommandDurations::all(Duration::from_secs(2)),
         ..HostConfig::default()
     });
-    let n = Node::new("a", up_to_date, Some(&ecs), clock(), cfg, 7);
-    let start = tokio::time::Instant::now();
+    let n = Node::new("a", host, Some(&ecs), clock(), cfg, 7);
     let (trigger, stop) = Shutdown::new();
-    let day = Duration::from_secs(86_400);
-    let stopper = async {
-        tokio::time::sleep(3 * day).await;
+    let (ecs2, host2) = (ecs.clone(), n.host.clone());
+    let failing = async move {
+        tokio::time::sleep(Duration::from_secs(86_400)).await;
+        let before = ecs2.call_log().len();
+        while !ecs2.call_log()[before..].iter().any(|c| c.op == "DescribeContainerInstances") {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let from = tokio::time::Instant::now();
+        host2.set_faults(Faults { refresh_fails: true, ..Faults::default() });
+        tokio::time::sleep(Duration::from_secs(3 * 3600 + 600)).await;
         trigger.fire();
+        from
     };
-    tokio::join!(n.run_daemon(REBOOT, stop), stopper);
-    let reads: Vec<tokio::time::Instant> = ecs.call_log().iter()
-        .filter(|c| c.op == "DescribeContainerInstances" && c.at >= start + day && c.at < start + 3 * day)
-        .map(|c| c.at)
-        .collect();
-    assert!((47..=49).contains(&reads.len()), "two days, four rounds of six reads a day: {}", reads.len());
-    let longest = reads.windows(2).map(|w| w[1] - w[0]).max().expect("reads");
-    assert!(longest <= Duration::from_secs(3600 * 11 / 10), "longest gap between two reads: {longest:?}");
-    let others: Vec<&str> = ecs.call_log().iter().filter(|c| c.at >= start + day && c.op != "DescribeContainerInstances").map(|c| c.op).collect();
-    assert!(others.is_empty(), "an idle host only reads: {others:?}");
+    let ((), from) = tokio::join!(n.run_daemon(REBOOT, stop), failing);
+    let log: Vec<CallRecord> = ecs.call_log().into_iter().filter(|c| c.at >= from).collect();
+    let reads = log.iter().filter(|c| c.op == "DescribeContainerInstances").count();
+    assert!((3..=4).contains(&reads), "an hourly look while the refreshes fail: {reads} in {log:?}");
 }
 
 #[tokio::test(start_paused = true)]

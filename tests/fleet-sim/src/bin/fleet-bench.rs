@@ -402,6 +402,7 @@ fn idle(args: &Args) -> Result<ExitCode, String> {
         args.days
     );
     println!("calls per host per day: {:.1} ({}); busiest second fleet-wide: {}; wall {:.1}s", per_day(idle.calls.values().sum()), ops.join(", "), idle.peak_per_s, idle.wall.as_secs_f64());
+    println!("local refresh-updates per host per day (the hourly update-now looks' and the rounds'; no ECS call): {:.1}", per_day(idle.refreshes));
     Ok(ExitCode::SUCCESS)
 }
 
