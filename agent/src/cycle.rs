@@ -2188,6 +2188,31 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
 mod tests {
     use super::*;
 
+    /// A status as apiserver writes it: `state`, the chosen update and the staged image.
+    fn status(state: &str, chosen: Option<&str>, staged: Option<&str>) -> UpdateStatus {
+        let image = |v: Option<&str>| v.map(|v| serde_json::json!({"arch": "x86_64", "version": v, "variant": "aws-ecs-2"}));
+        let staging = staged.map(|v| serde_json::json!({"image": image(Some(v)), "next_to_boot": false}));
+        let body = serde_json::json!({"update_state": state, "available_updates": [], "chosen_update": image(chosen),
+            "active_partition": null, "staging_partition": staging, "most_recent_command": null});
+        serde_json::from_value(body).expect("a documented status")
+    }
+
+    #[test]
+    fn the_version_to_install_is_never_the_running_one_nor_an_older_leftover() {
+        let os: OsInfo = serde_json::from_value(serde_json::json!({"version_id": "1.1.0"})).expect("os");
+        let found = |state, chosen, staged| candidate(&os, &status(state, chosen, staged)).map(str::to_string);
+        let some = |v: &str| Some(v.to_string());
+        assert_eq!(found("Idle", None, None), None);
+        assert_eq!(found("Available", Some("1.2.0"), None), some("1.2.0"));
+        assert_eq!(found("Available", Some("1.1.0"), None), None, "the running version");
+        assert_eq!(found("Staged", Some("1.3.0"), Some("1.2.0")), some("1.3.0"), "a newer release over a leftover download");
+        assert_eq!(found("Staged", Some("1.2.0"), Some("1.3.0")), some("1.3.0"), "a staged image newer than the choice");
+        assert_eq!(found("Staged", None, Some("1.0.0")), None, "a rollback's leftover: never a downgrade");
+        assert_eq!(found("Staged", Some("1.0.0"), Some("1.0.0")), some("1.0.0"), "unless the updater chooses it");
+        assert_eq!(found("Ready", None, Some("1.2.0")), some("1.2.0"));
+        assert_eq!(found("Ready", None, Some("1.0.0")), None);
+    }
+
     #[test]
     fn an_idle_wait_is_cut_into_equal_steps_of_about_the_poll() {
         let (h, m) = (|x: u64| Duration::from_secs(x * 3600), |x: u64| Duration::from_secs(x * 60));
