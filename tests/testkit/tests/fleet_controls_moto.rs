@@ -1,8 +1,8 @@
 //! The operator's controls against a running fleet: real agent processes around the patched
-//! moto server (see `testkit::fleet`), steered with `br-update-agent fleet pause|resume|limit`.
-//! The agents look at the cluster tags before each attempt at a slot, at most one
-//! `wait-poll-max` (3 s here) apart, so within one poll plus the settle time (1 s) a pause stops
-//! new claims and a limit applies. The bounds below leave seconds of slack on top of that.
+//! moto server (see `testkit::fleet`), steered with `br-update-agent fleet pause|resume|limit`
+//! and `update-now`. The agents look at the cluster tags before each attempt at a slot, at most
+//! one `wait-poll-max` (3 s here) apart, so within one poll plus the settle time (1 s) a pause
+//! stops new claims and a limit applies. The bounds below leave seconds of slack on top of that.
 //!
 //! Needs the moto venv (`bash tests/moto/ensure-venv.sh`) and the built binaries; without them
 //! the launch fails and says so.
@@ -99,4 +99,49 @@ fn agents_follow_pause_resume_and_limit_within_one_poll() {
     assert!(most <= 1, "{most} instances took a slot at once after `limit 1`");
     assert!(fleet.watch().most_live_claims <= 3, "never more than the configured 3: {:?}", fleet.watch());
     measure("fleet_controls_moto wall time", format!("{:.1} s", started.elapsed().as_secs_f64()));
+}
+
+/// The seed that puts a host's check of a `day`-long interval half a day from now, so that no
+/// round falls within a test.
+fn seed_half_a_day_away() -> u32 {
+    let day: i64 = 86_400_000;
+    let place = (SystemClock.now().0 + day / 2).rem_euclid(day);
+    u32::try_from(place * 2048 / day).unwrap_or(0)
+}
+
+/// An idle host reads its instance for `update-now` only once a refresh shows a version to
+/// install: an `update-now` set while there is none stays pending (no look reads it, none clears
+/// it), and acts at the first look after the release is out, half a day before the round.
+#[test]
+fn update_now_on_a_host_with_nothing_to_install_waits_for_the_release_and_then_acts() {
+    let started = Instant::now();
+    let mut spec = FleetSpec::new("update-now", 1);
+    spec.to = spec.from.clone();
+    spec.agent_settings.extend([
+        ("check-interval".to_string(), "\"1d\"".to_string()),
+        ("maintenance.update-now-poll".to_string(), "\"10s\"".to_string()),
+        ("seed".to_string(), seed_half_a_day_away().to_string()),
+    ]);
+    let mut fleet = ok(Fleet::launch(spec));
+    ok(fleet.start_agents());
+    ok(fleet.run_for(Duration::from_secs(3)));
+    let arn = fleet.seeded.instances[0].clone();
+    operator(&fleet, &["update-now", &arn]);
+    ok(fleet.moto().reset_calls());
+    let host = testkit::fleet::access_key(0);
+    let own = |fleet: &Fleet| -> Vec<testkit::moto::LoggedCall> {
+        ok(fleet.moto().call_log()).into_iter().filter(|c| c.key.as_deref() == Some(host.as_str())).collect()
+    };
+    ok(fleet.run_for(Duration::from_secs(35)));
+    let calls = own(&fleet);
+    assert!(calls.is_empty(), "three looks with nothing to install read nothing: {calls:?}\n{}", fleet.log_tail(0));
+    ok(fleet.api(0).publish(&["1.0.0", "1.1.0"]));
+    let published = Instant::now();
+    ok(fleet.run_until("host 0 on 1.1.0 through update-now", Duration::from_secs(90), |v| v.hosts[0].settled_on("1.1.0")));
+    measure("update-now after the release reached an idle host: updated within", format!("{:.1} s", published.elapsed().as_secs_f64()));
+    let cleared = own(&fleet)
+        .iter()
+        .any(|c| c.operation == "DeleteAttributes" && c.attributes.iter().any(|(name, _)| name == "br-update.update-now"));
+    assert!(cleared, "the host acted on update-now and cleared it");
+    measure("fleet_controls_moto update-now wall time", format!("{:.1} s", started.elapsed().as_secs_f64()));
 }
