@@ -20,6 +20,14 @@ use super::{Action, ActionReply, CommandResult, CommandStatus, OsApi, OsApiError
 use crate::backoff::{Backoff, Jitter};
 use crate::clock::{Clock, WallTime};
 
+/// Logs a step of a command at info, or at debug for a refresh: idle hosts refresh every hour,
+/// and the caller logs what the refresh decided.
+macro_rules! step {
+    ($action:expr, $($event:tt)+) => {
+        if $action == Action::Refresh { tracing::debug!($($event)+) } else { tracing::info!($($event)+) }
+    };
+}
+
 /// Time allowance of one update command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct CommandBudget {
@@ -230,7 +238,7 @@ pub async fn run_command<A: OsApi, C: Clock>(
     }
     let before = read_until(api, clock, jitter, budget, &deadline, action.name()).await.map_err(|f| tie(f, action))?;
     let before_ts = before.as_ref().and_then(|s| s.most_recent_command.as_ref()).map(|c| c.timestamp);
-    tracing::info!(action = action.name(), before = ?before_ts, "starting update command");
+    step!(action, action = action.name(), before = ?before_ts, "starting update command");
     post(api, clock, jitter, action, budget, &deadline).await?;
     poll(api, clock, action, budget, &deadline, before_ts).await
 }
@@ -350,7 +358,7 @@ async fn post<A: OsApi, C: Clock>(
         let out_of_time = deadline.remaining(clock).is_zero();
         let reason = match api.action(action).await {
             Ok(ActionReply::Started) => {
-                tracing::info!(action = action.name(), attempt, "command started (204)");
+                step!(action, action = action.name(), attempt, "command started (204)");
                 return Ok(());
             }
             Ok(ActionReply::Busy) if out_of_time => {
@@ -477,7 +485,7 @@ fn judge(
     status: UpdateStatus,
 ) -> Result<UpdateStatus, CommandError> {
     if result.cmd_status == CommandStatus::Success {
-        tracing::info!(action = action.name(), attempt, state = ?status.update_state, "command succeeded");
+        step!(action, action = action.name(), attempt, state = ?status.update_state, "command succeeded");
         Ok(status)
     } else {
         tracing::warn!(

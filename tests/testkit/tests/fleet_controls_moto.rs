@@ -132,9 +132,12 @@ fn update_now_on_a_host_with_nothing_to_install_waits_for_the_release_and_then_a
     let own = |fleet: &Fleet| -> Vec<testkit::moto::LoggedCall> {
         ok(fleet.moto().call_log()).into_iter().filter(|c| c.key.as_deref() == Some(host.as_str())).collect()
     };
+    let logged = fleet.log(0).len();
     ok(fleet.run_for(Duration::from_secs(35)));
     let calls = own(&fleet);
     assert!(calls.is_empty(), "three looks with nothing to install read nothing: {calls:?}\n{}", fleet.log_tail(0));
+    let lines = fleet.log(0)[logged..].to_string();
+    assert!(!lines.contains("command"), "a look's refresh logs its steps at debug (info here):\n{lines}");
     ok(fleet.api(0).publish(&["1.0.0", "1.1.0"]));
     let published = Instant::now();
     ok(fleet.run_until("host 0 on 1.1.0 through update-now", Duration::from_secs(90), |v| v.hosts[0].settled_on("1.1.0")));
