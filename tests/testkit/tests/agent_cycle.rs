@@ -719,11 +719,9 @@ async fn update_now_skips_the_window_wait_but_not_the_lease() {
     assert_clean(&ecs, &b);
 }
 
-/// An idle host with 6-hour rounds (up to 5 minutes' jitter each) and an hourly update-now
-/// poll, on a fake host that publishes `published`, run for three days: the last two days' reads
-/// of its instance, its other ECS calls and its refreshes.
-async fn idle_host_for_three_days(published: &[&str], faults: Faults, min_release_age: Duration) -> (Vec<tokio::time::Instant>, Vec<&'static str>, usize) {
-    let ecs = FakeEcs::new("c", 1);
+/// An idle host on 1.0.0 with 6-hour rounds (up to 5 minutes' jitter each) and an hourly
+/// update-now poll, on a fake host that publishes `published`.
+fn idle_node(ecs: &FakeEcs, published: &[&str], min_release_age: Duration) -> Node {
     let mut cfg = config("");
     cfg.check_interval = Duration::from_secs(6 * 3600);
     cfg.maintenance.update_now_poll = Duration::from_secs(3600);
@@ -735,8 +733,14 @@ async fn idle_host_for_three_days(published: &[&str], faults: Faults, min_releas
         durations: CommandDurations::all(Duration::from_secs(2)),
         ..HostConfig::default()
     });
-    host.set_faults(faults);
-    let n = Node::new("a", host, Some(&ecs), clock(), cfg, 7);
+    Node::new("a", host, Some(ecs), clock(), cfg, 7)
+}
+
+/// [`idle_node`] run for three days: the last two days' reads of its instance, its other ECS
+/// calls and its refreshes.
+async fn idle_host_for_three_days(published: &[&str], min_release_age: Duration) -> (Vec<tokio::time::Instant>, Vec<&'static str>, usize) {
+    let ecs = FakeEcs::new("c", 1);
+    let n = idle_node(&ecs, published, min_release_age);
     let start = tokio::time::Instant::now();
     let (trigger, stop) = Shutdown::new();
     let day = Duration::from_secs(86_400);
@@ -760,7 +764,7 @@ async fn idle_host_for_three_days(published: &[&str], faults: Faults, min_releas
 /// instance only at its rounds: an update-now look could only start a round that finds nothing.
 #[tokio::test(start_paused = true)]
 async fn an_idle_host_with_nothing_to_install_reads_its_instance_once_a_round() {
-    let (reads, others, refreshes) = idle_host_for_three_days(&["1.0.0"], Faults::default(), Duration::ZERO).await;
+    let (reads, others, refreshes) = idle_host_for_three_days(&["1.0.0"], Duration::ZERO).await;
     assert!((7..=9).contains(&reads.len()), "two days, four rounds a day, one read each: {}", reads.len());
     assert!(others.is_empty(), "an idle host only reads: {others:?}");
     assert!((46..=50).contains(&refreshes), "a refresh an hour, the rounds' own among them: {refreshes}");
@@ -771,7 +775,7 @@ async fn an_idle_host_with_nothing_to_install_reads_its_instance_once_a_round() 
 #[tokio::test(start_paused = true)]
 async fn an_idle_host_with_a_version_to_install_reads_its_instance_once_an_hour() {
     let week = Duration::from_secs(7 * 86_400);
-    let (reads, others, _) = idle_host_for_three_days(&["1.0.0", "1.1.0"], Faults::default(), week).await;
+    let (reads, others, _) = idle_host_for_three_days(&["1.0.0", "1.1.0"], week).await;
     assert!((47..=49).contains(&reads.len()), "two days, six reads a round: {}", reads.len());
     let longest = reads.windows(2).map(|w| w[1] - w[0]).max().expect("reads");
     assert!(longest <= Duration::from_secs(3600 * 11 / 10), "longest gap between two reads: {longest:?}");
@@ -783,17 +787,7 @@ async fn an_idle_host_with_a_version_to_install_reads_its_instance_once_an_hour(
 #[tokio::test(start_paused = true)]
 async fn an_idle_host_whose_refresh_fails_looks_for_update_now_anyway() {
     let ecs = FakeEcs::new("c", 1);
-    let mut cfg = config("");
-    cfg.check_interval = Duration::from_secs(6 * 3600);
-    cfg.maintenance.update_now_poll = Duration::from_secs(3600);
-    cfg.check_jitter = Duration::from_secs(300);
-    let host = FakeHost::new(HostConfig {
-        version: "1.0.0".into(),
-        published: vec!["1.0.0".into()],
-        durations: CommandDurations::all(Duration::from_secs(2)),
-        ..HostConfig::default()
-    });
-    let n = Node::new("a", host, Some(&ecs), clock(), cfg, 7);
+    let n = idle_node(&ecs, &["1.0.0"], Duration::ZERO);
     let (trigger, stop) = Shutdown::new();
     let (ecs2, host2) = (ecs.clone(), n.host.clone());
     let failing = async move {
