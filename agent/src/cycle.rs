@@ -1093,10 +1093,13 @@ impl<O: OsApi, S: ClusterStore, K: Clock, J: Journal> Agent<O, S, K, J> {
         let instance_status = self.own_status_for_drain(store, &held).await?;
         // Listed here, not before the claim: a waiter could not use the answer (a task may
         // start or end while it waits), and a host that finds a slot free lists them once.
-        let tasks = self.ecs_or_undo("ListTasks", || store.kept_running_tasks()).await?;
-        if let Some(reason) = standalone_reason(&tasks).filter(|_| self.cfg.cluster.standalone_tasks == StandalonePolicy::Skip) {
-            self.undo(&reason).await;
-            return Err(Halt::Done(Outcome::Skipped { reason }));
+        // Under `wait` nothing is decided on them before the drain, whose end lists them anyway.
+        if self.cfg.cluster.standalone_tasks == StandalonePolicy::Skip {
+            let tasks = self.ecs_or_undo("ListTasks", || store.kept_running_tasks()).await?;
+            if let Some(reason) = standalone_reason(&tasks) {
+                self.undo(&reason).await;
+                return Err(Halt::Done(Outcome::Skipped { reason }));
+            }
         }
         let lease = self.lease().ok_or_else(|| failed("no cluster"))?;
         let before = held.claim.clone();

@@ -431,6 +431,10 @@ async fn standalone_tasks_are_waited_for_under_the_wait_policy() {
     let (outcomes, ()) = tokio::join!(n.run_once_through_reboots(REBOOT, 2), finisher);
     assert_eq!(outcomes[1], Outcome::Finished { result: "updated".into(), version: "1.1.0".into() });
     assert_clean(&ecs, &n);
+    // Nothing is decided on the tasks before the drain: they are listed only to see it end.
+    let log: Vec<&str> = ecs.call_log().iter().map(|c| c.op).collect();
+    let drained = log.iter().position(|op| *op == "UpdateContainerInstancesState").expect("a drain");
+    assert!(!log[..drained].iter().any(|op| *op == "ListTasks" || *op == "DescribeTasks"), "tasks listed before the drain: {log:?}");
 }
 
 #[tokio::test(start_paused = true)]
