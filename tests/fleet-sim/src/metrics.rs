@@ -139,6 +139,28 @@ pub fn peak_within(sorted: &[Ms], window: Ms) -> u64 {
     best as u64
 }
 
+/// The busiest `window` of the same events by chance: each event moved to a random time within
+/// its own `bucket` (a minute, say), `draws` times; the peaks, sorted. A rollout whose real peak
+/// sits at or below these has no moment left that brings calls together within the bucket: only
+/// fewer calls per bucket would lower it. Seeded, so a run prints the same figures each time.
+pub fn chance_peaks(times: &[Ms], window: Ms, bucket: Ms, draws: u64, seed: u64) -> Vec<u64> {
+    let mut peaks: Vec<u64> = (0..draws)
+        .map(|d| {
+            let mut moved = moved_within_bucket(times, bucket, seed ^ d);
+            moved.sort_unstable();
+            peak_within(&moved, window)
+        })
+        .collect();
+    peaks.sort_unstable();
+    peaks
+}
+
+/// Each of `times` at a random time within its own `bucket`.
+fn moved_within_bucket(times: &[Ms], bucket: Ms, seed: u64) -> Vec<Ms> {
+    let bucket = bucket.max(1);
+    times.iter().enumerate().map(|(i, &t)| t / bucket * bucket + crate::sim::mix(seed, i as u64) % bucket).collect()
+}
+
 /// `3d 04:05` style, for the table.
 pub fn human(d: Duration) -> String {
     let m = d.as_secs() / 60;
@@ -339,6 +361,28 @@ mod tests {
         t.calls = (0..2).flat_map(|h| calls.iter().map(move |&(at, op)| CallRecord { at, host: h, op })).collect();
         t.calls.sort_by_key(|c| c.at);
         t
+    }
+
+    #[test]
+    fn chance_breaks_up_a_burst_and_brings_evenly_spaced_calls_together() {
+        // Thirty calls within one second of a minute that is otherwise quiet.
+        let burst: Vec<Ms> = (0..30).map(|i| 120_000 + i * 30).collect();
+        assert_eq!(peak_within(&burst, 1000), 30);
+        let peaks = chance_peaks(&burst, 1000, 60_000, 10, 7);
+        assert_eq!(peaks.len(), 10);
+        assert!(peaks.iter().all(|&p| (2..10).contains(&p)), "{peaks:?}");
+        // One call a second for ten minutes: by chance some seconds get two or more.
+        let even: Vec<Ms> = (0..600).map(|i| i * 1000 + 500).collect();
+        assert_eq!(peak_within(&even, 1000), 1);
+        assert!(chance_peaks(&even, 1000, 60_000, 10, 7).iter().all(|&p| p >= 3), "{:?}", chance_peaks(&even, 1000, 60_000, 10, 7));
+    }
+
+    #[test]
+    fn chance_moves_each_call_within_its_own_minute() {
+        let edges: Vec<Ms> = (0..200).map(|i| if i % 2 == 0 { 59_999 + i * 60_000 } else { 60_000 + i * 60_000 }).collect();
+        let moved = moved_within_bucket(&edges, 60_000, 3);
+        assert!(moved.iter().zip(&edges).all(|(m, t)| m / 60_000 == t / 60_000), "a call left its minute");
+        assert!(moved.iter().zip(&edges).filter(|(m, t)| m != t).count() > 190, "calls were not moved");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use agent::config::parse_duration;
 use fleet_sim::check::{self, Violation};
-use fleet_sim::metrics::{human, Figures, OwnUpdates};
+use fleet_sim::metrics::{chance_peaks, human, peak_within, Figures, OwnUpdates};
 use fleet_sim::peers;
 use fleet_sim::scenario::Scenario;
 use fleet_sim::sim::{self, Run};
@@ -259,7 +259,7 @@ fn table(args: &Args) -> Result<ExitCode, String> {
         let window = (r.trace.published, r.trace.published + f.makespan.as_millis() as u64);
         let phases = r.trace.phases();
         let own = OwnUpdates::of(&r.trace, &phases);
-        breakdowns.push((n, f.updates, by_op_within(&r, window), busiest(&r, 1000), busiest(&r, 60_000), r.trace.ecs_faults.throttled, own.calls(), own.by_stage(), (own.calls_without_idle_wait(), own.idle_wait_calls_per_day())));
+        breakdowns.push((n, f.updates, by_op_within(&r, window), (busiest(&r, 1000), by_chance(&r)), busiest(&r, 60_000), r.trace.ecs_faults.throttled, own.calls(), own.by_stage(), (own.calls_without_idle_wait(), own.idle_wait_calls_per_day())));
     }
     if args.peers {
         // The peers' timings do not depend on the release being bad: one model run gives both.
@@ -272,7 +272,7 @@ fn table(args: &Args) -> Result<ExitCode, String> {
     legend();
     println!();
     let controls_code = controls()?;
-    for (n, updates, ops, second, minute, throttled, (own, own_ops), stages, ((active, active_ops), idle_rate)) in breakdowns {
+    for (n, updates, ops, (second, chance), minute, throttled, (own, own_ops), stages, ((active, active_ops), idle_rate)) in breakdowns {
         let list = |ops: &std::collections::BTreeMap<&str, f64>| ops.iter().map(|(op, c)| format!("{op} {c:.1}")).collect::<Vec<String>>().join(", ");
         println!("\nN = {n}: calls per host update, from its decision to its slot's release: {own:.1} ({})", list(&own_ops));
         let stages: Vec<String> = stages.iter().map(|(s, c)| format!("{s} {c:.1}")).collect();
@@ -286,6 +286,7 @@ fn table(args: &Args) -> Result<ExitCode, String> {
         }
         if args.explain {
             println!("  busiest second: {second}");
+            println!("  busiest second by chance: {chance}");
             println!("  busiest minute: {minute}");
         }
     }
@@ -427,6 +428,26 @@ fn busiest(r: &Run, window: u64) -> String {
     }
     let since = calls.get(at).map_or(0, |c| c.at.saturating_sub(r.trace.published));
     format!("{best} calls from {} hosts at +{}s: {ops:?}", hosts.len(), since / 1000)
+}
+
+/// Draws of [`by_chance`].
+const CHANCE_DRAWS: u64 = 20;
+
+/// The busiest second the run's calls would make by chance alone, each moved to a random time
+/// within its own minute: when the real one is no higher, nothing brings calls together within
+/// a minute, and only the busiest minutes' rate can lower it.
+fn by_chance(r: &Run) -> String {
+    let mut times: Vec<u64> = r.trace.calls.iter().map(|c| c.at).collect();
+    times.sort_unstable();
+    let peaks = chance_peaks(&times, 1000, 60_000, CHANCE_DRAWS, r.scenario.seed);
+    let real = peak_within(&times, 1000);
+    let median = peaks[peaks.len() / 2];
+    let below = peaks.iter().filter(|&&p| p < real).count();
+    format!(
+        "median {median} ({}-{}) over {CHANCE_DRAWS} draws of the same calls, each at a random time within its own minute ({below} draws below the real one)",
+        peaks[0],
+        peaks[peaks.len() - 1]
+    )
 }
 
 /// Seeds the canary's cost is averaged over.
