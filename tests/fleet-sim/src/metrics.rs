@@ -374,7 +374,8 @@ mod tests {
         // One call a second for ten minutes: by chance some seconds get two or more.
         let even: Vec<Ms> = (0..600).map(|i| i * 1000 + 500).collect();
         assert_eq!(peak_within(&even, 1000), 1);
-        assert!(chance_peaks(&even, 1000, 60_000, 10, 7).iter().all(|&p| p >= 3), "{:?}", chance_peaks(&even, 1000, 60_000, 10, 7));
+        let peaks = chance_peaks(&even, 1000, 60_000, 10, 7);
+        assert!(peaks.iter().all(|&p| p >= 3), "{peaks:?}");
     }
 
     #[test]
