@@ -146,7 +146,7 @@ pub fn peak_within(sorted: &[Ms], window: Ms) -> u64 {
 pub fn chance_peaks(times: &[Ms], window: Ms, bucket: Ms, draws: u64, seed: u64) -> Vec<u64> {
     let mut peaks: Vec<u64> = (0..draws)
         .map(|d| {
-            let mut moved = moved_within_bucket(times, bucket, seed ^ d);
+            let mut moved = moved_within_bucket(times, bucket, crate::sim::mix(seed, d));
             moved.sort_unstable();
             peak_within(&moved, window)
         })
